@@ -1,0 +1,112 @@
+"""BagNet checkpoints: one ``.pt`` file that rebuilds the model and says how to feed it.
+
+A checkpoint is a plain dict (loadable with ``weights_only=True``)::
+
+    format        "glimpse-gym-bagnet/1"
+    arch          registry name of the architecture ("bagnet-small", "bagnet33", ...)
+    arch_kwargs   keyword arguments of that factory
+    state_dict    the model's tensors
+    model_hash    short sha256 of state_dict (feature banks record it)
+    class_names   list[str], one per class index
+    normalization {"mean": [...], "std": [...]} applied to images scaled to [0, 1]
+    image_shape   [C, H, W] the model was trained on
+    rf, stride    receptive field and total stride in pixels
+    dataset       {"name": ..., "options": {...}} it was trained on
+    metrics       the last evaluation (val/test errors, ...)
+    train_state   optional: optimizer, scheduler, epoch (for --resume)
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glimpse_gym.bagnet.common import BagNetBase
+from glimpse_gym.errors import CheckpointError, UnknownNameError
+from glimpse_gym.fileio import atomic_torch_save, state_dict_hash
+
+FORMAT = "glimpse-gym-bagnet/1"
+REQUIRED = ("arch", "arch_kwargs", "state_dict", "class_names", "normalization", "image_shape")
+
+
+def build_bagnet(arch: str, **kwargs: Any) -> BagNetBase:
+    """Instantiate a registered architecture (see ``ARCHITECTURES``) with its kwargs."""
+    from glimpse_gym.bagnet import ARCHITECTURES
+
+    if arch not in ARCHITECTURES:
+        raise UnknownNameError(f"unknown BagNet architecture {arch!r}; valid: "
+                               f"{', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](**kwargs)
+
+
+def save_checkpoint(path: str | Path, model: BagNetBase, *, arch: str,
+                    arch_kwargs: dict[str, Any], class_names: list[str],
+                    mean: list[float], std: list[float], image_shape: list[int],
+                    dataset: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+                    train_state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write a checkpoint atomically (temporary file, then ``os.replace``); return its dict."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "arch": arch,
+        "arch_kwargs": dict(arch_kwargs),
+        "state_dict": state,
+        "model_hash": state_dict_hash(state),
+        "class_names": list(class_names),
+        "normalization": {"mean": [float(m) for m in mean], "std": [float(s) for s in std]},
+        "image_shape": [int(s) for s in image_shape],
+        "rf": int(model.rf),
+        "stride": int(model.stride),
+        "dataset": dataset or {},
+        "metrics": metrics or {},
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    atomic_torch_save(payload, path)
+    return payload
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or not a glimpse-gym BagNet
+            checkpoint; the message names the path and what is wrong.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"no BagNet checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"{path} is damaged or not a torch checkpoint: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a glimpse-gym BagNet checkpoint (expected "
+                              f"format {FORMAT!r}); plain state_dicts of the official BagNets "
+                              "load with glimpse_gym.bagnet.load_official_weights")
+    missing = [k for k in REQUIRED if k not in payload]
+    if missing:
+        raise CheckpointError(f"{path} lacks the field(s) {missing}")
+    return payload
+
+
+def load_bagnet(source: str | Path | dict[str, Any],
+                device: str | torch.device = "cpu") -> tuple[BagNetBase, dict[str, Any]]:
+    """Rebuild the model of a checkpoint (path or loaded dict) in eval mode on ``device``.
+
+    Returns:
+        ``(model, checkpoint)``; the checkpoint dict carries class names, normalisation, ...
+    """
+    ckpt = source if isinstance(source, dict) else load_checkpoint(source)
+    model = build_bagnet(ckpt["arch"], **ckpt["arch_kwargs"])
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        where = source if not isinstance(source, dict) else "checkpoint"
+        raise CheckpointError(f"{where}: weights do not fit {ckpt['arch']} "
+                              f"{ckpt['arch_kwargs']}: {exc}") from exc
+    return model.to(device).eval(), ckpt

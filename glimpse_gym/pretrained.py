@@ -1,0 +1,26 @@
+"""The embedded default: a small BagNet trained on ``digits``, shipped with the package.
+
+It was produced by this package's own ``glimpse pretrain-bagnet`` (README, "Embedded
+default"), so everything downstream runs offline with no training first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_CHECKPOINT = WEIGHTS_DIR / "digits_bagnet.pt"
+
+
+def default_checkpoint() -> Path:
+    """Path of the embedded digits BagNet checkpoint."""
+    if not DEFAULT_CHECKPOINT.is_file():
+        raise FileNotFoundError(f"the embedded default weights are missing at "
+                                f"{DEFAULT_CHECKPOINT}; reinstall glimpse-gym or run "
+                                "'make default-weights'")
+    return DEFAULT_CHECKPOINT
+
+
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """``"default"`` is the embedded checkpoint; anything else is a path."""
+    return default_checkpoint() if str(spec) == "default" else Path(spec).expanduser()

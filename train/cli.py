@@ -1,0 +1,58 @@
+"""The ``glimpse`` command: one subcommand per pipeline step."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from train.config import add_dataclass_arguments, config_from_args
+
+COMMANDS = {
+    "demo": ("train.demo", "DemoConfig", "demo",
+             "the main job on the embedded default (offline, about a minute)"),
+    "datasets": ("train.tools", "DatasetsConfig", "list_datasets_cmd",
+                 "list the dataset registry"),
+    "pretrain-bagnet": ("train.pretrain_bagnet", "PretrainConfig", "pretrain_bagnet",
+                        "step 1: train a BagNet with the per-location loss"),
+    "extract-features": ("train.extract_features", "ExtractConfig", "extract_features",
+                         "run a BagNet over dataset splits and write feature banks"),
+    "bank-info": ("train.tools", "BankInfoConfig", "bank_info",
+                  "check a feature bank and print its metadata"),
+    "export-bagnet": ("train.tools", "ExportConfig", "export_bagnet",
+                      "strip a training checkpoint down to what using it needs"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="glimpse",
+        description="Glimpse Gym: hard-attention image classification as reinforcement "
+                    "learning. Each subcommand is one step of the pipeline; "
+                    "'glimpse SUBCOMMAND --help' explains its options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    for name, (module, cfg_name, fn_name, summary) in COMMANDS.items():
+        mod = importlib.import_module(module)
+        cls = getattr(mod, cfg_name)
+        p = sub.add_parser(name, help=summary, description=(cls.__doc__ or summary),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        add_dataclass_arguments(p, cls)
+        p.set_defaults(_run=getattr(mod, fn_name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args._config_cls, args)
+    try:
+        args._run(cfg)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

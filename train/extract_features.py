@@ -1,0 +1,86 @@
+"""Step 1b: run a trained BagNet once over dataset splits and write feature banks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glimpse_gym.bagnet import load_bagnet
+from glimpse_gym.bank import FeatureBank, write_bank
+from glimpse_gym.datasets import dataset_options, make_dataset
+from glimpse_gym.device import resolve_device
+from glimpse_gym.pretrained import resolve_checkpoint
+from train.config import parse_options
+
+
+@dataclass
+class ExtractConfig:
+    """Options of ``glimpse extract-features``."""
+
+    checkpoint: str = "default"
+    """BagNet checkpoint (.pt from pretrain-bagnet); 'default' is the embedded digits model"""
+    out: str = "runs/banks/digits"
+    """output folder: one bank per split is written to OUT/<split>"""
+    split: list[str] = field(default_factory=list)
+    """split(s) to extract (default: train, val and test)"""
+    dataset: str | None = None
+    """dataset registry name (default: the one the checkpoint was trained on)"""
+    root: str | None = None
+    """folder holding the dataset's files (mnist, cluttered-mnist, cifar10, imagefolder)"""
+    data_option: list[str] = field(default_factory=list)
+    """dataset option KEY=VALUE (default: the checkpoint's own options)"""
+    seed: int | None = None
+    """seed of the train/val carve and canvases (default: the checkpoint's)"""
+    batch_size: int = 512
+    """images per forward pass"""
+    store_images: bool = True
+    """also store the uint8 images (rendering and the occlusion test need them)"""
+    overwrite: bool = False
+    """replace banks that already exist"""
+    device: str = "auto"
+    """auto (CUDA when present), cpu, cuda or cuda:N"""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice)"""
+    num_workers: int = 0
+    """DataLoader workers for datasets read from disk (imagefolder)"""
+    progress: bool = True
+    """show progress bars"""
+
+
+def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank]:
+    """Write one bank per split; return them by split name."""
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model, ckpt = load_bagnet(resolve_checkpoint(cfg.checkpoint), device)
+    trained_on = ckpt.get("dataset", {})
+    name = cfg.dataset or trained_on.get("name")
+    if not name:
+        raise ValueError("the checkpoint does not record its dataset; pass --dataset")
+    opts: dict[str, Any] = {}
+    if name == trained_on.get("name"):
+        opts.update(trained_on.get("options", {}))
+        opts.setdefault("seed", trained_on.get("seed", 0))
+    opts.update(parse_options(cfg.data_option))
+    accepted = dataset_options(name)
+    if cfg.seed is not None:
+        opts["seed"] = cfg.seed
+    if cfg.root is not None and "root" in accepted:
+        opts["root"] = cfg.root
+    banks = {}
+    for split in cfg.split or ["train", "val", "test"]:
+        ds = make_dataset(name, split, **opts)
+        target = Path(cfg.out) / split
+        bank = write_bank(model, ds, target, checkpoint=ckpt, batch_size=cfg.batch_size,
+                          device=device, store_images=cfg.store_images, overwrite=cfg.overwrite,
+                          dataset_options=opts, num_workers=cfg.num_workers,
+                          progress=cfg.progress)
+        s = bank.meta["stats"]
+        print(f"{target}: {bank.num_images} images, grid {bank.grid}, features "
+              f"{tuple(bank.features.shape)} float16 | image acc {s['image_acc']:.4f} "
+              f"cell acc {s['cell_acc']:.4f} | {s['images_per_s']:.0f} img/s")
+        banks[split] = bank
+    return banks

@@ -1,0 +1,250 @@
+"""Step 1: pretrain a BagNet with the per-location loss.
+
+Every cell's logits are trained to predict the image label (cross-entropy averaged over
+cells), as in Saccader's first training step (Elsayed et al. 2019); the image-level
+prediction is the argmax of the spatially averaged logits. AdamW, linear warm-up then cosine
+decay, TensorBoard scalars, a progress bar, an atomic checkpoint every epoch and ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from glimpse_gym.bagnet import (
+    build_bagnet,
+    evaluate_bagnet,
+    image_logits,
+    iterate_batches,
+    load_checkpoint,
+    preprocess,
+    save_checkpoint,
+)
+from glimpse_gym.datasets import ImageDataset, dataset_options, make_dataset
+from glimpse_gym.device import resolve_device
+from glimpse_gym.errors import CheckpointError
+from train.config import parse_options
+
+
+@dataclass
+class PretrainConfig:
+    """Options of ``glimpse pretrain-bagnet``."""
+
+    dataset: str = "digits"
+    """dataset registry name (``glimpse datasets`` lists them)"""
+    root: str | None = None
+    """folder holding the dataset's files (mnist, cluttered-mnist, cifar10, imagefolder)"""
+    data_option: list[str] = field(default_factory=list)
+    """dataset option KEY=VALUE, e.g. canvas_size=100, pieces=8, path=my.npz"""
+    download: bool = False
+    """let torchvision download a missing dataset (never done otherwise)"""
+    seed: int = 0
+    """seed of the train/val carve, the canvases, the initialisation and the batch order"""
+    arch: str = "auto"
+    """bagnet-tiny, bagnet-small, bagnet9, bagnet17, bagnet33; auto: tiny up to 40 px, else small"""
+    width: int | None = None
+    """base width of bagnet-small / bagnet-tiny (default: the factory's)"""
+    feature_dim: int | None = None
+    """D, channels of the what-features of bagnet-small / bagnet-tiny (default: the factory's)"""
+    nam: bool = False
+    """add NAM channel attention (bagnet-small / bagnet-tiny)"""
+    nam_l1: float = 1e-4
+    """L1 penalty on the NAM gammas (with --nam)"""
+    epochs: int = 10
+    """passes over the training split"""
+    batch_size: int = 128
+    """images per optimisation step"""
+    lr: float = 3e-3
+    """peak AdamW learning rate"""
+    weight_decay: float = 5e-4
+    """AdamW weight decay"""
+    warmup: float = 0.03
+    """fraction of the steps spent warming the learning rate up linearly, then cosine to 0"""
+    image_loss: float = 0.0
+    """weight of an extra cross-entropy on the image-level (averaged) logits; 0 = pure per-cell"""
+    resample_canvases: bool = True
+    """draw fresh canvas layouts (positions, clutter) every epoch for canvas datasets"""
+    max_train_images: int | None = None
+    """use only the first N training images (quick runs and tests)"""
+    out: str = "runs/bagnet/checkpoint.pt"
+    """checkpoint path (written atomically every epoch)"""
+    logdir: str | None = None
+    """TensorBoard folder (default: tb/ beside the checkpoint)"""
+    resume: bool = False
+    """continue from the checkpoint at --out"""
+    device: str = "auto"
+    """auto (CUDA when present), cpu, cuda or cuda:N"""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice)"""
+    eval_test: bool = True
+    """evaluate on the test split at the end"""
+    eval_batch_size: int = 512
+    """images per batch in evaluation"""
+    num_workers: int = 0
+    """DataLoader workers for datasets read from disk (imagefolder)"""
+    progress: bool = True
+    """show progress bars"""
+
+
+def _make_split(cfg: PretrainConfig, split: str, layout_seed: int = 0) -> ImageDataset:
+    opts: dict[str, Any] = dict(parse_options(cfg.data_option))
+    accepted = dataset_options(cfg.dataset)
+    opts.setdefault("seed", cfg.seed)
+    if "root" in accepted and cfg.root is not None:
+        opts.setdefault("root", cfg.root)
+    if "download" in accepted:
+        opts.setdefault("download", cfg.download)
+    if layout_seed and "layout_seed" in accepted:
+        opts["layout_seed"] = layout_seed
+    return make_dataset(cfg.dataset, split, **opts)
+
+
+def _arch(cfg: PretrainConfig, train: ImageDataset) -> tuple[str, dict[str, Any]]:
+    arch = cfg.arch
+    if arch == "auto":
+        arch = "bagnet-tiny" if max(train.image_shape[1:]) <= 40 else "bagnet-small"
+    kwargs: dict[str, Any] = {"num_classes": train.num_classes, "in_channels": train.image_shape[0]}
+    if arch in ("bagnet-small", "bagnet-tiny"):
+        if cfg.width is not None:
+            kwargs["width"] = cfg.width
+        if cfg.feature_dim is not None:
+            kwargs["feature_dim"] = cfg.feature_dim
+        kwargs["nam"] = cfg.nam
+    return arch, kwargs
+
+
+def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
+    """Train a BagNet with the per-location loss; return the final metrics and timings."""
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    logdir = Path(cfg.logdir) if cfg.logdir else out.parent / "tb"
+
+    # ---------------------------------------------------------------- data and model
+    train_set = _make_split(cfg, "train")
+    val_set = _make_split(cfg, "val")
+    arch, arch_kwargs = _arch(cfg, train_set)
+    model = build_bagnet(arch, **arch_kwargs).to(device)
+    mean, std = list(train_set.mean), list(train_set.std)
+    num_train = len(train_set) if cfg.max_train_images is None else min(cfg.max_train_images,
+                                                                        len(train_set))
+    steps_per_epoch = math.ceil(num_train / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = max(1, int(cfg.warmup * total_steps))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
+        (s + 1) / warmup_steps,
+        0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup_steps) / max(1, total_steps - warmup_steps))))))
+    start_epoch, elapsed = 0, 0.0
+    if cfg.resume:
+        ckpt = load_checkpoint(out)
+        if ckpt["arch"] != arch or ckpt["arch_kwargs"] != arch_kwargs:
+            raise CheckpointError(f"--resume: {out} holds {ckpt['arch']} {ckpt['arch_kwargs']}, "
+                                  f"but this run asks for {arch} {arch_kwargs}")
+        state = ckpt.get("train_state")
+        if state is None:
+            raise CheckpointError(f"--resume: {out} has no train_state (a final export?)")
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, elapsed = state["epoch"], state["elapsed_s"]
+        mean, std = ckpt["normalization"]["mean"], ckpt["normalization"]["std"]
+    writer = SummaryWriter(str(logdir))
+    meta = dict(arch=arch, arch_kwargs=arch_kwargs, class_names=train_set.class_names, mean=mean,
+                std=std, image_shape=list(train_set.image_shape),
+                dataset={"name": cfg.dataset, "options": parse_options(cfg.data_option),
+                         "seed": cfg.seed})
+    print(f"pretrain-bagnet: {arch} rf={model.rf} stride={model.stride} "
+          f"grid={model.grid_size(*train_set.image_shape[1:])} on {cfg.dataset} "
+          f"({num_train} train / {len(val_set)} val images), device {device}")
+
+    metrics: dict[str, Any] = {}
+    train_images_seen, train_time = 0, 0.0
+    for epoch in range(start_epoch, cfg.epochs):
+        # ------------------------------------------------------------ rollout of one epoch
+        if cfg.resample_canvases and epoch > 0:
+            train_set = _make_split(cfg, "train", layout_seed=epoch)
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(
+            cfg.seed * 100_003 + epoch))[:num_train]
+        model.train()
+        t0 = time.perf_counter()
+        sums = {"loss": 0.0, "cell_acc": 0.0, "image_acc": 0.0}
+        bar = tqdm(iterate_batches(train_set, cfg.batch_size, indices=order,
+                                   num_workers=cfg.num_workers),
+                   total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not cfg.progress, leave=False)
+        for images, labels in bar:
+            x = preprocess(images, mean, std, device)
+            y = labels.to(device)
+            # -------------------------------------------------------- loss
+            logits = model(x).logits
+            target = y[:, None, None].expand(-1, *logits.shape[2:])
+            loss = F.cross_entropy(logits, target)
+            if cfg.image_loss:
+                loss = loss + cfg.image_loss * F.cross_entropy(image_logits(logits), y)
+            if cfg.nam:
+                loss = loss + cfg.nam_l1 * model.regularizer()
+            # -------------------------------------------------------- update
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                b = len(y)
+                sums["loss"] += loss.item() * b
+                sums["cell_acc"] += (logits.argmax(1) == target).float().mean().item() * b
+                sums["image_acc"] += (image_logits(logits).argmax(1) == y).float().sum().item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        epoch_time = time.perf_counter() - t0
+        train_time += epoch_time
+        train_images_seen += len(order)
+        elapsed += epoch_time
+
+        # ------------------------------------------------------------ evaluate and log
+        val = evaluate_bagnet(model, val_set, mean, std, device, cfg.eval_batch_size,
+                              cfg.num_workers)
+        step = (epoch + 1) * steps_per_epoch
+        train_stats = {k: v / len(order) for k, v in sums.items()}
+        for k, v in train_stats.items():
+            writer.add_scalar(f"train/{k}", v, step)
+        for k in ("loss", "cell_acc", "image_acc", "image_error"):
+            writer.add_scalar(f"val/{k}", val[k], step)
+        writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+        writer.add_scalar("train/images_per_s", len(order) / epoch_time, step)
+        metrics = {"epoch": epoch + 1, "train": train_stats, "val": val, "train_time_s": elapsed}
+        print(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_stats['loss']:.4f} "
+              f"train image acc {train_stats['image_acc']:.4f} | val image error "
+              f"{val['image_error']:.4%} cell acc {val['cell_acc']:.4f} | "
+              f"{len(order) / epoch_time:.0f} img/s")
+        save_checkpoint(out, model, metrics=metrics, train_state={
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "epoch": epoch + 1, "elapsed_s": elapsed, "config": asdict(cfg)}, **meta)
+
+    # ---------------------------------------------------------------- final test
+    if cfg.eval_test:
+        test = evaluate_bagnet(model, _make_split(cfg, "test"), mean, std, device,
+                               cfg.eval_batch_size, cfg.num_workers)
+        metrics["test"] = test
+        writer.add_scalar("test/image_error", test["image_error"], cfg.epochs)
+        writer.add_scalar("test/cell_acc", test["cell_acc"], cfg.epochs)
+        print(f"test: image error {test['image_error']:.4%}, cell acc {test['cell_acc']:.4f} "
+              f"({test['num_images']} images)")
+    if train_images_seen:
+        metrics["train_images_per_s"] = train_images_seen / train_time
+    ckpt = load_checkpoint(out) if out.exists() else None
+    train_state = ckpt.get("train_state") if ckpt else None
+    save_checkpoint(out, model, metrics=metrics, train_state=train_state, **meta)
+    (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    writer.close()
+    return metrics

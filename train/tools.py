@@ -1,0 +1,69 @@
+"""Small subcommands: list datasets, inspect a bank, export a checkpoint for shipping."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from glimpse_gym.bagnet import load_checkpoint
+from glimpse_gym.bagnet.checkpoint import FORMAT
+from glimpse_gym.bank import FeatureBank
+from glimpse_gym.datasets import DATASETS, dataset_options
+from glimpse_gym.fileio import atomic_torch_save
+
+
+@dataclass
+class DatasetsConfig:
+    """Options of ``glimpse datasets``."""
+
+    verbose: bool = False
+    """also list every dataset's options and their defaults"""
+
+
+def list_datasets_cmd(cfg: DatasetsConfig) -> None:
+    """Print the dataset registry."""
+    for name, spec in DATASETS.items():
+        print(f"{name:18s} {spec.summary}")
+        if cfg.verbose:
+            for key, default in dataset_options(name).items():
+                print(f"{'':20s}{key}={default!r}")
+
+
+@dataclass
+class BankInfoConfig:
+    """Options of ``glimpse bank-info``."""
+
+    bank: str = "runs/banks/digits/test"
+    """feature bank directory"""
+    verify: bool = False
+    """check every file's sha256 against meta.json"""
+
+
+def bank_info(cfg: BankInfoConfig) -> None:
+    """Load (and check) a bank and print its metadata."""
+    bank = FeatureBank.load(cfg.bank, verify=cfg.verify)
+    summary = {k: bank.meta[k] for k in ("dataset", "model", "grid", "image_shape", "stats")}
+    summary["dataset"] = {k: v for k, v in summary["dataset"].items() if k != "class_names"}
+    print(json.dumps(summary, indent=1))
+    print(f"ok: {bank.path}" + (" (checksums verified)" if cfg.verify else ""))
+
+
+@dataclass
+class ExportConfig:
+    """Options of ``glimpse export-bagnet``."""
+
+    checkpoint: str = "runs/bagnet/checkpoint.pt"
+    """training checkpoint to export"""
+    out: str = "bagnet.pt"
+    """where to write the slim checkpoint (model, config, normalisation, metrics; no optimizer)"""
+
+
+def export_bagnet(cfg: ExportConfig) -> None:
+    """Drop the optimizer state from a checkpoint, keeping everything needed to use it."""
+    ckpt = load_checkpoint(cfg.checkpoint)
+    ckpt.pop("train_state", None)
+    ckpt["format"] = FORMAT
+    atomic_torch_save(ckpt, cfg.out)
+    print(f"wrote {cfg.out} ({Path(cfg.out).stat().st_size / 1e6:.2f} MB, "
+          f"model hash {ckpt['model_hash']})")
