@@ -41,7 +41,7 @@ default-weights: $(BIN)/glimpse
 ## mnist-bagnet: the 60x60 cluttered MNIST BagNet of README, and its feature banks
 mnist-bagnet: $(BIN)/glimpse
 	$(BIN)/glimpse pretrain-bagnet --dataset cluttered-mnist --root $(MNIST_ROOT) \
-		--epochs 12 --out runs/mnist60/bagnet.pt
+		--epochs 15 --image-loss 1 --out runs/mnist60/bagnet.pt
 	$(BIN)/glimpse extract-features --checkpoint runs/mnist60/bagnet.pt --root $(MNIST_ROOT) \
 		--out runs/banks/cluttered-mnist
 

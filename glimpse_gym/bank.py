@@ -78,6 +78,14 @@ class FeatureBank:
         return int(self.meta["model"]["num_classes"])
 
     @property
+    def feature_range(self) -> tuple[float, float]:
+        """``(min, max)`` of the stored features (recorded at extraction)."""
+        stats = self.meta.get("stats", {})
+        if "feature_min" in stats:
+            return float(stats["feature_min"]), float(stats["feature_max"])
+        return float(self.features.min()), float(self.features.max())
+
+    @property
     def rf(self) -> int:
         return int(self.meta["model"]["rf"])
 
@@ -114,11 +122,13 @@ class FeatureBank:
         try:
             meta = json.loads(meta_path.read_text())
         except FileNotFoundError:
-            raise BankError(f"{meta_path} is missing: {path} is not a complete feature bank") from None
+            raise BankError(f"{meta_path} is missing: {path} is not a complete "
+                            "feature bank") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BankError(f"{meta_path} is damaged (not valid JSON: {exc})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise BankError(f"{meta_path}: format is {meta.get('format') if isinstance(meta, dict) else None!r}, "
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise BankError(f"{meta_path}: format is {found!r}, "
                             f"expected {FORMAT!r}")
         for key in ("arrays", "grid", "model", "dataset", "checksums"):
             if key not in meta:
@@ -255,14 +265,17 @@ def write_bank(model: BagNetBase, dataset: ImageDataset, out: str | Path, *,
         arrays = {name: open_memmap(tmp / f, mode="w+", dtype=dt, shape=shape)
                   for name, (f, dt, shape) in specs.items()}
         correct = cells_correct = 0
-        pos = 0
+        pos, feature_min, feature_max = 0, float("inf"), float("-inf")
         t0 = time.perf_counter()
         for images, labels in tqdm(iterate_batches(dataset, batch_size, num_workers=num_workers),
                                    total=-(-n // batch_size), desc=f"extract {dataset.split}",
                                    disable=not progress, leave=False):
             out_b = model(preprocess(images, mean, std, device))
             b = len(labels)
-            arrays["features"][pos:pos + b] = out_b.features.to(torch.float16).cpu().numpy()
+            features = out_b.features.to(torch.float16)
+            arrays["features"][pos:pos + b] = features.cpu().numpy()
+            feature_min = min(feature_min, features.min().item())
+            feature_max = max(feature_max, features.max().item())
             logits = out_b.logits.float().cpu()
             arrays["logits"][pos:pos + b] = logits.numpy()
             arrays["labels"][pos:pos + b] = labels.numpy()
@@ -294,6 +307,7 @@ def write_bank(model: BagNetBase, dataset: ImageDataset, out: str | Path, *,
                        for name, (f, dt, shape) in specs.items()},
             "checksums": {f: file_sha256(tmp / f) for f in files},
             "stats": {"image_acc": correct / max(n, 1),
+                      "feature_min": feature_min, "feature_max": feature_max,
                       "cell_acc": cells_correct / max(n * gh * gw, 1),
                       "extract_seconds": seconds, "images_per_s": n / max(seconds, 1e-9)},
         }

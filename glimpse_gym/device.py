@@ -22,6 +22,7 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} asked for CUDA, but torch sees no CUDA device here; "
                          "use --device cpu or --device auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+    count = torch.cuda.device_count()
+    if device.type == "cuda" and device.index is not None and device.index >= count:
         raise ValueError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s)")
     return device

@@ -24,3 +24,11 @@ class CheckpointError(GlimpseGymError, ValueError):
 
 class BankError(GlimpseGymError, ValueError):
     """A feature bank is missing, damaged, or does not match what was expected."""
+
+
+class InvalidAction(GlimpseGymError, ValueError):
+    """An action the environment cannot take; the environment's state is unchanged."""
+
+
+class ResetNeeded(GlimpseGymError, RuntimeError):
+    """``step`` was called before ``reset`` or after the episode ended."""

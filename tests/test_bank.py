@@ -55,7 +55,8 @@ def test_round_trip_shapes_dtypes_and_values(tiny_setup) -> None:
     assert meta["grid"] == [h, w] and meta["image_shape"] == [1, 32, 32]
     assert meta["model"]["hash"] == state_dict_hash(model.state_dict())
     assert (meta["model"]["rf"], meta["model"]["stride"]) == (model.rf, model.stride)
-    acc = (image_logits(torch.from_numpy(np.array(bank.logits))).argmax(1).numpy() == bank.labels).mean()
+    predicted = image_logits(torch.from_numpy(np.array(bank.logits))).argmax(1).numpy()
+    acc = (predicted == bank.labels).mean()
     assert meta["stats"]["image_acc"] == pytest.approx(acc)
     boxes = bank.cell_boxes()
     assert boxes.shape == (h * w, 4) and tuple(boxes[w + 1]) == model.cell_box(1, 1)

@@ -7,6 +7,20 @@ import sys
 
 from train.config import add_dataclass_arguments, config_from_args
 
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default (unless its help already says it); keeps paragraphs."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, argparse.SUPPRESS):
+            return text
+        if action.option_strings and action.nargs != 0 or isinstance(
+                action, argparse.BooleanOptionalAction):
+            text += " (default: %(default)s)"
+        return text
+
+
 COMMANDS = {
     "demo": ("train.demo", "DemoConfig", "demo",
              "the main job on the embedded default (offline, about a minute)"),
@@ -35,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, cfg_name, fn_name, summary) in COMMANDS.items():
         mod = importlib.import_module(module)
         cls = getattr(mod, cfg_name)
-        p = sub.add_parser(name, help=summary, description=(cls.__doc__ or summary),
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description = (mod.__doc__ or summary).strip().replace("``", "'")
+        p = sub.add_parser(name, help=summary, description=description,
+                           formatter_class=HelpFormatter)
         add_dataclass_arguments(p, cls)
         p.set_defaults(_run=getattr(mod, fn_name))
     return parser

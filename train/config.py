@@ -34,7 +34,7 @@ def field_docs(cls: type) -> dict[str, str]:
             if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
                     and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
                     and isinstance(nxt.value.value, str)):
-                docs[node.target.id] = " ".join(nxt.value.value.split())
+                docs[node.target.id] = " ".join(nxt.value.value.split()).replace("``", "'")
     return docs
 
 
@@ -53,7 +53,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        tp, optional = _base_type(hints[f.name])
+        tp, _ = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         flag = "--" + f.name.replace("_", "-")
@@ -69,9 +69,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             choices = list(typing.get_args(tp)) if typing.get_origin(tp) is typing.Literal else None
             conv = type(choices[0]) if choices else tp
             parser.add_argument(flag, dest=f.name, type=conv, default=default, choices=choices,
-                                metavar=None if choices else f.name.upper(),
-                                help=f"{help_text} (default: {default})" if not optional or
-                                default is not None else help_text)
+                                metavar=None if choices else f.name.upper(), help=help_text)
     parser.set_defaults(_config_cls=cls)
 
 

@@ -58,13 +58,19 @@ def demo(cfg: DemoConfig) -> dict[str, float]:
     banks = extract_features(ExtractConfig(checkpoint="default", out=str(Path(cfg.out) / "banks"),
                                            overwrite=True, device=cfg.device,
                                            progress=cfg.progress))
-    test = banks["test"]
-    table = glimpse_table(test, cfg.glimpses, cfg.seed)
-    h, w = test.grid
-    print(f"\ndigits test split: {test.num_images} images, {h}x{w} grid, "
-          f"receptive field {test.rf} px, stride {test.stride} px")
+    table = print_table(banks["test"], cfg.glimpses, cfg.seed)
+    (Path(cfg.out) / "summary.json").write_text(json.dumps(table, indent=1))
+    return table
+
+
+def print_table(bank: FeatureBank, glimpses: int, seed: int = 0) -> dict[str, float]:
+    """Print :func:`glimpse_table` for a bank; return it."""
+    table = glimpse_table(bank, glimpses, seed)
+    h, w = bank.grid
+    print(f"\n{bank.meta['dataset']['name']} {bank.meta['dataset']['split']} split: "
+          f"{bank.num_images} images, {h}x{w} grid, receptive field {bank.rf} px, "
+          f"stride {bank.stride} px")
     print(f"{'policy':42s} {'accuracy':>9s} {'error':>8s}")
     for name, acc in table.items():
         print(f"{name:42s} {acc:9.2%} {1 - acc:8.2%}")
-    (Path(cfg.out) / "summary.json").write_text(json.dumps(table, indent=1))
     return table

@@ -50,7 +50,13 @@ class PretrainConfig:
     seed: int = 0
     """seed of the train/val carve, the canvases, the initialisation and the batch order"""
     arch: str = "auto"
-    """bagnet-tiny, bagnet-small, bagnet9, bagnet17, bagnet33; auto: tiny up to 40 px, else small"""
+    """bagnet-tiny, bagnet-small, bagnet9/17/33, custom; auto: tiny up to 40 px, else small"""
+    kernels: str | None = None
+    """custom arch: kernel size of each valid conv, comma-separated, e.g. 5,3,3,3,1,1"""
+    strides: str | None = None
+    """custom arch: stride of each conv, comma-separated, e.g. 1,2,2,1,1,1"""
+    widths: str | None = None
+    """custom arch: channels of each conv, comma-separated, e.g. 32,64,128,128,128,128"""
     width: int | None = None
     """base width of bagnet-small / bagnet-tiny (default: the factory's)"""
     feature_dim: int | None = None
@@ -113,8 +119,13 @@ def _arch(cfg: PretrainConfig, train: ImageDataset) -> tuple[str, dict[str, Any]
     if arch == "auto":
         arch = "bagnet-tiny" if max(train.image_shape[1:]) <= 40 else "bagnet-small"
     kwargs: dict[str, Any] = {"num_classes": train.num_classes, "in_channels": train.image_shape[0]}
-    if arch in ("bagnet-small", "bagnet-tiny"):
-        if cfg.width is not None:
+    if arch == "custom":
+        if not (cfg.kernels and cfg.strides and cfg.widths):
+            raise ValueError("--arch custom needs --kernels, --strides and --widths")
+        for key in ("kernels", "strides", "widths"):
+            kwargs[key] = [int(v) for v in getattr(cfg, key).split(",")]
+    if arch in ("bagnet-small", "bagnet-tiny", "custom"):
+        if cfg.width is not None and arch != "custom":
             kwargs["width"] = cfg.width
         if cfg.feature_dim is not None:
             kwargs["feature_dim"] = cfg.feature_dim
@@ -124,6 +135,7 @@ def _arch(cfg: PretrainConfig, train: ImageDataset) -> tuple[str, dict[str, Any]
 
 def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
     """Train a BagNet with the per-location loss; return the final metrics and timings."""
+    wall_start = time.perf_counter()
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -143,9 +155,11 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = max(1, int(cfg.warmup * total_steps))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
-        (s + 1) / warmup_steps,
-        0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup_steps) / max(1, total_steps - warmup_steps))))))
+    def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to 0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min((step + 1) / warmup_steps, 0.5 * (1 + math.cos(math.pi * progress)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     start_epoch, elapsed = 0, 0.0
     if cfg.resume:
         ckpt = load_checkpoint(out)
@@ -242,6 +256,7 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
               f"({test['num_images']} images)")
     if train_images_seen:
         metrics["train_images_per_s"] = train_images_seen / train_time
+    metrics["wall_time_s"] = time.perf_counter() - wall_start  # this invocation, end to end
     ckpt = load_checkpoint(out) if out.exists() else None
     train_state = ckpt.get("train_state") if ckpt else None
     save_checkpoint(out, model, metrics=metrics, train_state=train_state, **meta)

@@ -38,6 +38,9 @@ class BankInfoConfig:
     """feature bank directory"""
     verify: bool = False
     """check every file's sha256 against meta.json"""
+    glimpses: int = 0
+    """also print the accuracy from T cells chosen at random / by ordered logits / by the
+    true label (an upper bound), T = this value (0: skip)"""
 
 
 def bank_info(cfg: BankInfoConfig) -> None:
@@ -47,6 +50,10 @@ def bank_info(cfg: BankInfoConfig) -> None:
     summary["dataset"] = {k: v for k, v in summary["dataset"].items() if k != "class_names"}
     print(json.dumps(summary, indent=1))
     print(f"ok: {bank.path}" + (" (checksums verified)" if cfg.verify else ""))
+    if cfg.glimpses:
+        from train.demo import print_table
+
+        print_table(bank, cfg.glimpses)
 
 
 @dataclass

@@ -10,7 +10,7 @@ unless ``download=True`` is passed.
 | ``digits`` | scikit-learn digits on a 32x32 cluttered canvas (the offline default) | nothing |
 | ``mnist`` | 28x28 MNIST | ``root`` |
 | ``translated-mnist`` | MNIST at a random place on a blank 60x60 canvas | ``root`` |
-| ``cluttered-mnist`` | MNIST on a 60x60 canvas with 4 random 8x8 pieces of other digits | ``root`` |
+| ``cluttered-mnist`` | MNIST on 60x60 with 4 random 8x8 pieces of other digits | ``root`` |
 | ``cifar10`` | CIFAR-10 | ``root`` |
 | ``imagefolder`` | ImageNet layout: ``root/train/<class>/``, ``root/val/<class>/`` | ``root`` |
 | ``arrays`` | the user's numpy arrays or ``.npz`` | ``path`` or arrays |

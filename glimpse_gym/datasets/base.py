@@ -101,7 +101,8 @@ class TensorImageDataset(ImageDataset):
         return self.images[index], int(self.labels[index])
 
 
-def channel_stats(images: torch.Tensor, max_images: int = 10_000) -> tuple[list[float], list[float]]:
+def channel_stats(images: torch.Tensor,
+                  max_images: int = 10_000) -> tuple[list[float], list[float]]:
     """Per-channel mean and std on the 0-1 scale of ``images: [N, C, H, W] uint8``.
 
     Uses at most ``max_images`` evenly spaced images, so the cost is bounded.

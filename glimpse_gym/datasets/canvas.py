@@ -81,6 +81,6 @@ def compose_canvases(
 
 
 def layout_rng(seed: int, split: str, layout_seed: int) -> np.random.Generator:
-    """The generator for canvas layouts of one split: distinct and fixed per (seed, split, layout)."""
+    """The generator of one split's canvas layouts: fixed per (seed, split, layout_seed)."""
     split_code = {"train": 0, "val": 1, "test": 2}[split]
     return np.random.default_rng([seed, split_code, layout_seed, 0x61A7])

@@ -76,9 +76,8 @@ EXPECTED_SHAPE = {"digits": (1, 32, 32), "mnist": (1, 28, 28), "translated-mnist
 @pytest.mark.parametrize("split", SPLITS)
 def test_every_dataset_yields_uint8_images_and_int_labels(
         name, split, fake_cifar_root, image_folder_root, arrays_npz, monkeypatch) -> None:
-    if "mnist" in name:
-        if not (MNIST_ROOT / "MNIST" / "raw").exists():
-            pytest.skip(f"MNIST not found under {MNIST_ROOT}")
+    if "mnist" in name and not (MNIST_ROOT / "MNIST" / "raw").exists():
+        pytest.skip(f"MNIST not found under {MNIST_ROOT}")
     if name == "cifar10":
         import torchvision.datasets.cifar as cifar  # our fake files have no official md5
         monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)

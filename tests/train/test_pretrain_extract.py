@@ -108,9 +108,21 @@ def test_every_subcommand_help_explains_every_option(command, capsys) -> None:
 
 
 def test_cli_parses_types_and_flags() -> None:
-    args = build_parser().parse_args(["pretrain-bagnet", "--epochs", "3", "--no-resample-canvases",
-                                      "--data-option", "pieces=2", "--data-option", "canvas_size=40"])
+    args = build_parser().parse_args(["pretrain-bagnet", "--epochs", "3",
+                                      "--no-resample-canvases", "--data-option", "pieces=2",
+                                      "--data-option", "canvas_size=40"])
     cfg = args._config_cls(**{f.name: getattr(args, f.name)
                               for f in dataclasses.fields(args._config_cls)})
     assert cfg.epochs == 3 and cfg.resample_canvases is False
     assert cfg.data_option == ["pieces=2", "canvas_size=40"]
+
+
+def test_custom_architecture_from_the_command_line(tmp_path) -> None:
+    cfg = tiny_config(tmp_path, arch="custom", kernels="5,3,1", strides="1,2,1", widths="8,8,8",
+                      epochs=1, eval_test=False)
+    pretrain_bagnet(cfg)
+    model, ckpt = load_bagnet(cfg.out)
+    assert ckpt["arch"] == "custom" and (model.rf, model.stride) == (7, 2)
+    assert model.grid_size(32, 32) == (13, 13)
+    with pytest.raises(ValueError, match="--kernels"):
+        pretrain_bagnet(tiny_config(tmp_path, arch="custom"))

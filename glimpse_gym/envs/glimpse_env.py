@@ -1,0 +1,268 @@
+"""Glimpse-v0: classify an image from T glimpses at cells of its BagNet feature grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from glimpse_gym.envs.episodes import draw_key, episode_image
+from glimpse_gym.envs.render import draw_glimpses
+from glimpse_gym.envs.source import GlimpseSource, load_source
+from glimpse_gym.errors import InvalidAction, ResetNeeded
+
+OBSERVATION_MODES = ("full", "partial")
+
+
+def check_action(action: Any, num_cells: int) -> int:
+    """The cell index of ``action``, or :class:`InvalidAction` saying what is valid.
+
+    Valid: a Python or numpy integer (or a 0-d integer array) in ``[0, num_cells)``. Invalid:
+    bools, floats (even whole ones), NaN, arrays with a shape, out-of-range or negative values.
+    """
+    if isinstance(action, (bool, np.bool_)):
+        raise InvalidAction(f"action {action!r} is a bool; expected an integer cell index in "
+                            f"[0, {num_cells}) (row-major)")
+    if isinstance(action, np.ndarray):
+        if action.shape != () or not np.issubdtype(action.dtype, np.integer):
+            raise InvalidAction(f"action is an array of shape {action.shape} and dtype "
+                                f"{action.dtype}; expected one integer cell index in "
+                                f"[0, {num_cells})")
+        action = action.item()
+    if not isinstance(action, (int, np.integer)):
+        raise InvalidAction(f"action {action!r} of type {type(action).__name__} is not an "
+                            f"integer; expected a cell index in [0, {num_cells}) (row-major)")
+    cell = int(action)
+    if not 0 <= cell < num_cells:
+        raise InvalidAction(f"action {cell} is outside the grid; valid cells are 0 to "
+                            f"{num_cells - 1} (row-major)")
+    return cell
+
+
+class GlimpseEnv(gym.Env):
+    """Hard-attention classification: look at T cells of an image's BagNet grid, then classify.
+
+    Each episode is one image of the chosen split, drawn with the env's seeded generator
+    (``reset(options={"index": i})`` picks image i).
+    A BagNet (run once per image, see feature banks) gives an ``H x W`` grid of cells; cell
+    ``c = row * W + col`` sees the pixels ``[row*stride, row*stride + rf) x [col*stride,
+    col*stride + rf)``. After T glimpses the image is classified as the argmax of the mean of
+    the BagNet logits at the glimpsed cells (Elsayed et al. 2019, Saccader).
+
+    ## Action space
+    ``Discrete(H * W)``: the cell to glimpse next, row-major. Revisiting a cell is legal but
+    brings nothing new (``info["action_mask"]`` marks the unvisited cells).
+
+    ## Observation space
+    ``Dict`` of flat vectors (flat so that Stable-Baselines3 takes them as they are):
+    - ``features``: ``Box(D*H*W,) float32``, the what-feature grid ``[D, H, W]`` flattened
+      in C order (``obs["features"].reshape(D, H, W)``; ``env.unwrapped.feature_shape``):
+      every cell (``full``) or the cells glimpsed so far, zeros elsewhere (``partial``);
+    - ``visited``: ``Box(H*W,) int8``, 1 on the cells glimpsed so far, row-major like the
+      actions (Saccader's cell state ``C``).
+
+    ## Rewards
+    0 on every step but the last; 1.0 on the last if the prediction is the label, else 0.0.
+    The prediction is the argmax of the mean logits over the distinct cells glimpsed (a
+    revisit counts once).
+
+    ## Episode end
+    ``terminated`` after exactly T glimpses; never truncated.
+
+    ## Info
+    ``label``, ``prediction`` and ``correct`` (from the cells so far), ``cells`` (tuple of the
+    glimpsed cells), ``coverage`` (fraction of image pixels inside the glimpses' receptive
+    fields), ``action_mask`` (``[H*W] int8``, 1 = unvisited), ``index`` (of the image).
+    :meth:`action_masks` gives the mask as bool for MaskablePPO.
+
+    ## Arguments
+    - ``bank``: a feature bank directory; None runs the embedded digits BagNet over
+      ``dataset``/``split`` in memory (offline, about a second).
+    - ``dataset``, ``split``, ``checkpoint``, ``seed``: the images when there is no bank.
+    - ``glimpses``: T, glimpses per episode (default 6).
+    - ``observation``: ``"full"`` (default) or ``"partial"``.
+    - ``head``: optional ``(weight [K, D], bias [K])`` classifier applied to the glimpsed
+      features instead of the bank's own logits (e.g. a head fine-tuned by Saccader).
+    - ``expect``: fields a bank must match, e.g. ``{"dataset": "cluttered-mnist",
+      "model_hash": ...}``; a mismatch raises :class:`~glimpse_gym.errors.BankError`.
+    - ``render_mode``: None or ``"rgb_array"``.
+
+    Invalid actions raise :class:`~glimpse_gym.errors.InvalidAction`, stepping before reset
+    or after the end raises :class:`~glimpse_gym.errors.ResetNeeded`; either leaves the state
+    unchanged.
+
+    ## Example
+    >>> import gymnasium as gym
+    >>> import glimpse_gym
+    >>> env = gym.make("Glimpse-v0", glimpses=3)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs["features"].shape, obs["visited"].shape, env.action_space
+    ((1600,), (100,), Discrete(100))
+    >>> env.unwrapped.feature_shape
+    (16, 10, 10)
+    >>> for cell in (44, 45, 55):
+    ...     obs, reward, terminated, truncated, info = env.step(cell)
+    >>> terminated, info["cells"], int(obs["visited"].sum()), reward == float(info["correct"])
+    (True, (44, 45, 55), 3, True)
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
+
+    def __init__(self, bank: str | Path | None = None, *, dataset: str = "digits",
+                 split: str = "train", checkpoint: str = "default", seed: int = 0,
+                 glimpses: int = 6, observation: str = "full",
+                 head: tuple[np.ndarray, np.ndarray] | None = None,
+                 expect: dict[str, Any] | None = None, render_mode: str | None = None) -> None:
+        if observation not in OBSERVATION_MODES:
+            raise ValueError(f"observation must be one of {OBSERVATION_MODES}, got {observation!r}")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self._spec_kwargs = dict(bank=None if bank is None else str(bank), dataset=dataset,
+                                 split=split, checkpoint=checkpoint, seed=seed, expect=expect)
+        self.source: GlimpseSource = load_source(**self._spec_kwargs)
+        h, w = self.source.grid
+        self.num_cells = h * w
+        if not isinstance(glimpses, (int, np.integer)) or not 1 <= glimpses <= self.num_cells:
+            raise ValueError(f"glimpses must be an integer in [1, {self.num_cells}], got "
+                             f"{glimpses!r}")
+        self.glimpses, self.observation_mode = int(glimpses), observation
+        self.render_mode = render_mode
+        self.head = None if head is None else _check_head(head, self.source)
+        self.feature_shape = (self.source.feature_dim, h, w)
+        self.action_space = spaces.Discrete(self.num_cells)
+        self.observation_space = observation_space(self.source)
+        self._boxes = self.source.cell_boxes()
+        self._index: int | None = None
+        self._key: int | None = None  # episode k shows image episode_image(key, k, N)
+        self._episode = 0
+        self._t = 0
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict]:
+        """Start an episode on a random image (or ``options={"index": i}``)."""
+        super().reset(seed=seed)
+        n = self.source.num_images
+        if options and "index" in options:
+            index = options["index"]
+            if not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+                raise ValueError(f"options['index'] must be an integer in [0, {n}), got {index!r}")
+            index = int(index)
+        else:
+            if seed is not None or self._key is None:
+                self._key, self._episode = draw_key(self.np_random), 0
+            index = episode_image(self._key, self._episode, n)
+            self._episode += 1
+        h, w = self.source.grid
+        self._index, self._t = index, 0
+        self._cells: list[int] = []
+        self._visited = np.zeros((h, w), np.int8)
+        self._all_features = np.asarray(self.source.features[index], dtype=np.float32)
+        self._features = (self._all_features if self.observation_mode == "full"
+                          else np.zeros_like(self._all_features))
+        self._label = int(self.source.labels[index])
+        self._logit_sum = np.zeros(self.source.num_classes, np.float64)
+        _, ih, iw = self.source.image_shape
+        self._covered = np.zeros((ih, iw), bool)
+        return self._observation(), self._info()
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
+        """Glimpse at one cell; the episode ends after T glimpses."""
+        if self._index is None:
+            raise ResetNeeded("step() was called before reset(); call env.reset() first")
+        if self._t >= self.glimpses:
+            raise ResetNeeded(f"the episode ended after {self.glimpses} glimpses; call "
+                              "env.reset() to start a new one")
+        cell = check_action(action, self.num_cells)  # validate before changing anything
+        w = self.source.grid[1]
+        row, col = divmod(cell, w)
+        self._cells.append(cell)
+        self._t += 1
+        if not self._visited[row, col]:
+            self._visited[row, col] = 1
+            if self.observation_mode == "partial":
+                self._features[:, row, col] = self._all_features[:, row, col]
+            top, left, bottom, right = self._boxes[cell]
+            self._covered[top:bottom, left:right] = True
+            self._logit_sum += self._cell_logits(row, col)
+        terminated = self._t == self.glimpses
+        info = self._info()
+        reward = float(info["correct"]) if terminated else 0.0
+        return self._observation(), reward, terminated, False, info
+
+    def action_masks(self) -> np.ndarray:
+        """``[H*W] bool``: True on the cells not glimpsed yet (for MaskablePPO)."""
+        if self._index is None:
+            return np.ones(self.num_cells, bool)
+        return self._visited.reshape(-1) == 0
+
+    def render(self) -> np.ndarray | None:
+        """``rgb_array``: the image with each glimpse's receptive field outlined and numbered."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array'")
+            return None
+        if self.source.images is None:
+            raise ValueError("this feature bank holds no images (extracted with "
+                             "--no-store-images), so there is nothing to draw")
+        if self._index is None:
+            raise ResetNeeded("render() before reset(): there is no image yet")
+        image = np.asarray(self.source.images[self._index])
+        return draw_glimpses(image, [tuple(self._boxes[c]) for c in self._cells])
+
+    # ------------------------------------------------------------------ helpers
+    def _cell_logits(self, row: int, col: int) -> np.ndarray:
+        if self.head is None:
+            return self.source.logits[self._index, :, row, col]
+        weight, bias = self.head
+        return weight @ self._all_features[:, row, col] + bias
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        return {"features": self._features.reshape(-1).copy(),
+                "visited": self._visited.reshape(-1).copy()}
+
+    def _info(self) -> dict[str, Any]:
+        prediction = int(np.argmax(self._logit_sum)) if self._t else -1
+        return {
+            "index": self._index,
+            "label": self._label,
+            "prediction": prediction,
+            "correct": prediction == self._label,
+            "cells": tuple(self._cells),
+            "coverage": float(self._covered.sum() / self._covered.size),
+            "action_mask": (self._visited.reshape(-1) == 0).astype(np.int8),
+        }
+
+    # pickling: keep the spec, not the arrays (a bank is re-opened, the default re-made)
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["source"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.source = load_source(**self._spec_kwargs)
+
+
+def observation_space(source: GlimpseSource) -> spaces.Dict:
+    """``features: Box(D*H*W,) float32`` (bounded by the features' range and 0, the value of
+    an unseen cell) and ``visited: Box(H*W,) int8``."""
+    low, high = source.feature_range
+    d, (h, w) = source.feature_dim, source.grid
+    return spaces.Dict({
+        "features": spaces.Box(min(0.0, low), max(0.0, high, low + 1e-6), (d * h * w,),
+                               np.float32),
+        "visited": spaces.Box(0, 1, (h * w,), np.int8),
+    })
+
+
+def _check_head(head: tuple[np.ndarray, np.ndarray],
+                source: GlimpseSource) -> tuple[np.ndarray, np.ndarray]:
+    weight, bias = (np.asarray(h, dtype=np.float32) for h in head)
+    k, d = source.num_classes, source.feature_dim
+    if weight.shape != (k, d) or bias.shape != (k,):
+        raise ValueError(f"head must be (weight [{k}, {d}], bias [{k}]) for this bank; got "
+                         f"{weight.shape} and {bias.shape}")
+    return weight, bias

@@ -1,0 +1,326 @@
+"""The native vector form of Glimpse-v0: N episodes advanced together as tensor operations.
+
+Same dynamics, observations, rewards and infos as ``SyncVectorEnv`` of N ``GlimpseEnv``
+seeded ``seed + i`` (a test checks it step for step), without a Python loop over envs: a step
+is a handful of gathers and scatters on ``[N, ...]`` tensors, on the CPU or on CUDA.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from glimpse_gym.device import resolve_device
+from glimpse_gym.envs.episodes import draw_key, episode_images
+from glimpse_gym.envs.glimpse_env import OBSERVATION_MODES, observation_space
+from glimpse_gym.envs.render import draw_glimpses
+from glimpse_gym.envs.source import load_source
+from glimpse_gym.errors import InvalidAction, ResetNeeded
+
+
+class GlimpseVectorEnv(VectorEnv):
+    """``num_envs`` Glimpse-v0 episodes at once (``gym.make_vec("Glimpse-v0", num_envs=N)``).
+
+    Arguments are those of :class:`~glimpse_gym.envs.GlimpseEnv`, plus:
+
+    - ``num_envs``: N.
+    - ``device``: where the state lives (``"auto"``: CUDA when present). With
+      ``array_type="numpy"`` (default) results come back as numpy arrays (on CPU without a
+      copy); ``"torch"`` returns tensors on ``device``.
+    - ``autoreset_mode``: ``"NextStep"`` (Gymnasium's default: the step after an episode
+      ends resets that env and returns reward 0) or ``"SameStep"`` (the reset observation is
+      returned with the final reward; the final observation is in ``info["final_obs"]``).
+    - ``copy``: return copies of the observation buffers (default). With ``copy=False`` the
+      arrays are views that the next ``step`` overwrites (like ``SyncVectorEnv(copy=False)``).
+
+    Observations: ``features [N, D*H*W] float32`` and ``visited [N, H*W] int8``. Infos:
+    ``label``, ``prediction``, ``correct``, ``coverage``, ``index`` ``[N]``, ``cells``
+    ``[N, T]`` (-1 where not glimpsed yet), ``action_mask [N, H*W] int8``, each with its
+    ``_key`` mask as in Gymnasium's vector infos. :meth:`action_masks` gives ``[N, H*W] bool``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, bank: str | Path | None = None, *,
+                 dataset: str = "digits", split: str = "train", checkpoint: str = "default",
+                 seed: int = 0, glimpses: int = 6, observation: str = "full",
+                 head: tuple[np.ndarray, np.ndarray] | None = None,
+                 expect: dict[str, Any] | None = None, render_mode: str | None = None,
+                 device: str = "cpu", array_type: str = "numpy",
+                 autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+                 copy: bool = True) -> None:
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if observation not in OBSERVATION_MODES:
+            raise ValueError(f"observation must be one of {OBSERVATION_MODES}, got {observation!r}")
+        if array_type not in ("numpy", "torch"):
+            raise ValueError(f"array_type must be 'numpy' or 'torch', got {array_type!r}")
+        mode = AutoresetMode(autoreset_mode)
+        if mode == AutoresetMode.DISABLED:
+            raise ValueError("autoreset_mode must be NextStep or SameStep")
+        self.device = resolve_device(device)
+        self.source = load_source(bank, dataset=dataset, split=split, checkpoint=checkpoint,
+                                  seed=seed, expect=expect)
+        src = self.source
+        h, w = src.grid
+        self.num_envs, self.num_cells = num_envs, h * w
+        if not isinstance(glimpses, (int, np.integer)) or not 1 <= glimpses <= self.num_cells:
+            raise ValueError(f"glimpses must be an integer in [1, {self.num_cells}], got "
+                             f"{glimpses!r}")
+        self.glimpses, self.observation_mode = int(glimpses), observation
+        self.render_mode, self.array_type, self.copy = render_mode, array_type, copy
+        self.metadata = {**self.metadata, "autoreset_mode": mode}
+        d = src.feature_dim
+        self.feature_shape = (d, h, w)
+        self.single_observation_space = observation_space(src)
+        self.single_action_space = spaces.Discrete(self.num_cells)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+
+        dev = self.device
+        # bank arrays on the device; per-cell logits as [images, cells, K] for row gathers
+        self._features = torch.from_numpy(np.array(src.features)).to(dev)  # into memory
+        logits = torch.from_numpy(np.array(src.logits, dtype=np.float32)).to(dev)
+        if head is not None:
+            from glimpse_gym.envs.glimpse_env import _check_head
+
+            weight, bias = (torch.as_tensor(a).to(dev) for a in _check_head(head, src))
+            logits = torch.einsum("kd,ndhw->nkhw", weight, self._features.float()) + \
+                bias.view(1, -1, 1, 1)
+        self._cell_logits = logits.flatten(2).transpose(1, 2).contiguous()  # [M, H*W, K]
+        self._labels = torch.from_numpy(np.array(src.labels)).to(dev)
+        self._cov = _CoverageTable(src.cell_boxes(), src.image_shape[1:], dev)
+        n = num_envs
+        self._obs_features = torch.zeros((n, d, h, w), dtype=torch.float32, device=dev)
+        self._visited = torch.zeros((n, self.num_cells), dtype=torch.int8, device=dev)
+        self._cells = torch.full((n, self.glimpses), -1, dtype=torch.long, device=dev)
+        self._t = torch.zeros(n, dtype=torch.long, device=dev)
+        self._logit_sum = torch.zeros((n, src.num_classes), dtype=torch.float64, device=dev)
+        self._index = torch.zeros(n, dtype=torch.long, device=dev)
+        self._keys = torch.zeros(n, dtype=torch.long, device=dev)
+        self._episodes = torch.zeros(n, dtype=torch.long, device=dev)
+        self._covered = torch.zeros((n, self._cov.num_elements), dtype=torch.bool, device=dev)
+        self._covered_px = torch.zeros(n, dtype=torch.float64, device=dev)
+        self._autoreset = torch.zeros(n, dtype=torch.bool, device=dev)
+        self._arange = torch.arange(n, device=dev)
+        self._started = False
+
+    # ------------------------------------------------------------------ API
+    def reset(self, *, seed: int | list[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[dict, dict]:
+        """Reset all envs; ``seed`` (int: env i gets ``seed + i``, or a list) reseeds them."""
+        if seed is None:
+            seeds: list[int | None] = [None] * self.num_envs
+        elif isinstance(seed, int):
+            seeds = [seed + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
+        if seed is not None or not self._started:
+            keys = []
+            for s in seeds:
+                rng, _ = seeding.np_random(s)
+                keys.append(draw_key(rng))
+            self._keys = torch.tensor(keys, dtype=torch.long, device=self.device)
+            self._episodes.zero_()
+        self._started = True
+        all_envs = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        self._start_episodes(all_envs)
+        self._autoreset.zero_()
+        return self._observation(), self._infos(all_envs)
+
+    def step(self, actions: Any) -> tuple[dict, Any, Any, Any, dict]:
+        """Advance every env by one glimpse (or autoreset the envs whose episode ended)."""
+        if not self._started:
+            raise ResetNeeded("step() was called before reset(); call envs.reset() first")
+        cells = self._check_actions(actions)
+        same_step = self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+        resetting = self._autoreset if not same_step else torch.zeros_like(self._autoreset)
+        stepping = ~resetting
+        idx = self._arange[stepping]
+        cell = cells[stepping]
+        image = self._index[idx]
+        # ---- glimpse: mark the cell, reveal its features (partial), accumulate its logits
+        newly = self._visited[idx, cell] == 0
+        self._visited[idx, cell] = 1
+        if self.observation_mode == "partial":
+            i_new, c_new = idx[newly], cell[newly]
+            w = self.source.grid[1]
+            self._obs_features[i_new, :, c_new // w, c_new % w] = \
+                self._features[self._index[i_new], :, c_new // w, c_new % w].float()
+        self._cells[idx, self._t[idx]] = cell
+        self._t[idx] += 1
+        self._logit_sum[idx] += self._cell_logits[image, cell].double() * newly[:, None]
+        terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        terminated[idx] = self._t[idx] == self.glimpses
+        prediction = self._logit_sum.argmax(dim=1)
+        correct = prediction == self._labels[self._index]
+        rewards = (terminated & correct).double()
+        self._covered_px[idx] += self._cov.add(self._covered, idx, cell)
+        infos = self._infos(stepping, prediction=prediction, correct=correct)
+        if same_step and terminated.any():
+            infos["final_obs"] = self._final_observations(terminated)
+            infos["final_info"] = {k: v for k, v in infos.items() if k != "final_obs"}
+            self._start_episodes(terminated)
+            infos = {**self._infos(terminated, base=infos), "final_obs": infos["final_obs"],
+                     "final_info": infos["final_info"]}
+        if resetting.any():
+            self._start_episodes(resetting)
+            infos = self._infos(resetting, base=infos)
+        self._autoreset = terminated if not same_step else torch.zeros_like(terminated)
+        truncated = torch.zeros_like(terminated)
+        return (self._observation(), self._out(rewards), self._out(terminated),
+                self._out(truncated), infos)
+
+    def action_masks(self) -> np.ndarray:
+        """``[N, H*W] bool``: True on the cells each env has not glimpsed yet."""
+        return (self._visited == 0).cpu().numpy()
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """``rgb_array``: one picture per env (see :meth:`GlimpseEnv.render`)."""
+        if self.render_mode != "rgb_array":
+            return None
+        if self.source.images is None:
+            raise ValueError("this feature bank holds no images, so there is nothing to draw")
+        boxes = self.source.cell_boxes()
+        frames = []
+        for i in range(self.num_envs):
+            cells = [c for c in self._cells[i].tolist() if c >= 0]
+            image = np.asarray(self.source.images[int(self._index[i])])
+            frames.append(draw_glimpses(image, [tuple(boxes[c]) for c in cells]))
+        return tuple(frames)
+
+    # ------------------------------------------------------------------ helpers
+    def _check_actions(self, actions: Any) -> torch.Tensor:
+        a = actions if torch.is_tensor(actions) else np.asarray(actions)
+        shape, dtype = tuple(a.shape), a.dtype
+        integer = (not a.dtype.is_floating_point and a.dtype != torch.bool
+                   and not a.dtype.is_complex) if torch.is_tensor(a) else \
+            np.issubdtype(a.dtype, np.integer)
+        if shape != (self.num_envs,) or not integer:
+            raise InvalidAction(f"actions must be {self.num_envs} integer cell indices, shape "
+                                f"({self.num_envs},); got shape {shape} dtype {dtype}")
+        t = torch.as_tensor(a, device=self.device).long()
+        bad = (t < 0) | (t >= self.num_cells)
+        if bad.any():
+            envs = self._arange[bad][:5].tolist()
+            raise InvalidAction(f"actions out of range in envs {envs} (values "
+                                f"{t[bad][:5].tolist()}); valid cells are 0 to "
+                                f"{self.num_cells - 1} (row-major)")
+        return t
+
+    def _start_episodes(self, mask: torch.Tensor) -> None:
+        idx = self._arange[mask]
+        images = episode_images(self._keys[idx], self._episodes[idx], self.source.num_images)
+        self._episodes[idx] += 1
+        self._index[idx] = images
+        self._t[idx] = 0
+        self._visited[idx] = 0
+        self._cells[idx] = -1
+        self._logit_sum[idx] = 0
+        self._covered[idx] = False
+        self._covered_px[idx] = 0
+        if self.observation_mode == "full":
+            self._obs_features[idx] = self._features[images].float()
+        else:
+            self._obs_features[idx] = 0
+
+    def _observation(self) -> dict[str, Any]:
+        obs = {"features": self._obs_features.view(self.num_envs, -1), "visited": self._visited}
+        return {k: self._out(v, copy=self.copy) for k, v in obs.items()}
+
+    def _final_observations(self, mask: torch.Tensor) -> np.ndarray:
+        final = np.full(self.num_envs, None, dtype=object)
+        feats = self._obs_features[mask].flatten(1).cpu().numpy()
+        visited = self._visited[mask].cpu().numpy()
+        for j, i in enumerate(self._arange[mask].tolist()):
+            final[i] = {"features": feats[j], "visited": visited[j]}
+        return final
+
+    def _infos(self, mask: torch.Tensor, prediction: torch.Tensor | None = None,
+               correct: torch.Tensor | None = None, base: dict | None = None) -> dict[str, Any]:
+        """Vector infos; the envs in ``mask`` get fresh values, others keep ``base``'s."""
+        if prediction is None:
+            has = self._t > 0
+            prediction = torch.where(has, self._logit_sum.argmax(dim=1), -1)
+            correct = prediction == self._labels[self._index]
+        values = {
+            "index": self._index, "label": self._labels[self._index], "prediction": prediction,
+            "correct": correct, "cells": self._cells,
+            "coverage": self._covered_px / self._cov.num_pixels,
+            "action_mask": 1 - self._visited,
+        }
+        infos: dict[str, Any] = {} if base is None else dict(base)
+        m = mask.cpu().numpy()
+        for key, value in values.items():
+            v = value.cpu().numpy() if value.device.type != "cpu" else value.numpy().copy()
+            if key in infos:
+                merged = infos[key].copy()
+                merged[m] = v[m]
+                infos[key] = merged
+                infos[f"_{key}"] = infos[f"_{key}"] | m
+            else:
+                infos[key] = np.where(m.reshape(-1, *([1] * (v.ndim - 1))), v,
+                                      np.zeros_like(v))
+                infos[f"_{key}"] = m.copy()
+        return infos
+
+    def _out(self, value: torch.Tensor, copy: bool = False) -> Any:
+        if self.array_type == "torch":
+            return value.clone() if copy else value
+        array = value.detach().cpu().numpy()
+        return array.copy() if copy and value.device.type == "cpu" else array
+
+
+class _CoverageTable:
+    """Exact, incremental union area of receptive-field boxes for many envs at once.
+
+    The edges of all boxes split each image axis into elementary intervals, so every box is a
+    set of elementary rectangles. Each env keeps an ``[E]`` bitmap of covered rectangles; a
+    glimpse adds the area of its rectangles not covered yet (a gather, a sum, a scatter).
+    """
+
+    def __init__(self, boxes: np.ndarray, image_hw: tuple[int, int], device: torch.device):
+        ih, iw = image_hw
+        ys = np.unique(np.clip(np.concatenate([boxes[:, 0], boxes[:, 2], [0, ih]]), 0, ih))
+        xs = np.unique(np.clip(np.concatenate([boxes[:, 1], boxes[:, 3], [0, iw]]), 0, iw))
+        heights, widths = np.diff(ys), np.diff(xs)
+        area = np.outer(heights, widths).reshape(-1).astype(np.float64)
+        members = []
+        for top, left, bottom, right in boxes:
+            r = np.nonzero((ys[:-1] >= top) & (ys[1:] <= min(bottom, ih)))[0]
+            c = np.nonzero((xs[:-1] >= left) & (xs[1:] <= min(right, iw)))[0]
+            members.append((r[:, None] * len(widths) + c[None, :]).reshape(-1))
+        m = max(len(x) for x in members)
+        pad = len(area)  # an extra elementary cell of area 0 pads short lists
+        table = np.full((len(boxes), m), pad, dtype=np.int64)
+        for i, x in enumerate(members):
+            table[i, :len(x)] = x
+        self.table = torch.as_tensor(table, device=device)  # [cells, m] rectangle ids
+        self.area = torch.as_tensor(np.append(area, 0.0), device=device)  # pixels, [E]
+        self.num_elements = len(area) + 1
+        self.num_pixels = float(ih * iw)
+
+    def add(self, covered: torch.Tensor, envs: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Mark ``cells [B]`` covered for ``envs [B]``; return the pixels newly covered ``[B]``."""
+        elems = self.table[cells]  # [B, m]
+        rows = covered[envs]
+        gain = (self.area[elems] * (~rows.gather(1, elems))).sum(dim=1)
+        covered[envs] = rows.scatter_(1, elems, True)
+        return gain
+
+
+def make_vector_env(num_envs: int = 1, **kwargs: Any) -> GlimpseVectorEnv:
+    """The ``vector_entry_point`` of Glimpse-v0."""
+    return GlimpseVectorEnv(num_envs=num_envs, **kwargs)
+
+
+__all__ = ["GlimpseVectorEnv", "make_vector_env"]
