@@ -40,7 +40,8 @@ class GlimpseVectorEnv(VectorEnv):
     - ``copy``: return copies of the observation buffers (default). With ``copy=False`` the
       arrays are views that the next ``step`` overwrites (like ``SyncVectorEnv(copy=False)``).
 
-    Observations: ``features [N, D*H*W] float32`` and ``visited [N, H*W] int8``. Infos:
+    Observations: ``features [N, H*W*D] float32`` (channels-last) and ``visited [N, H*W]
+    int8``. Infos:
     ``label``, ``prediction``, ``correct``, ``coverage``, ``index`` ``[N]``, ``cells``
     ``[N, T]`` (-1 where not glimpsed yet), ``action_mask [N, H*W] int8``, each with its
     ``_key`` mask as in Gymnasium's vector infos. :meth:`action_masks` gives ``[N, H*W] bool``.
@@ -78,7 +79,7 @@ class GlimpseVectorEnv(VectorEnv):
         self.render_mode, self.array_type, self.copy = render_mode, array_type, copy
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         d = src.feature_dim
-        self.feature_shape = (d, h, w)
+        self.feature_shape = (h, w, d)
         self.single_observation_space = observation_space(src)
         self.single_action_space = spaces.Discrete(self.num_cells)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -86,19 +87,22 @@ class GlimpseVectorEnv(VectorEnv):
 
         dev = self.device
         # bank arrays on the device; per-cell logits as [images, cells, K] for row gathers
-        self._features = torch.from_numpy(np.array(src.features)).to(dev)  # into memory
+        # the bank in memory, channels-last: [images, H*W, D], each cell's features contiguous
+        self._bank = torch.from_numpy(np.array(src.features)).to(dev).flatten(2).transpose(
+            1, 2).contiguous()
         logits = torch.from_numpy(np.array(src.logits, dtype=np.float32)).to(dev)
         if head is not None:
             from glimpse_gym.envs.glimpse_env import _check_head
 
             weight, bias = (torch.as_tensor(a).to(dev) for a in _check_head(head, src))
-            logits = torch.einsum("kd,ndhw->nkhw", weight, self._features.float()) + \
-                bias.view(1, -1, 1, 1)
-        self._cell_logits = logits.flatten(2).transpose(1, 2).contiguous()  # [M, H*W, K]
+            cell_logits = self._bank.float() @ weight.T + bias  # [M, H*W, K]
+        else:
+            cell_logits = logits.flatten(2).transpose(1, 2)
+        self._cell_logits = cell_logits.contiguous()  # [M, H*W, K]
         self._labels = torch.from_numpy(np.array(src.labels)).to(dev)
         self._cov = _CoverageTable(src.cell_boxes(), src.image_shape[1:], dev)
         n = num_envs
-        self._obs_features = torch.zeros((n, d, h, w), dtype=torch.float32, device=dev)
+        self._obs_features = torch.zeros((n, h * w, d), dtype=torch.float32, device=dev)
         self._visited = torch.zeros((n, self.num_cells), dtype=torch.int8, device=dev)
         self._cells = torch.full((n, self.glimpses), -1, dtype=torch.long, device=dev)
         self._t = torch.zeros(n, dtype=torch.long, device=dev)
@@ -110,6 +114,9 @@ class GlimpseVectorEnv(VectorEnv):
         self._covered_px = torch.zeros(n, dtype=torch.float64, device=dev)
         self._autoreset = torch.zeros(n, dtype=torch.bool, device=dev)
         self._arange = torch.arange(n, device=dev)
+        self._env_cell0 = self._arange * self.num_cells  # flat offsets of env rows
+        self._env_t0 = self._arange * self.glimpses
+        self._env_labels = torch.zeros(n, dtype=torch.long, device=dev)
         self._started = False
 
     # ------------------------------------------------------------------ API
@@ -132,53 +139,49 @@ class GlimpseVectorEnv(VectorEnv):
             self._keys = torch.tensor(keys, dtype=torch.long, device=self.device)
             self._episodes.zero_()
         self._started = True
-        all_envs = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
-        self._start_episodes(all_envs)
+        self._start_episodes(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         self._autoreset.zero_()
-        return self._observation(), self._infos(all_envs)
+        return self._observation(), self._infos()
 
     def step(self, actions: Any) -> tuple[dict, Any, Any, Any, dict]:
         """Advance every env by one glimpse (or autoreset the envs whose episode ended)."""
         if not self._started:
             raise ResetNeeded("step() was called before reset(); call envs.reset() first")
-        cells = self._check_actions(actions)
+        cell = self._check_actions(actions)  # [N]
         same_step = self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
-        resetting = self._autoreset if not same_step else torch.zeros_like(self._autoreset)
-        stepping = ~resetting
-        idx = self._arange[stepping]
-        cell = cells[stepping]
-        image = self._index[idx]
-        # ---- glimpse: mark the cell, reveal its features (partial), accumulate its logits
-        newly = self._visited[idx, cell] == 0
-        self._visited[idx, cell] = 1
-        if self.observation_mode == "partial":
-            i_new, c_new = idx[newly], cell[newly]
-            w = self.source.grid[1]
-            self._obs_features[i_new, :, c_new // w, c_new % w] = \
-                self._features[self._index[i_new], :, c_new // w, c_new % w].float()
-        self._cells[idx, self._t[idx]] = cell
-        self._t[idx] += 1
-        self._logit_sum[idx] += self._cell_logits[image, cell].double() * newly[:, None]
-        terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        terminated[idx] = self._t[idx] == self.glimpses
-        prediction = self._logit_sum.argmax(dim=1)
-        correct = prediction == self._labels[self._index]
+        resetting = self._autoreset  # NextStep: these envs reset now, ignoring their action
+        # ---- glimpse, for every env at once (the resetting ones are overwritten below);
+        # flat row indices and index_select/index_copy_ are the fast gathers on the CPU
+        row = self._index * self.num_cells + cell  # the (image, cell) row of the bank
+        newly = self._visited.view(-1).index_select(0, self._env_cell0 + cell) == 0
+        self._visited.view(-1).index_fill_(0, self._env_cell0 + cell, 1)
+        if self.observation_mode == "partial":  # reveal the cell (idempotent on a revisit)
+            d = self._bank.shape[-1]
+            self._obs_features.view(-1, d).index_copy_(
+                0, self._env_cell0 + cell, self._bank.view(-1, d).index_select(0, row).float())
+        self._cells.view(-1).index_copy_(
+            0, self._env_t0 + self._t.clamp(max=self.glimpses - 1), cell)
+        self._t += 1
+        logits = self._cell_logits.view(-1, self._cell_logits.shape[-1]).index_select(0, row)
+        self._logit_sum += torch.where(newly[:, None], logits.double(), 0.0)
+        self._covered_px += self._cov.add(self._covered, cell)
+        terminated = (self._t == self.glimpses) & ~resetting
+        correct = self._logit_sum.argmax(dim=1) == self._env_labels
         rewards = (terminated & correct).double()
-        self._covered_px[idx] += self._cov.add(self._covered, idx, cell)
-        infos = self._infos(stepping, prediction=prediction, correct=correct)
-        if same_step and terminated.any():
-            infos["final_obs"] = self._final_observations(terminated)
-            infos["final_info"] = {k: v for k, v in infos.items() if k != "final_obs"}
+        # ---- autoreset
+        final = {}
+        if same_step and bool(terminated.any()):
+            final = {"final_obs": self._final_observations(terminated),
+                     "_final_obs": terminated.cpu().numpy(),
+                     "final_info": self._infos(mask=terminated.cpu().numpy()),
+                     "_final_info": terminated.cpu().numpy()}
             self._start_episodes(terminated)
-            infos = {**self._infos(terminated, base=infos), "final_obs": infos["final_obs"],
-                     "final_info": infos["final_info"]}
-        if resetting.any():
+        if bool(resetting.any()):
             self._start_episodes(resetting)
-            infos = self._infos(resetting, base=infos)
         self._autoreset = terminated if not same_step else torch.zeros_like(terminated)
-        truncated = torch.zeros_like(terminated)
+        infos = {**self._infos(), **final}
         return (self._observation(), self._out(rewards), self._out(terminated),
-                self._out(truncated), infos)
+                self._out(torch.zeros_like(terminated)), infos)
 
     def action_masks(self) -> np.ndarray:
         """``[N, H*W] bool``: True on the cells each env has not glimpsed yet."""
@@ -218,20 +221,23 @@ class GlimpseVectorEnv(VectorEnv):
         return t
 
     def _start_episodes(self, mask: torch.Tensor) -> None:
-        idx = self._arange[mask]
+        idx = mask.nonzero()[:, 0]
+        if self.observation_mode == "partial":  # blank only the cells the episode revealed
+            env, cell = (self._visited[idx] != 0).nonzero(as_tuple=True)
+            rows = idx[env] * self.num_cells + cell
+            self._obs_features.view(-1, self._bank.shape[-1]).index_fill_(0, rows, 0.0)
         images = episode_images(self._keys[idx], self._episodes[idx], self.source.num_images)
         self._episodes[idx] += 1
         self._index[idx] = images
+        self._env_labels[idx] = self._labels[images]
         self._t[idx] = 0
         self._visited[idx] = 0
         self._cells[idx] = -1
         self._logit_sum[idx] = 0
         self._covered[idx] = False
         self._covered_px[idx] = 0
-        if self.observation_mode == "full":
-            self._obs_features[idx] = self._features[images].float()
-        else:
-            self._obs_features[idx] = 0
+        if self.observation_mode == "full":  # the bandwidth-bound part of this mode
+            self._obs_features[idx] = self._bank[images].float()
 
     def _observation(self) -> dict[str, Any]:
         obs = {"features": self._obs_features.view(self.num_envs, -1), "visited": self._visited}
@@ -241,36 +247,26 @@ class GlimpseVectorEnv(VectorEnv):
         final = np.full(self.num_envs, None, dtype=object)
         feats = self._obs_features[mask].flatten(1).cpu().numpy()
         visited = self._visited[mask].cpu().numpy()
-        for j, i in enumerate(self._arange[mask].tolist()):
+        for j, i in enumerate(mask.nonzero()[:, 0].tolist()):
             final[i] = {"features": feats[j], "visited": visited[j]}
         return final
 
-    def _infos(self, mask: torch.Tensor, prediction: torch.Tensor | None = None,
-               correct: torch.Tensor | None = None, base: dict | None = None) -> dict[str, Any]:
-        """Vector infos; the envs in ``mask`` get fresh values, others keep ``base``'s."""
-        if prediction is None:
-            has = self._t > 0
-            prediction = torch.where(has, self._logit_sum.argmax(dim=1), -1)
-            correct = prediction == self._labels[self._index]
+    def _infos(self, mask: np.ndarray | None = None) -> dict[str, Any]:
+        """Vector infos of every env (``mask``: which envs the ``_key`` arrays mark)."""
+        label = self._env_labels
+        prediction = torch.where(self._t > 0, self._logit_sum.argmax(dim=1), -1)
         values = {
-            "index": self._index, "label": self._labels[self._index], "prediction": prediction,
-            "correct": correct, "cells": self._cells,
+            "index": self._index.clone(), "prediction": prediction,
+            "label": label.clone(), "correct": prediction == label, "cells": self._cells.clone(),
             "coverage": self._covered_px / self._cov.num_pixels,
             "action_mask": 1 - self._visited,
         }
-        infos: dict[str, Any] = {} if base is None else dict(base)
-        m = mask.cpu().numpy()
+        if mask is None:
+            mask = np.ones(self.num_envs, bool)
+        infos: dict[str, Any] = {}
         for key, value in values.items():
-            v = value.cpu().numpy() if value.device.type != "cpu" else value.numpy().copy()
-            if key in infos:
-                merged = infos[key].copy()
-                merged[m] = v[m]
-                infos[key] = merged
-                infos[f"_{key}"] = infos[f"_{key}"] | m
-            else:
-                infos[key] = np.where(m.reshape(-1, *([1] * (v.ndim - 1))), v,
-                                      np.zeros_like(v))
-                infos[f"_{key}"] = m.copy()
+            infos[key] = self._out(value)
+            infos[f"_{key}"] = mask.copy()
         return infos
 
     def _out(self, value: torch.Tensor, copy: bool = False) -> Any:
@@ -305,16 +301,16 @@ class _CoverageTable:
         for i, x in enumerate(members):
             table[i, :len(x)] = x
         self.table = torch.as_tensor(table, device=device)  # [cells, m] rectangle ids
-        self.area = torch.as_tensor(np.append(area, 0.0), device=device)  # pixels, [E]
+        self.area = torch.as_tensor(np.append(area, 0.0).astype(np.int32), device=device)
         self.num_elements = len(area) + 1
         self.num_pixels = float(ih * iw)
 
-    def add(self, covered: torch.Tensor, envs: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-        """Mark ``cells [B]`` covered for ``envs [B]``; return the pixels newly covered ``[B]``."""
-        elems = self.table[cells]  # [B, m]
-        rows = covered[envs]
-        gain = (self.area[elems] * (~rows.gather(1, elems))).sum(dim=1)
-        covered[envs] = rows.scatter_(1, elems, True)
+    def add(self, covered: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Mark ``cells [N]`` covered in ``covered [N, E]``; return the pixels newly covered."""
+        elems = self.table.index_select(0, cells)  # [N, m]
+        area = self.area.index_select(0, elems.view(-1)).view(elems.shape)
+        gain = area.masked_fill_(covered.gather(1, elems), 0).sum(dim=1)
+        covered.scatter_(1, elems, True)
         return gain
 
 

@@ -53,7 +53,7 @@ def test_dynamics_reward_iff_mean_logit_argmax_is_the_label(observation) -> None
     rewards = []
     for episode in range(60):
         obs, info = env.reset(seed=episode)
-        full = np.asarray(src.features[info["index"]], np.float32)
+        full = np.asarray(src.features[info["index"]], np.float32).transpose(1, 2, 0)
         assert info["label"] == src.labels[info["index"]] and info["cells"] == ()
         assert info["action_mask"].dtype == np.int8 and info["action_mask"].all()
         cells = []
@@ -68,9 +68,9 @@ def test_dynamics_reward_iff_mean_logit_argmax_is_the_label(observation) -> None
             assert np.array_equal(obs["visited"], visited)
             assert np.array_equal(info["action_mask"], 1 - visited)
             assert np.array_equal(env.unwrapped.action_masks(), visited == 0)
-            expected = full if observation == "full" else full * visited.reshape(1, 10, 10)
+            expected = full if observation == "full" else full * visited.reshape(10, 10, 1)
             assert obs["features"].shape == (1600,) and obs["features"].dtype == np.float32
-            np.testing.assert_array_equal(obs["features"].reshape(16, 10, 10), expected)
+            np.testing.assert_array_equal(obs["features"].reshape(10, 10, 16), expected)
             assert info["cells"] == tuple(cells)
             assert info["prediction"] == _expected_prediction(env, cells)
             assert reward == (float(info["prediction"] == info["label"]) if t == 3 else 0.0)
@@ -133,7 +133,7 @@ def test_same_seed_same_rollout_and_pickle_continues(observation) -> None:
 def _state(env) -> tuple:
     u = env.unwrapped
     return (u._index, u._t, tuple(u._cells), u._visited.copy().tobytes(),
-            u._features.copy().tobytes(), u._logit_sum.copy().tobytes(), u._covered.sum())
+            u._features.copy().tobytes(), u._logit_sum.copy().tobytes(), u._covered_bits)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,86 @@
+"""The native vector env: identical to SyncVectorEnv of the single env, and its own errors."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from glimpse_gym.envs import GlimpseVectorEnv
+from glimpse_gym.errors import InvalidAction, ResetNeeded
+
+INFO_KEYS = ("index", "label", "prediction", "correct", "coverage", "action_mask")
+
+
+def _cells_array(cells_info: np.ndarray, glimpses: int) -> np.ndarray:
+    out = np.full((len(cells_info), glimpses), -1)
+    for i, cells in enumerate(cells_info):
+        out[i, :len(cells)] = cells
+    return out
+
+
+@pytest.mark.parametrize("observation", ["full", "partial"])
+@pytest.mark.parametrize("autoreset", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_identical_to_sync_vector_env(observation, autoreset) -> None:
+    n, t = 6, 3
+    sync = SyncVectorEnv([lambda: gym.make("Glimpse-v0", observation=observation, glimpses=t)
+                          for _ in range(n)], autoreset_mode=autoreset)
+    native = gym.make_vec("Glimpse-v0", num_envs=n, observation=observation, glimpses=t,
+                          autoreset_mode=autoreset)
+    assert isinstance(native, GlimpseVectorEnv)
+    assert native.single_observation_space == sync.single_observation_space
+    assert native.observation_space == sync.observation_space
+    obs_s, info_s = sync.reset(seed=11)
+    obs_n, info_n = native.reset(seed=11)
+    rng = np.random.default_rng(0)
+    episodes_ended = 0
+    for step in range(25):
+        for key in ("features", "visited"):
+            np.testing.assert_array_equal(obs_s[key], obs_n[key], err_msg=f"{key} @ {step}")
+        for key in INFO_KEYS:
+            np.testing.assert_array_equal(np.asarray(info_s[key]), info_n[key],
+                                          err_msg=f"info {key} @ {step}")
+        np.testing.assert_array_equal(_cells_array(info_s["cells"], t), info_n["cells"])
+        actions = rng.integers(0, 100, n)
+        actions[0] = actions[1]  # revisits happen too
+        obs_s, r_s, term_s, trunc_s, info_s = sync.step(actions)
+        obs_n, r_n, term_n, trunc_n, info_n = native.step(actions)
+        np.testing.assert_array_equal(r_s, r_n)
+        np.testing.assert_array_equal(term_s, term_n)
+        np.testing.assert_array_equal(trunc_s, trunc_n)
+        if autoreset == AutoresetMode.SAME_STEP and term_s.any():
+            for i in np.nonzero(term_s)[0]:
+                for key in ("features", "visited"):
+                    np.testing.assert_array_equal(info_s["final_obs"][i][key],
+                                                  info_n["final_obs"][i][key])
+        episodes_ended += int(term_s.sum())
+    assert episodes_ended >= 2 * n
+
+
+def test_vector_actions_are_checked_before_anything_changes() -> None:
+    envs = GlimpseVectorEnv(num_envs=4, glimpses=3)
+    with pytest.raises(ResetNeeded, match="before reset"):
+        envs.step(np.zeros(4, np.int64))
+    envs.reset(seed=0)
+    envs.step(np.array([1, 2, 3, 4]))
+    before = (envs._visited.clone(), envs._t.clone(), envs._cells.clone())
+    for bad, message in [(np.array([0, 1, 2]), r"shape \(4,\)"),
+                         (np.array([0.0, 1.0, 2.0, 3.0]), "dtype float64"),
+                         (np.array([0, 1, 100, -1]), r"envs \[2, 3\]"),
+                         (np.array([True, False, True, True]), "dtype bool")]:
+        with pytest.raises(InvalidAction, match=message):
+            envs.step(bad)
+        assert all(torch.equal(a, b) for a, b in
+                   zip(before, (envs._visited, envs._t, envs._cells), strict=True))
+
+
+def test_torch_arrays_and_no_copy_views() -> None:
+    envs = GlimpseVectorEnv(num_envs=3, observation="partial", array_type="torch", copy=False)
+    obs, _ = envs.reset(seed=0)
+    assert torch.is_tensor(obs["features"]) and obs["features"].shape == (3, 1600)
+    obs2, reward, term, _, _ = envs.step(torch.tensor([0, 1, 2]))
+    assert obs2["features"].data_ptr() == obs["features"].data_ptr()  # a view, updated
+    assert reward.dtype == torch.float64 and term.dtype == torch.bool
+    assert envs.action_masks().shape == (3, 100) and envs.action_masks().sum() == 297
