@@ -20,7 +20,7 @@ def cell_logits(logits: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
 def predict_from_cells(logits: torch.Tensor | np.ndarray,
                        cells: torch.Tensor | np.ndarray) -> torch.Tensor:
     """``[N]`` predictions: argmax over classes of the mean logits at ``cells [N, T]``."""
-    logits = torch.as_tensor(np.asarray(logits) if not torch.is_tensor(logits) else logits)
+    logits = logits if torch.is_tensor(logits) else torch.from_numpy(np.array(logits))
     cells = torch.as_tensor(cells).long()
     return cell_logits(logits.float(), cells).mean(dim=1).argmax(dim=1)
 

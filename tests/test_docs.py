@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["glimpse_gym.bagnet", "glimpse_gym.envs.glimpse_env"]
+MODULES = ["glimpse_gym.bagnet", "glimpse_gym.envs.glimpse_env", "glimpse_gym.sb3"]
 
 
 @pytest.mark.parametrize("name", MODULES)

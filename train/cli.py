@@ -34,6 +34,10 @@ COMMANDS = {
                   "check a feature bank and print its metadata"),
     "export-bagnet": ("train.tools", "ExportConfig", "export_bagnet",
                       "strip a training checkpoint down to what using it needs"),
+    "train ppo": ("train.ppo", "PPOConfig", "train_ppo",
+                  "PPO (stable-baselines3) on Glimpse-v0"),
+    "train maskable-ppo": ("train.ppo", "PPOConfig", "train_maskable_ppo",
+                           "MaskablePPO (sb3-contrib) on Glimpse-v0, visited cells masked"),
 }
 
 
@@ -46,12 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "learning. Each subcommand is one step of the pipeline; "
                     "'glimpse SUBCOMMAND --help' explains its options.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
     for name, (module, cfg_name, fn_name, summary) in COMMANDS.items():
         mod = importlib.import_module(module)
         cls = getattr(mod, cfg_name)
         description = (mod.__doc__ or summary).strip().replace("``", "'")
-        p = sub.add_parser(name, help=summary, description=description,
-                           formatter_class=HelpFormatter)
+        target, leaf = sub, name
+        if " " in name:  # "train ppo": a subcommand of the "train" group
+            group, leaf = name.split(" ", 1)
+            if group not in groups:
+                g = sub.add_parser(group, help=f"{group} an agent (see 'glimpse {group} -h')")
+                groups[group] = g.add_subparsers(dest=f"{group}_command", required=True,
+                                                 metavar="AGENT")
+            target = groups[group]
+        p = target.add_parser(leaf, help=summary, description=description,
+                              formatter_class=HelpFormatter)
         add_dataclass_arguments(p, cls)
         p.set_defaults(_run=getattr(mod, fn_name))
     return parser

@@ -122,7 +122,12 @@ class GlimpseVectorEnv(VectorEnv):
     # ------------------------------------------------------------------ API
     def reset(self, *, seed: int | list[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[dict, dict]:
-        """Reset all envs; ``seed`` (int: env i gets ``seed + i``, or a list) reseeds them."""
+        """Reset all envs; ``seed`` (int: env i gets ``seed + i``, or a list) reseeds them.
+
+        ``options={"indices": [...]}`` (one image index per env) starts each env on the given
+        image instead, without advancing the envs' episode streams (for evaluating a policy
+        on every image of a split exactly once).
+        """
         if seed is None:
             seeds: list[int | None] = [None] * self.num_envs
         elif isinstance(seed, int):
@@ -139,7 +144,15 @@ class GlimpseVectorEnv(VectorEnv):
             self._keys = torch.tensor(keys, dtype=torch.long, device=self.device)
             self._episodes.zero_()
         self._started = True
-        self._start_episodes(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
+        images = None
+        if options and "indices" in options:
+            images = torch.as_tensor(np.asarray(options["indices"]), device=self.device).long()
+            n = self.source.num_images
+            if images.shape != (self.num_envs,) or bool(((images < 0) | (images >= n)).any()):
+                raise ValueError(f"options['indices'] must hold {self.num_envs} image indices "
+                                 f"in [0, {n}); got shape {tuple(images.shape)}")
+        self._start_episodes(torch.ones(self.num_envs, dtype=torch.bool, device=self.device),
+                             images)
         self._autoreset.zero_()
         return self._observation(), self._infos()
 
@@ -220,14 +233,16 @@ class GlimpseVectorEnv(VectorEnv):
                                 f"{self.num_cells - 1} (row-major)")
         return t
 
-    def _start_episodes(self, mask: torch.Tensor) -> None:
+    def _start_episodes(self, mask: torch.Tensor, images: torch.Tensor | None = None) -> None:
         idx = mask.nonzero()[:, 0]
         if self.observation_mode == "partial":  # blank only the cells the episode revealed
             env, cell = (self._visited[idx] != 0).nonzero(as_tuple=True)
             rows = idx[env] * self.num_cells + cell
             self._obs_features.view(-1, self._bank.shape[-1]).index_fill_(0, rows, 0.0)
-        images = episode_images(self._keys[idx], self._episodes[idx], self.source.num_images)
-        self._episodes[idx] += 1
+        if images is None:
+            images = episode_images(self._keys[idx], self._episodes[idx],
+                                    self.source.num_images)
+            self._episodes[idx] += 1
         self._index[idx] = images
         self._env_labels[idx] = self._labels[images]
         self._t[idx] = 0

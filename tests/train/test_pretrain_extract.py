@@ -96,7 +96,7 @@ def test_damaged_checkpoint_names_the_path(tmp_path) -> None:
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_subcommand_help_explains_every_option(command, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     module, cls_name = COMMANDS[command][:2]

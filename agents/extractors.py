@@ -1,0 +1,49 @@
+"""Stable-Baselines3 features extractors for Glimpse-v0's observations.
+
+:class:`GridExtractor` treats the observation as the grid it is: the what-features ``[H, W,
+D]`` and the visited mask become a ``[D + 1, H, W]`` image, a small conv net mixes
+neighbouring cells, and a linear layer maps the result to ``features_dim``. It keeps the
+cells' spatial layout (a flat MLP over the whole grid would have to learn it).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import torch
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+
+class GridExtractor(BaseFeaturesExtractor):
+    """``{"features": [B, H*W*D], "visited": [B, H*W]}`` -> ``[B, features_dim]``.
+
+    Args:
+        observation_space: Glimpse-v0's Dict space.
+        grid: ``(H, W)`` of the cell grid (``env.unwrapped.feature_shape[:2]``).
+        channels: width of the conv layers.
+        features_dim: output size.
+    """
+
+    def __init__(self, observation_space: gym.spaces.Dict, grid: tuple[int, int],
+                 channels: int = 32, features_dim: int = 128) -> None:
+        super().__init__(observation_space, features_dim)
+        h, w = grid
+        cells = observation_space["visited"].shape[0]
+        total = observation_space["features"].shape[0]
+        if h * w != cells or total % cells:
+            raise ValueError(f"grid {grid} does not fit the observation space ({cells} cells, "
+                             f"{total} feature values)")
+        self.grid, self.feature_dim = (h, w), total // cells
+        self.conv = nn.Sequential(  # per-cell mixing, then one 3x3 over neighbouring cells
+            nn.Conv2d(self.feature_dim + 1, channels, 1), nn.ReLU(),
+            nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(),
+        )
+        self.linear = nn.Sequential(nn.Linear(16 * h * w, features_dim), nn.ReLU())
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        h, w = self.grid
+        b = observations["visited"].shape[0]
+        features = observations["features"].view(b, h, w, self.feature_dim).permute(0, 3, 1, 2)
+        visited = observations["visited"].float().view(b, 1, h, w)
+        x = self.conv(torch.cat([features, visited], dim=1))
+        return self.linear(x.flatten(1))

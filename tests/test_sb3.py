@@ -1,0 +1,63 @@
+"""The SB3 VecEnv adapter: SB3 semantics, VecMonitor statistics and MaskablePPO masks."""
+
+from __future__ import annotations
+
+import numpy as np
+from sb3_contrib import MaskablePPO
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import VecMonitor
+
+from agents.extractors import GridExtractor
+from glimpse_gym.sb3 import SB3VecEnv
+
+
+def test_adapter_follows_sb3_semantics() -> None:
+    venv = SB3VecEnv(num_envs=4, glimpses=2)
+    venv.seed(3)
+    obs = venv.reset()
+    assert obs["features"].shape == (4, 1600) and obs["visited"].shape == (4, 100)
+    assert obs["visited"].sum() == 0
+    venv.step_async(np.array([1, 2, 3, 4]))
+    obs, rewards, dones, infos = venv.step_wait()
+    assert rewards.dtype == np.float32 and not dones.any() and infos == [{}] * 4
+    assert (obs["visited"].sum(axis=1) == 1).all()
+    venv.step_async(np.array([5, 6, 7, 8]))
+    obs, rewards, dones, infos = venv.step_wait()
+    assert dones.all()
+    assert (obs["visited"].sum(axis=1) == 0).all()  # the next episode's first observation
+    for i, info in enumerate(infos):
+        assert info["terminal_observation"]["visited"].sum() == 2
+        assert rewards[i] == float(info["correct"]) and 0 < info["coverage"] <= 1
+    masks = np.stack(venv.env_method("action_masks"))
+    assert masks.shape == (4, 100) and masks.dtype == bool and masks.all()
+    assert venv.get_attr("feature_shape") == [(10, 10, 16)] * 4
+
+
+def test_vecmonitor_counts_episodes() -> None:
+    venv = VecMonitor(SB3VecEnv(num_envs=3, glimpses=2))
+    venv.reset()
+    for _ in range(2):
+        venv.step_async(np.array([0, 50, 99]))
+        _, rewards, dones, infos = venv.step_wait()
+    assert all(info["episode"]["l"] == 2 and info["episode"]["r"] == r
+               for info, r in zip(infos, rewards, strict=True))
+
+
+def test_ppo_and_maskable_ppo_train_save_and_load(tmp_path) -> None:
+    venv = VecMonitor(SB3VecEnv(num_envs=16, glimpses=3))
+    kwargs = {"features_extractor_class": GridExtractor,
+              "features_extractor_kwargs": {"grid": (10, 10), "features_dim": 32}}
+    for algo in (PPO, MaskablePPO):
+        model = algo("MultiInputPolicy", venv, n_steps=6, batch_size=48, n_epochs=1,
+                     policy_kwargs=kwargs, seed=0)
+        model.learn(200)
+        path = tmp_path / f"{algo.__name__}.zip"
+        model.save(path)
+        loaded = algo.load(path, env=venv)
+        obs = venv.reset()
+        extra = {"action_masks": np.stack(venv.env_method("action_masks"))} \
+            if algo is MaskablePPO else {}
+        a1, _ = model.predict(obs, deterministic=True, **extra)
+        a2, _ = loaded.predict(obs, deterministic=True, **extra)
+        assert np.array_equal(a1, a2)
+        assert isinstance(loaded.policy.features_extractor, GridExtractor)

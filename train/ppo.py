@@ -1,0 +1,199 @@
+"""Train PPO or MaskablePPO (Stable-Baselines3) on Glimpse-v0's native vector env.
+
+The policy sees the observation through :class:`agents.extractors.GridExtractor` (a small
+conv net over the cell grid). Every ``--eval-freq`` env steps the deterministic policy is
+evaluated on every image of the validation split (TensorBoard ``eval/accuracy``,
+``eval/coverage``; the best model is kept), a checkpoint is written, and at the end the
+test split's accuracy at T glimpses is measured and saved to ``OUT/results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecMonitor
+
+from agents.evaluation import evaluate_on_split, sb3_policy
+from agents.extractors import GridExtractor
+from glimpse_gym.device import resolve_device
+from glimpse_gym.sb3 import SB3VecEnv
+
+
+@dataclass
+class PPOConfig:
+    """Options of ``glimpse train ppo`` and ``glimpse train maskable-ppo``."""
+
+    banks: str | None = None
+    """folder with train/, val/ and test/ feature banks (default: the embedded digits model)"""
+    glimpses: int = 6
+    """T, glimpses per episode"""
+    observation: str = "full"
+    """full (every cell's features) or partial (only the cells seen so far)"""
+    num_envs: int = 256
+    """parallel episodes in the native vector env"""
+    total_timesteps: int = 300_000
+    """env steps to train for (glimpses, not episodes)"""
+    n_steps: int = 24
+    """env steps per env per rollout (a multiple of T keeps episodes whole)"""
+    batch_size: int = 1024
+    """PPO minibatch size"""
+    n_epochs: int = 4
+    """PPO epochs per rollout"""
+    learning_rate: float = 3e-4
+    """Adam learning rate"""
+    ent_coef: float = 0.01
+    """entropy bonus"""
+    gamma: float = 1.0
+    """discount (the only reward comes at the end of a short episode)"""
+    features_dim: int = 128
+    """width of the GridExtractor output"""
+    channels: int = 32
+    """width of the GridExtractor's per-cell layer"""
+    eval_freq: int = 100_000
+    """evaluate on the val split (and checkpoint) every this many env steps"""
+    eval_images: int = 5000
+    """val images per evaluation (all of them when the split is smaller)"""
+    out: str = "runs/ppo"
+    """output folder: last.zip, best.zip, results.json, tb/"""
+    resume: bool = False
+    """continue from OUT/last.zip"""
+    seed: int = 0
+    """seed of the envs and the policy"""
+    device: str = "auto"
+    """auto (CUDA when present), cpu, cuda or cuda:N"""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice)"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+def _algo(maskable: bool) -> type:
+    if maskable:
+        from sb3_contrib import MaskablePPO
+
+        return MaskablePPO
+    return PPO
+
+
+def _split_kwargs(cfg: PPOConfig, split: str) -> dict[str, Any]:
+    if cfg.banks is None:
+        return {"bank": None, "split": split}
+    return {"bank": str(Path(cfg.banks) / split)}
+
+
+def _atomic_save(model: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.zip")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class GlimpseCallback(BaseCallback):
+    """Episode accuracy and coverage to TensorBoard; periodic val evaluation and checkpoints."""
+
+    def __init__(self, cfg: PPOConfig, out: Path) -> None:
+        super().__init__()
+        self.cfg, self.out = cfg, out
+        self.correct: list[float] = []
+        self.coverage: list[float] = []
+        self.best = -1.0
+        self.last_eval = 0
+        self.history: list[dict[str, float]] = []
+
+    def _on_step(self) -> bool:
+        for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
+            if done:
+                self.correct.append(float(info["correct"]))
+                self.coverage.append(info["coverage"])
+        if self.num_timesteps - self.last_eval >= self.cfg.eval_freq:
+            self.last_eval = self.num_timesteps
+            self.evaluate()
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.correct:
+            self.logger.record("rollout/episode_accuracy", float(np.mean(self.correct)))
+            self.logger.record("rollout/episode_coverage", float(np.mean(self.coverage)))
+            self.correct, self.coverage = [], []
+
+    def evaluate(self) -> dict[str, float]:
+        result = evaluate_on_split(sb3_policy(self.model), glimpses=self.cfg.glimpses,
+                                   observation=self.cfg.observation,
+                                   max_images=self.cfg.eval_images,
+                                   **_split_kwargs(self.cfg, "val"))
+        self.logger.record("eval/accuracy", result["accuracy"])
+        self.logger.record("eval/coverage", result["coverage"])
+        self.history.append({"timesteps": self.num_timesteps, **result})
+        if result["accuracy"] > self.best:
+            self.best = result["accuracy"]
+            _atomic_save(self.model, self.out / "best.zip")
+        _atomic_save(self.model, self.out / "last.zip")
+        return result
+
+
+def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
+    """Train, evaluate on val along the way and on test at the end; return the results."""
+    start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    algo = _algo(maskable)
+    venv = VecMonitor(SB3VecEnv(num_envs=cfg.num_envs, glimpses=cfg.glimpses,
+                                observation=cfg.observation, **_split_kwargs(cfg, "train")))
+    venv.seed(cfg.seed)
+    grid = venv.get_attr("feature_shape")[0][:2]
+    if cfg.resume:
+        if not (out / "last.zip").exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {out / 'last.zip'}")
+        model = algo.load(out / "last.zip", env=venv, device=device)
+    else:
+        model = algo(
+            "MultiInputPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+            n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate, ent_coef=cfg.ent_coef,
+            gamma=cfg.gamma, seed=cfg.seed, device=device, tensorboard_log=str(out / "tb"),
+            policy_kwargs={"features_extractor_class": GridExtractor,
+                           "features_extractor_kwargs": {"grid": tuple(grid),
+                                                         "features_dim": cfg.features_dim,
+                                                         "channels": cfg.channels}})
+    callback = GlimpseCallback(cfg, out)
+    remaining = cfg.total_timesteps - model.num_timesteps
+    learn_start = time.perf_counter()
+    steps_before = model.num_timesteps
+    if remaining > 0:
+        model.learn(remaining, callback=callback, reset_num_timesteps=not cfg.resume,
+                    tb_log_name="ppo", progress_bar=cfg.progress)
+    learn_seconds = time.perf_counter() - learn_start
+    _atomic_save(model, out / "last.zip")
+    # ---------------------------------------------------------------- final test
+    test = evaluate_on_split(sb3_policy(model), glimpses=cfg.glimpses,
+                             observation=cfg.observation, **_split_kwargs(cfg, "test"))
+    results = {
+        "algorithm": "MaskablePPO" if maskable else "PPO",
+        "config": asdict(cfg),
+        "test": test,
+        "val_history": callback.history,
+        "timesteps": model.num_timesteps,
+        "env_steps_per_s": (model.num_timesteps - steps_before) / max(learn_seconds, 1e-9),
+        "wall_time_s": time.perf_counter() - start,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"{results['algorithm']}: test accuracy at T={cfg.glimpses} "
+          f"{test['accuracy']:.4f} (error {1 - test['accuracy']:.2%}), coverage "
+          f"{test['coverage']:.3f}, {test['num_images']} images; "
+          f"{results['env_steps_per_s']:.0f} env-steps/s")
+    return results
+
+
+def train_maskable_ppo(cfg: PPOConfig) -> dict[str, Any]:
+    """MaskablePPO (sb3-contrib): visited cells are masked out of the policy."""
+    return train_ppo(cfg, maskable=True)
