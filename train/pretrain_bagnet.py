@@ -178,7 +178,7 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
     meta = dict(arch=arch, arch_kwargs=arch_kwargs, class_names=train_set.class_names, mean=mean,
                 std=std, image_shape=list(train_set.image_shape),
                 dataset={"name": cfg.dataset, "options": parse_options(cfg.data_option),
-                         "seed": cfg.seed})
+                         "seed": cfg.seed}, config=asdict(cfg))
     print(f"pretrain-bagnet: {arch} rf={model.rf} stride={model.stride} "
           f"grid={model.grid_size(*train_set.image_shape[1:])} on {cfg.dataset} "
           f"({num_train} train / {len(val_set)} val images), device {device}")

@@ -13,6 +13,7 @@ A checkpoint is a plain dict (loadable with ``weights_only=True``)::
     rf, stride    receptive field and total stride in pixels
     dataset       {"name": ..., "options": {...}} it was trained on
     metrics       the last evaluation (val/test errors, ...)
+    config        the options of the run that trained it (pretrain-bagnet's config)
     train_state   optional: optimizer, scheduler, epoch (for --resume)
 """
 
@@ -47,6 +48,7 @@ def save_checkpoint(path: str | Path, model: BagNetBase, *, arch: str,
                     arch_kwargs: dict[str, Any], class_names: list[str],
                     mean: list[float], std: list[float], image_shape: list[int],
                     dataset: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+                    config: dict[str, Any] | None = None,
                     train_state: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write a checkpoint atomically (temporary file, then ``os.replace``); return its dict."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -63,6 +65,7 @@ def save_checkpoint(path: str | Path, model: BagNetBase, *, arch: str,
         "stride": int(model.stride),
         "dataset": dataset or {},
         "metrics": metrics or {},
+        "config": config or {},
     }
     if train_state is not None:
         payload["train_state"] = train_state

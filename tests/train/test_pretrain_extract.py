@@ -34,6 +34,7 @@ def test_pretrain_then_extract_end_to_end(tmp_path) -> None:
     assert "train_state" in ckpt and ckpt["train_state"]["epoch"] == 2
     assert ckpt["class_names"] == [str(d) for d in range(10)]
     assert len(ckpt["normalization"]["mean"]) == 1 and ckpt["image_shape"] == [1, 32, 32]
+    assert ckpt["config"]["epochs"] == 2 and ckpt["config"]["dataset"] == "digits"
     # TensorBoard has the scalars the issue asks for
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
