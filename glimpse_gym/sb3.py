@@ -72,7 +72,7 @@ class SB3VecEnv(VecEnv):
         return obs, rewards.astype(np.float32), dones, out
 
     def _split(self, infos: dict[str, Any], mask: np.ndarray) -> list[dict[str, Any]]:
-        return [{k: infos[k][i] for k in EPISODE_KEYS} if mask[i] else {}
+        return [{k: infos[k][i] for k in EPISODE_KEYS if k in infos} if mask[i] else {}
                 for i in range(self.num_envs)]
 
     def close(self) -> None:

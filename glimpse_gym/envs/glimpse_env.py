@@ -75,8 +75,9 @@ class GlimpseEnv(gym.Env):
 
     ## Info
     ``label``, ``prediction`` and ``correct`` (from the cells so far), ``cells`` (tuple of the
-    glimpsed cells), ``coverage`` (fraction of image pixels inside the glimpses' receptive
-    fields), ``action_mask`` (``[H*W] int8``, 1 = unvisited), ``index`` (of the image).
+    glimpsed cells), ``action_mask`` (``[H*W] int8``, 1 = unvisited), ``index`` (of the
+    image); on the last step also ``coverage`` (fraction of image pixels inside the
+    glimpses' receptive fields).
     :meth:`action_masks` gives the mask as bool for MaskablePPO.
 
     ## Arguments
@@ -231,9 +232,9 @@ class GlimpseEnv(gym.Env):
             "prediction": prediction,
             "correct": prediction == self._label,
             "cells": tuple(self._cells),
-            "coverage": self._covered_bits.bit_count() / self._num_pixels,
             "action_mask": 1 - self._visited,
-        }
+        } | ({"coverage": self._covered_bits.bit_count() / self._num_pixels}
+             if self._t == self.glimpses else {})
 
     # pickling: keep the spec, not the arrays (a bank is re-opened, the default re-made)
     def __getstate__(self) -> dict[str, Any]:

@@ -110,8 +110,6 @@ class GlimpseVectorEnv(VectorEnv):
         self._index = torch.zeros(n, dtype=torch.long, device=dev)
         self._keys = torch.zeros(n, dtype=torch.long, device=dev)
         self._episodes = torch.zeros(n, dtype=torch.long, device=dev)
-        self._covered = torch.zeros((n, self._cov.num_elements), dtype=torch.bool, device=dev)
-        self._covered_px = torch.zeros(n, dtype=torch.float64, device=dev)
         self._autoreset = torch.zeros(n, dtype=torch.bool, device=dev)
         self._arange = torch.arange(n, device=dev)
         self._env_cell0 = self._arange * self.num_cells  # flat offsets of env rows
@@ -177,7 +175,6 @@ class GlimpseVectorEnv(VectorEnv):
         self._t += 1
         logits = self._cell_logits.view(-1, self._cell_logits.shape[-1]).index_select(0, row)
         self._logit_sum += torch.where(newly[:, None], logits.double(), 0.0)
-        self._covered_px += self._cov.add(self._covered, cell)
         terminated = (self._t == self.glimpses) & ~resetting
         correct = self._logit_sum.argmax(dim=1) == self._env_labels
         rewards = (terminated & correct).double()
@@ -186,13 +183,14 @@ class GlimpseVectorEnv(VectorEnv):
         if same_step and bool(terminated.any()):
             final = {"final_obs": self._final_observations(terminated),
                      "_final_obs": terminated.cpu().numpy(),
-                     "final_info": self._infos(mask=terminated.cpu().numpy()),
+                     "final_info": self._infos(mask=terminated.cpu().numpy(),
+                                               finished=terminated),
                      "_final_info": terminated.cpu().numpy()}
             self._start_episodes(terminated)
         if bool(resetting.any()):
             self._start_episodes(resetting)
         self._autoreset = terminated if not same_step else torch.zeros_like(terminated)
-        infos = {**self._infos(), **final}
+        infos = {**self._infos(finished=terminated if not same_step else None), **final}
         return (self._observation(), self._out(rewards), self._out(terminated),
                 self._out(torch.zeros_like(terminated)), infos)
 
@@ -249,8 +247,6 @@ class GlimpseVectorEnv(VectorEnv):
         self._visited[idx] = 0
         self._cells[idx] = -1
         self._logit_sum[idx] = 0
-        self._covered[idx] = False
-        self._covered_px[idx] = 0
         if self.observation_mode == "full":  # the bandwidth-bound part of this mode
             self._obs_features[idx] = self._bank[images].float()
 
@@ -266,14 +262,18 @@ class GlimpseVectorEnv(VectorEnv):
             final[i] = {"features": feats[j], "visited": visited[j]}
         return final
 
-    def _infos(self, mask: np.ndarray | None = None) -> dict[str, Any]:
-        """Vector infos of every env (``mask``: which envs the ``_key`` arrays mark)."""
+    def _infos(self, mask: np.ndarray | None = None,
+               finished: torch.Tensor | None = None) -> dict[str, Any]:
+        """Vector infos of every env (``mask``: which envs the ``_key`` arrays mark).
+
+        ``coverage`` is an end-of-episode fact: present (with ``_coverage`` marking them) for
+        the envs in ``finished``, absent when none finished, as in ``SyncVectorEnv``.
+        """
         label = self._env_labels
         prediction = torch.where(self._t > 0, self._logit_sum.argmax(dim=1), -1)
         values = {
             "index": self._index.clone(), "prediction": prediction,
             "label": label.clone(), "correct": prediction == label, "cells": self._cells.clone(),
-            "coverage": self._covered_px / self._cov.num_pixels,
             "action_mask": 1 - self._visited,
         }
         if mask is None:
@@ -282,6 +282,11 @@ class GlimpseVectorEnv(VectorEnv):
         for key, value in values.items():
             infos[key] = self._out(value)
             infos[f"_{key}"] = mask.copy()
+        if finished is not None and bool(finished.any()):
+            coverage = torch.zeros(self.num_envs, dtype=torch.float64, device=self.device)
+            coverage[finished] = self._cov.union(self._cells[finished])
+            infos["coverage"] = self._out(coverage)
+            infos["_coverage"] = finished.cpu().numpy() & mask
         return infos
 
     def _out(self, value: torch.Tensor, copy: bool = False) -> Any:
@@ -292,41 +297,41 @@ class GlimpseVectorEnv(VectorEnv):
 
 
 class _CoverageTable:
-    """Exact, incremental union area of receptive-field boxes for many envs at once.
+    """Exact union area of receptive-field boxes, for many finished episodes at once.
 
-    The edges of all boxes split each image axis into elementary intervals, so every box is a
-    set of elementary rectangles. Each env keeps an ``[E]`` bitmap of covered rectangles; a
-    glimpse adds the area of its rectangles not covered yet (a gather, a sum, a scatter).
+    The edges of all boxes split each image axis into elementary intervals, so a box is a
+    range of rows times a range of columns of elementary rectangles. For B episodes of T
+    cells, one batched matrix product of ``[B, R, T]`` row and ``[B, T, C]`` column
+    indicators marks the covered rectangles; their pixel areas are summed (exactly).
     """
 
     def __init__(self, boxes: np.ndarray, image_hw: tuple[int, int], device: torch.device):
         ih, iw = image_hw
         ys = np.unique(np.clip(np.concatenate([boxes[:, 0], boxes[:, 2], [0, ih]]), 0, ih))
         xs = np.unique(np.clip(np.concatenate([boxes[:, 1], boxes[:, 3], [0, iw]]), 0, iw))
-        heights, widths = np.diff(ys), np.diff(xs)
-        area = np.outer(heights, widths).reshape(-1).astype(np.float64)
-        members = []
-        for top, left, bottom, right in boxes:
-            r = np.nonzero((ys[:-1] >= top) & (ys[1:] <= min(bottom, ih)))[0]
-            c = np.nonzero((xs[:-1] >= left) & (xs[1:] <= min(right, iw)))[0]
-            members.append((r[:, None] * len(widths) + c[None, :]).reshape(-1))
-        m = max(len(x) for x in members)
-        pad = len(area)  # an extra elementary cell of area 0 pads short lists
-        table = np.full((len(boxes), m), pad, dtype=np.int64)
-        for i, x in enumerate(members):
-            table[i, :len(x)] = x
-        self.table = torch.as_tensor(table, device=device)  # [cells, m] rectangle ids
-        self.area = torch.as_tensor(np.append(area, 0.0).astype(np.int32), device=device)
-        self.num_elements = len(area) + 1
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(a, device=device)
+
+        # index of the elementary interval that starts at each box edge
+        self.r0 = t(np.searchsorted(ys, boxes[:, 0]))
+        self.r1 = t(np.searchsorted(ys, np.minimum(boxes[:, 2], ih)))
+        self.c0 = t(np.searchsorted(xs, boxes[:, 1]))
+        self.c1 = t(np.searchsorted(xs, np.minimum(boxes[:, 3], iw)))
+        self.rows = torch.arange(len(ys) - 1, device=device)
+        self.cols = torch.arange(len(xs) - 1, device=device)
+        self.area = t(np.outer(np.diff(ys), np.diff(xs)).astype(np.float32))  # [R, C] pixels
         self.num_pixels = float(ih * iw)
 
-    def add(self, covered: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-        """Mark ``cells [N]`` covered in ``covered [N, E]``; return the pixels newly covered."""
-        elems = self.table.index_select(0, cells)  # [N, m]
-        area = self.area.index_select(0, elems.view(-1)).view(elems.shape)
-        gain = area.masked_fill_(covered.gather(1, elems), 0).sum(dim=1)
-        covered.scatter_(1, elems, True)
-        return gain
+    def union(self, cells: torch.Tensor) -> torch.Tensor:
+        """``cells [B, T]`` (all valid) -> covered fraction of the image ``[B]`` float64."""
+        in_rows = ((self.rows >= self.r0[cells][..., None])
+                   & (self.rows < self.r1[cells][..., None])).float()  # [B, T, R]
+        in_cols = ((self.cols >= self.c0[cells][..., None])
+                   & (self.cols < self.c1[cells][..., None])).float()  # [B, T, C]
+        covered = torch.bmm(in_rows.transpose(1, 2), in_cols) > 0  # [B, R, C]
+        pixels = (covered.float() * self.area).sum(dim=(1, 2))  # integers, exact in float32
+        return pixels.double() / self.num_pixels
 
 
 def make_vector_env(num_envs: int = 1, **kwargs: Any) -> GlimpseVectorEnv:

@@ -101,7 +101,7 @@ def _rollout(env, seed: int, steps: int = 40) -> list:
     for _ in range(steps):
         obs, reward, terminated, truncated, info = env.step(int(rng.integers(100)))
         out.append((obs["features"].copy(), obs["visited"].copy(), reward, info["cells"],
-                    info["prediction"], info["coverage"]))
+                    info["prediction"], info.get("coverage", -1.0)))
         if terminated:
             obs, info = env.reset()
     return out

@@ -11,7 +11,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from glimpse_gym.envs import GlimpseVectorEnv
 from glimpse_gym.errors import InvalidAction, ResetNeeded
 
-INFO_KEYS = ("index", "label", "prediction", "correct", "coverage", "action_mask")
+INFO_KEYS = ("index", "label", "prediction", "correct", "action_mask")
 
 
 def _cells_array(cells_info: np.ndarray, glimpses: int) -> np.ndarray:
@@ -43,6 +43,14 @@ def test_identical_to_sync_vector_env(observation, autoreset) -> None:
             np.testing.assert_array_equal(np.asarray(info_s[key]), info_n[key],
                                           err_msg=f"info {key} @ {step}")
         np.testing.assert_array_equal(_cells_array(info_s["cells"], t), info_n["cells"])
+        assert ("coverage" in info_s) == ("coverage" in info_n)
+        if "coverage" in info_s:  # end-of-episode key: same envs marked, same values
+            np.testing.assert_array_equal(info_s["_coverage"], info_n["_coverage"])
+            np.testing.assert_array_equal(info_s["coverage"], info_n["coverage"])
+        if "final_info" in info_s:
+            for key in (*INFO_KEYS, "coverage"):
+                np.testing.assert_array_equal(info_s["final_info"][key],
+                                              info_n["final_info"][key], err_msg=key)
         actions = rng.integers(0, 100, n)
         actions[0] = actions[1]  # revisits happen too
         obs_s, r_s, term_s, trunc_s, info_s = sync.step(actions)
