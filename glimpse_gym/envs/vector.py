@@ -248,7 +248,7 @@ class GlimpseVectorEnv(VectorEnv):
         self._cells[idx] = -1
         self._logit_sum[idx] = 0
         if self.observation_mode == "full":  # the bandwidth-bound part of this mode
-            self._obs_features[idx] = self._bank[images].float()
+            self._obs_features.index_copy_(0, idx, self._bank.index_select(0, images).float())
 
     def _observation(self) -> dict[str, Any]:
         obs = {"features": self._obs_features.view(self.num_envs, -1), "visited": self._visited}
@@ -301,8 +301,9 @@ class _CoverageTable:
 
     The edges of all boxes split each image axis into elementary intervals, so a box is a
     range of rows times a range of columns of elementary rectangles. For B episodes of T
-    cells, one batched matrix product of ``[B, R, T]`` row and ``[B, T, C]`` column
-    indicators marks the covered rectangles; their pixel areas are summed (exactly).
+    cells, each box adds +1/-1 at its four corners of a ``[B, R+1, C+1]`` difference array;
+    two cumulative sums give how many boxes cover each rectangle, and the pixel areas of the
+    covered ones are summed (exactly).
     """
 
     def __init__(self, boxes: np.ndarray, image_hw: tuple[int, int], device: torch.device):
@@ -314,23 +315,30 @@ class _CoverageTable:
             return torch.as_tensor(a, device=device)
 
         # index of the elementary interval that starts at each box edge
-        self.r0 = t(np.searchsorted(ys, boxes[:, 0]))
-        self.r1 = t(np.searchsorted(ys, np.minimum(boxes[:, 2], ih)))
-        self.c0 = t(np.searchsorted(xs, boxes[:, 1]))
-        self.c1 = t(np.searchsorted(xs, np.minimum(boxes[:, 3], iw)))
-        self.rows = torch.arange(len(ys) - 1, device=device)
-        self.cols = torch.arange(len(xs) - 1, device=device)
-        self.area = t(np.outer(np.diff(ys), np.diff(xs)).astype(np.float32))  # [R, C] pixels
+        self.r0 = np.searchsorted(ys, boxes[:, 0])
+        self.r1 = np.searchsorted(ys, np.minimum(boxes[:, 2], ih))
+        self.c0 = np.searchsorted(xs, boxes[:, 1])
+        self.c1 = np.searchsorted(xs, np.minimum(boxes[:, 3], iw))
+        self.shape = (len(ys), len(xs))  # (R + 1, C + 1): the difference array
+        area = np.zeros(self.shape, np.float32)
+        area[:-1, :-1] = np.outer(np.diff(ys), np.diff(xs))  # pixels of each rectangle
+        self.area = t(area.reshape(-1))
+        c = self.shape[1]
+        corners = np.stack([self.r0 * c + self.c0, self.r0 * c + self.c1,
+                            self.r1 * c + self.c0, self.r1 * c + self.c1], axis=1)
+        self.corners = t(corners)  # [cells, 4] flat positions in the difference array
+        self.signs = t(np.array([1, -1, -1, 1], np.int32))
         self.num_pixels = float(ih * iw)
 
     def union(self, cells: torch.Tensor) -> torch.Tensor:
         """``cells [B, T]`` (all valid) -> covered fraction of the image ``[B]`` float64."""
-        in_rows = ((self.rows >= self.r0[cells][..., None])
-                   & (self.rows < self.r1[cells][..., None])).float()  # [B, T, R]
-        in_cols = ((self.cols >= self.c0[cells][..., None])
-                   & (self.cols < self.c1[cells][..., None])).float()  # [B, T, C]
-        covered = torch.bmm(in_rows.transpose(1, 2), in_cols) > 0  # [B, R, C]
-        pixels = (covered.float() * self.area).sum(dim=(1, 2))  # integers, exact in float32
+        b = cells.shape[0]
+        rows, cols = self.shape
+        diff = torch.zeros((b, rows * cols), dtype=torch.int32, device=cells.device)
+        positions = self.corners[cells].reshape(b, -1)  # [B, T*4]
+        diff.scatter_add_(1, positions, self.signs.repeat(cells.shape[1]).expand(b, -1))
+        counts = diff.view(b, rows, cols).cumsum(1).cumsum(2).view(b, -1)
+        pixels = ((counts > 0).float() @ self.area)  # integers, exact in float32
         return pixels.double() / self.num_pixels
 
 
