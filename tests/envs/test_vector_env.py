@@ -92,3 +92,15 @@ def test_torch_arrays_and_no_copy_views() -> None:
     assert obs2["features"].data_ptr() == obs["features"].data_ptr()  # a view, updated
     assert reward.dtype == torch.float64 and term.dtype == torch.bool
     assert envs.action_masks().shape == (3, 100) and envs.action_masks().sum() == 297
+
+
+def test_vector_render_matches_the_single_env() -> None:
+    envs = GlimpseVectorEnv(num_envs=2, glimpses=3, render_mode="rgb_array")
+    single = gym.make("Glimpse-v0", glimpses=3, render_mode="rgb_array")
+    envs.reset(seed=5)
+    single.reset(seed=6)  # env 1 of the vector env is seeded 5 + 1
+    for cell in (10, 20):
+        envs.step(np.array([0, cell]))
+        single.step(cell)
+    frames = envs.render()
+    assert len(frames) == 2 and np.array_equal(frames[1], single.render())
