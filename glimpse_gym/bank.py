@@ -31,7 +31,7 @@ import torch
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
-from glimpse_gym.bagnet.common import BagNetBase, image_logits
+from glimpse_gym.bagnet.common import BagNetBase, cell_boxes, image_logits
 from glimpse_gym.bagnet.inference import iterate_batches, preprocess
 from glimpse_gym.datasets import ImageDataset
 from glimpse_gym.errors import BankError
@@ -95,10 +95,7 @@ class FeatureBank:
 
     def cell_boxes(self) -> np.ndarray:
         """``[H'*W', 4]`` int pixel boxes ``(top, left, bottom, right)``, cells row-major."""
-        h, w = self.grid
-        rows, cols = np.divmod(np.arange(h * w), w)
-        top, left = rows * self.stride, cols * self.stride
-        return np.stack([top, left, top + self.rf, left + self.rf], axis=1)
+        return cell_boxes(self.grid, self.rf, self.stride)
 
     @classmethod
     def load(cls, path: str | Path, *, expect: dict[str, Any] | None = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -81,6 +82,14 @@ class BagNetBase(nn.Module):
         """Pixel box ``(top, left, bottom, right)`` (exclusive end) seen by cell ``(row, col)``."""
         top, left = row * self.stride, col * self.stride
         return top, left, top + self.rf, left + self.rf
+
+
+def cell_boxes(grid: tuple[int, int], rf: int, stride: int) -> np.ndarray:
+    """``[H'*W', 4]`` int pixel boxes ``(top, left, bottom, right)`` of the cells, row-major."""
+    h, w = grid
+    rows, cols = np.divmod(np.arange(h * w), w)
+    top, left = rows * stride, cols * stride
+    return np.stack([top, left, top + rf, left + rf], axis=1)
 
 
 def image_logits(logits: torch.Tensor) -> torch.Tensor:

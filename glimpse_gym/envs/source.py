@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from glimpse_gym.bagnet import iterate_batches, load_bagnet, preprocess
+from glimpse_gym.bagnet.common import cell_boxes
 from glimpse_gym.bank import FeatureBank
 from glimpse_gym.datasets import make_dataset
 from glimpse_gym.pretrained import resolve_checkpoint
@@ -70,10 +71,7 @@ class GlimpseSource:
 
     def cell_boxes(self) -> np.ndarray:
         """``[H*W, 4]`` pixel boxes ``(top, left, bottom, right)`` of the cells, row-major."""
-        h, w = self.grid
-        rows, cols = np.divmod(np.arange(h * w), w)
-        top, left = rows * self.stride, cols * self.stride
-        return np.stack([top, left, top + self.rf, left + self.rf], axis=1)
+        return cell_boxes(self.grid, self.rf, self.stride)
 
 
 def source_from_bank(bank: FeatureBank) -> GlimpseSource:
