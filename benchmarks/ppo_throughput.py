@@ -19,15 +19,15 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 import glimpse_gym  # noqa: F401  (registers Glimpse-v0)
-from agents.extractors import GridExtractor
 from glimpse_gym.sb3 import SB3VecEnv
+from train.ppo import PPOConfig, _policy_kwargs
 
 
 def rate(algo: type, venv, steps: int, grid: tuple[int, int], args) -> float:
+    cfg = PPOConfig(extractor=args.extractor)
     model = algo("MultiInputPolicy", venv, n_steps=args.n_steps, batch_size=args.batch_size,
                  n_epochs=args.n_epochs, gamma=1.0, seed=0, device="cpu",
-                 policy_kwargs={"features_extractor_class": GridExtractor,
-                                "features_extractor_kwargs": {"grid": grid}})
+                 policy_kwargs=_policy_kwargs(cfg, grid))
     model.learn(args.n_steps * venv.num_envs)  # warm-up: one rollout and update
     t0 = time.perf_counter()
     model.learn(steps, reset_num_timesteps=False)
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--n-steps", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--n-epochs", type=int, default=4)
+    parser.add_argument("--extractor", default="cell", help="cell or grid (see train/ppo.py)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     native = VecMonitor(SB3VecEnv(num_envs=args.num_envs, bank=args.bank))
@@ -56,7 +57,8 @@ def main() -> None:
     }
     ref = rows["PPO, DummyVecEnv of single envs (reference)"]
     print(f"bank: {args.bank or 'embedded digits'}; {args.num_envs} envs, n_steps "
-          f"{args.n_steps}, batch {args.batch_size}, {args.n_epochs} epochs")
+          f"{args.n_steps}, batch {args.batch_size}, {args.n_epochs} epochs, "
+          f"{args.extractor} extractor")
     print(f"{'measurement':46s} {'env-steps/s':>12s} {'x reference':>12s}")
     for name, value in rows.items():
         print(f"{name:46s} {value:12,.0f} {value / ref:12.2f}")

@@ -61,3 +61,22 @@ def test_ppo_and_maskable_ppo_train_save_and_load(tmp_path) -> None:
         a2, _ = loaded.predict(obs, deterministic=True, **extra)
         assert np.array_equal(a1, a2)
         assert isinstance(loaded.policy.features_extractor, GridExtractor)
+
+
+def test_extractors_shapes_and_cell_locality() -> None:
+    import torch
+
+    from agents.extractors import CellExtractor
+
+    space = SB3VecEnv(num_envs=1).observation_space
+    obs = {"features": torch.rand(2, 1600), "visited": torch.zeros(2, 100)}
+    grid = GridExtractor(space, grid=(10, 10), features_dim=24)
+    assert grid(obs).shape == (2, 24)
+    cell = CellExtractor(space, hidden=16, code=4)
+    out = cell(obs)
+    assert out.shape == (2, 400) and cell.features_dim == 400
+    changed = {k: v.clone() for k, v in obs.items()}
+    changed["features"].view(2, 100, 16)[:, 5] += 1.0  # cell 5's features
+    changed["visited"][:, 5] = 1
+    diff = (cell(changed) - out).abs().view(2, 100, 4).sum(dim=(0, 2))
+    assert diff[5] > 0 and diff.sum() == diff[5]  # only cell 5's code moved

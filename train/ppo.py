@@ -1,10 +1,12 @@
 """Train PPO or MaskablePPO (Stable-Baselines3) on Glimpse-v0's native vector env.
 
-The policy sees the observation through :class:`agents.extractors.GridExtractor` (a small
-conv net over the cell grid). Every ``--eval-freq`` env steps the deterministic policy is
-evaluated on every image of the validation split (TensorBoard ``eval/accuracy``,
-``eval/coverage``; the best model is kept), a checkpoint is written, and at the end the
-test split's accuracy at T glimpses is measured and saved to ``OUT/results.json``.
+The policy sees the observation through :class:`agents.extractors.CellExtractor` (one
+small MLP per cell, linear read-outs for the action logits; the default, and the cheaper) or
+:class:`agents.extractors.GridExtractor` (a small conv net over the cell grid). Every
+``--eval-freq`` env steps the deterministic policy is evaluated on every image of the
+validation split (TensorBoard ``eval/accuracy``, ``eval/coverage``; the best model is kept),
+a checkpoint is written, and at the end the test split's accuracy at T glimpses is measured
+and saved to ``OUT/results.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecMonitor
 
 from agents.evaluation import evaluate_on_split, sb3_policy
-from agents.extractors import GridExtractor
+from agents.extractors import CellExtractor, GridExtractor
 from glimpse_gym.device import resolve_device
 from glimpse_gym.sb3 import SB3VecEnv
 
@@ -54,10 +56,12 @@ class PPOConfig:
     """entropy bonus"""
     gamma: float = 1.0
     """discount (the only reward comes at the end of a short episode)"""
+    extractor: str = "cell"
+    """cell (per-cell MLP, linear action read-out) or grid (conv net + SB3's MLP heads)"""
     features_dim: int = 128
     """width of the GridExtractor output"""
     channels: int = 32
-    """width of the GridExtractor's per-cell layer"""
+    """width of the extractor's per-cell hidden layer"""
     eval_freq: int = 100_000
     """evaluate on the val split (and checkpoint) every this many env steps"""
     eval_images: int = 5000
@@ -82,6 +86,18 @@ def _algo(maskable: bool) -> type:
 
         return MaskablePPO
     return PPO
+
+
+def _policy_kwargs(cfg: PPOConfig, grid: tuple[int, int]) -> dict[str, Any]:
+    if cfg.extractor == "cell":
+        return {"features_extractor_class": CellExtractor,
+                "features_extractor_kwargs": {"hidden": cfg.channels},
+                "net_arch": {"pi": [], "vf": [64]}}
+    if cfg.extractor == "grid":
+        return {"features_extractor_class": GridExtractor,
+                "features_extractor_kwargs": {"grid": grid, "features_dim": cfg.features_dim,
+                                              "channels": cfg.channels}}
+    raise ValueError(f"extractor must be 'cell' or 'grid', got {cfg.extractor!r}")
 
 
 def _split_kwargs(cfg: PPOConfig, split: str) -> dict[str, Any]:
@@ -161,10 +177,7 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
             "MultiInputPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
             n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate, ent_coef=cfg.ent_coef,
             gamma=cfg.gamma, seed=cfg.seed, device=device, tensorboard_log=str(out / "tb"),
-            policy_kwargs={"features_extractor_class": GridExtractor,
-                           "features_extractor_kwargs": {"grid": tuple(grid),
-                                                         "features_dim": cfg.features_dim,
-                                                         "channels": cfg.channels}})
+            policy_kwargs=_policy_kwargs(cfg, tuple(grid)))
     callback = GlimpseCallback(cfg, out)
     remaining = cfg.total_timesteps - model.num_timesteps
     learn_start = time.perf_counter()
