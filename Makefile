@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SHARED_DATA ?= ../shared/data
 MNIST_ROOT ?= $(SHARED_DATA)
 
-.PHONY: demo test test-slow lint bench default-weights mnist-bagnet clean
+.PHONY: demo test test-slow lint bench bench-env bench-ppo default-weights mnist-bagnet mnist-rl clean
 
 $(BIN)/glimpse: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ lint: $(BIN)/glimpse
 bench: $(BIN)/glimpse
 	$(BIN)/python benchmarks/bagnet_throughput.py --out runs/bench/bagnet_throughput.json
 
+## bench-env / bench-ppo: environment and end-to-end PPO speed on the cluttered-MNIST bank
+bench-env: $(BIN)/glimpse
+	$(BIN)/python benchmarks/env_throughput.py --bank runs/banks/cluttered-mnist/train \
+		--seconds 5 --out runs/bench/env_throughput.json
+
+bench-ppo: $(BIN)/glimpse
+	$(BIN)/python benchmarks/ppo_throughput.py --bank runs/banks/cluttered-mnist/train \
+		--steps 60000 --out runs/bench/ppo_throughput.json
+
 ## default-weights: retrain and export the embedded digits BagNet
 default-weights: $(BIN)/glimpse
 	$(BIN)/glimpse pretrain-bagnet --dataset digits --epochs 60 --out runs/digits/bagnet.pt
@@ -44,6 +53,13 @@ mnist-bagnet: $(BIN)/glimpse
 		--epochs 15 --image-loss 1 --out runs/mnist60/bagnet.pt
 	$(BIN)/glimpse extract-features --checkpoint runs/mnist60/bagnet.pt --root $(MNIST_ROOT) \
 		--out runs/banks/cluttered-mnist
+
+## mnist-rl: MaskablePPO and PPO on the cluttered-MNIST banks (after mnist-bagnet)
+mnist-rl: $(BIN)/glimpse
+	$(BIN)/glimpse train maskable-ppo --banks runs/banks/cluttered-mnist \
+		--total-timesteps 600000 --eval-freq 150000 --out runs/rl/maskable-ppo-cell
+	$(BIN)/glimpse train ppo --banks runs/banks/cluttered-mnist \
+		--total-timesteps 600000 --eval-freq 150000 --out runs/rl/ppo-cell
 
 clean:
 	rm -rf $(VENV) runs
