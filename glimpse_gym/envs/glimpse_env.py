@@ -132,7 +132,7 @@ class GlimpseEnv(gym.Env):
                              f"{glimpses!r}")
         self.glimpses, self.observation_mode = int(glimpses), observation
         self.render_mode = render_mode
-        self.head = None if head is None else _check_head(head, self.source)
+        self.head = None if head is None else check_head(head, self.source)
         self.feature_shape = (h, w, self.source.feature_dim)
         self.action_space = spaces.Discrete(self.num_cells)
         self.observation_space = observation_space(self.source)
@@ -273,7 +273,7 @@ def observation_space(source: GlimpseSource) -> spaces.Dict:
     })
 
 
-def _check_head(head: tuple[np.ndarray, np.ndarray],
+def check_head(head: tuple[np.ndarray, np.ndarray],
                 source: GlimpseSource) -> tuple[np.ndarray, np.ndarray]:
     weight, bias = (np.asarray(h, dtype=np.float32) for h in head)
     k, d = source.num_classes, source.feature_dim

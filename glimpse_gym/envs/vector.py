@@ -19,7 +19,7 @@ from gymnasium.vector.utils import batch_space
 
 from glimpse_gym.device import resolve_device
 from glimpse_gym.envs.episodes import draw_key, episode_images
-from glimpse_gym.envs.glimpse_env import OBSERVATION_MODES, observation_space
+from glimpse_gym.envs.glimpse_env import OBSERVATION_MODES, check_head, observation_space
 from glimpse_gym.envs.render import draw_glimpses
 from glimpse_gym.envs.source import load_source
 from glimpse_gym.errors import InvalidAction, ResetNeeded
@@ -86,17 +86,15 @@ class GlimpseVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
 
         dev = self.device
-        # bank arrays on the device; per-cell logits as [images, cells, K] for row gathers
-        # the bank in memory, channels-last: [images, H*W, D], each cell's features contiguous
+        # the bank in memory on the device, channels-last: [images, H*W, D] features (each
+        # cell's contiguous) and [images, H*W, K] logits, so a glimpse is one row gather
         self._bank = torch.from_numpy(np.array(src.features)).to(dev).flatten(2).transpose(
             1, 2).contiguous()
-        logits = torch.from_numpy(np.array(src.logits, dtype=np.float32)).to(dev)
         if head is not None:
-            from glimpse_gym.envs.glimpse_env import _check_head
-
-            weight, bias = (torch.as_tensor(a).to(dev) for a in _check_head(head, src))
-            cell_logits = self._bank.float() @ weight.T + bias  # [M, H*W, K]
+            weight, bias = (torch.as_tensor(a).to(dev) for a in check_head(head, src))
+            cell_logits = self._bank.float() @ weight.T + bias
         else:
+            logits = torch.from_numpy(np.array(src.logits, dtype=np.float32)).to(dev)
             cell_logits = logits.flatten(2).transpose(1, 2)
         self._cell_logits = cell_logits.contiguous()  # [M, H*W, K]
         self._labels = torch.from_numpy(np.array(src.labels)).to(dev)
