@@ -103,9 +103,10 @@ def main() -> None:
     bandwidth = memory_bandwidth(s)
     envs = GlimpseVectorEnv(1, **kw)
     h, w, d = envs.feature_shape
-    # full mode, per env-step: 1/T of the envs start an episode; each reads D*H*W fp16
-    # features from the bank and writes them as fp32 into the observation buffer
-    bytes_per_step = d * h * w * (2 + 4) / args.glimpses
+    # full mode, per env-step: 1/T of the envs start an episode; each reads its D*H*W
+    # features from the in-memory bank and writes them as fp32 into the observation buffer
+    bank_bytes = envs._bank.element_size()
+    bytes_per_step = d * h * w * (bank_bytes + 4) / args.glimpses
     limit = bandwidth / bytes_per_step
     print(f"bank: {args.bank or 'embedded digits'}; grid {h}x{w}, D={d}, T={args.glimpses}; "
           f"torch threads {torch.get_num_threads()}")

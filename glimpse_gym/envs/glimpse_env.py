@@ -164,6 +164,7 @@ class GlimpseEnv(gym.Env):
         self._index, self._t = index, 0
         self._cells: list[int] = []
         self._visited = np.zeros(self.num_cells, np.int8)  # row-major, as the actions
+        self._mask = np.ones(self.num_cells, np.int8)  # 1 - visited, kept in step
         self._all_features = np.ascontiguousarray(  # [H*W, D]: one row per cell
             np.asarray(self.source.features[index], dtype=np.float32).reshape(
                 self.source.feature_dim, -1).T)
@@ -192,6 +193,7 @@ class GlimpseEnv(gym.Env):
         self._t += 1
         if cell not in self._cells[:-1]:  # a revisit brings nothing new
             self._visited[cell] = 1
+            self._mask[cell] = 0
             if self.observation_mode == "partial":
                 self._features[cell] = self._all_features[cell]
             self._covered_bits |= self._pixel_bits[cell]
@@ -232,7 +234,7 @@ class GlimpseEnv(gym.Env):
             "prediction": prediction,
             "correct": prediction == self._label,
             "cells": tuple(self._cells),
-            "action_mask": 1 - self._visited,
+            "action_mask": self._mask.copy(),
         } | ({"coverage": self._covered_bits.bit_count() / self._num_pixels}
              if self._t == self.glimpses else {})
 

@@ -122,3 +122,35 @@ def test_vector_env_applies_a_custom_head_like_the_single_env() -> None:
         _, r_n, _, _, i_n = native.step(actions)
         np.testing.assert_array_equal(i_s["prediction"], i_n["prediction"])
         np.testing.assert_array_equal(r_s, r_n)
+
+
+@pytest.mark.parametrize("observation", ["full", "partial"])
+def test_float16_bank_gives_the_same_observations(observation) -> None:
+    a = GlimpseVectorEnv(num_envs=5, glimpses=2, observation=observation)
+    b = GlimpseVectorEnv(num_envs=5, glimpses=2, observation=observation, bank_dtype="float16")
+    obs_a, _ = a.reset(seed=2)
+    obs_b, _ = b.reset(seed=2)
+    rng = np.random.default_rng(0)
+    for _ in range(7):
+        np.testing.assert_array_equal(obs_a["features"], obs_b["features"])
+        actions = rng.integers(0, 100, 5)
+        obs_a, *_ = a.step(actions)
+        obs_b, *_ = b.step(actions)
+    with pytest.raises(ValueError, match="bank_dtype"):
+        GlimpseVectorEnv(num_envs=1, bank_dtype="int8")
+
+
+@pytest.mark.parametrize("bank_dtype", ["float32", "float16"])
+def test_starting_a_subset_of_envs_copies_their_images(bank_dtype) -> None:
+    # all envs run in lockstep in practice (fixed T); the subset path is kept for variants
+    envs = GlimpseVectorEnv(num_envs=4, observation="full", bank_dtype=bank_dtype)
+    envs.reset(seed=0)
+    before = envs._obs_features.clone()
+    mask = torch.tensor([False, True, False, True])
+    envs._start_episodes(mask)
+    src = envs.source
+    for i in range(4):
+        expected = np.asarray(src.features[int(envs._index[i])], np.float32)
+        got = envs._obs_features[i].numpy().reshape(10, 10, 16).transpose(2, 0, 1)
+        np.testing.assert_array_equal(got, expected)
+    assert torch.equal(envs._obs_features[0], before[0])
