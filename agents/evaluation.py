@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from glimpse_gym.envs import GlimpseVectorEnv
+from glimpse_gym.envs import GlimpseVectorEnv, load_source
 
 # policy(observations, action_masks) -> actions [N]
 PolicyFn = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]
@@ -23,9 +23,10 @@ def evaluate_on_split(policy: PolicyFn, bank: str | Path | None = None, *, glimp
         ``accuracy`` (fraction of images classified right after T glimpses), ``coverage``
         (mean fraction of pixels inside the glimpses' receptive fields), ``num_images``.
     """
-    probe = GlimpseVectorEnv(1, bank, glimpses=glimpses, observation=observation, **env_kwargs)
-    n = probe.source.num_images if max_images is None else min(max_images,
-                                                                probe.source.num_images)
+    source_kwargs = {k: v for k, v in env_kwargs.items()
+                     if k in ("dataset", "split", "checkpoint", "seed", "expect")}
+    total = load_source(bank, **source_kwargs).num_images
+    n = total if max_images is None else min(max_images, total)
     size = min(batch, n)
     envs = GlimpseVectorEnv(size, bank, glimpses=glimpses, observation=observation,
                             **env_kwargs)
