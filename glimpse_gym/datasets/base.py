@@ -44,16 +44,6 @@ class ImageDataset(Dataset):
         """True when ``images`` and ``labels`` hold the whole split as tensors."""
         return False
 
-    def describe(self) -> dict:
-        """A JSON-able summary, written into checkpoints and feature banks."""
-        return {
-            "name": self.name,
-            "split": self.split,
-            "num_images": len(self),
-            "num_classes": self.num_classes,
-            "image_shape": list(self.image_shape),
-        }
-
 
 class TensorImageDataset(ImageDataset):
     """A split held in memory as ``images: [N, C, H, W] uint8`` and ``labels: [N] int64``."""
