@@ -184,6 +184,7 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
           f"({num_train} train / {len(val_set)} val images), device {device}")
 
     metrics: dict[str, Any] = {}
+    train_state = state if cfg.resume else None  # kept in the final checkpoint for --resume
     train_images_seen, train_time = 0, 0.0
     for epoch in range(start_epoch, cfg.epochs):
         # ------------------------------------------------------------ rollout of one epoch
@@ -241,9 +242,9 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
               f"train image acc {train_stats['image_acc']:.4f} | val image error "
               f"{val['image_error']:.4%} cell acc {val['cell_acc']:.4f} | "
               f"{len(order) / epoch_time:.0f} img/s")
-        save_checkpoint(out, model, metrics=metrics, train_state={
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "epoch": epoch + 1, "elapsed_s": elapsed, "config": asdict(cfg)}, **meta)
+        train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                       "epoch": epoch + 1, "elapsed_s": elapsed, "config": asdict(cfg)}
+        save_checkpoint(out, model, metrics=metrics, train_state=train_state, **meta)
 
     # ---------------------------------------------------------------- final test
     if cfg.eval_test:
@@ -257,8 +258,6 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
     if train_images_seen:
         metrics["train_images_per_s"] = train_images_seen / train_time
     metrics["wall_time_s"] = time.perf_counter() - wall_start  # this invocation, end to end
-    ckpt = load_checkpoint(out) if out.exists() else None
-    train_state = ckpt.get("train_state") if ckpt else None
     save_checkpoint(out, model, metrics=metrics, train_state=train_state, **meta)
     (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2))
     writer.close()
