@@ -6,9 +6,11 @@ Measures, in one run (so a noisy machine shows in every figure alike):
   ``copy=False`` (views, as ``SyncVectorEnv(copy=False)``) and with the default copies;
 - ``SyncVectorEnv`` of the single env (``--sync-envs`` of them; its cost per env-step does
   not depend on N) and the native env's ratio to it;
-- for the ``full`` mode, the bytes a step must move (the features of the envs that start a
-  new episode: read fp16, write fp32) against this machine's memory bandwidth measured by a
-  large tensor copy, i.e. that mode's physical limit.
+- for the ``full`` mode, the bytes a step must move (each episode reads its image's feature
+  grid from the in-memory bank and writes it into the observation: ``H*W*D`` values read
+  and written once per episode of ``T + 1`` steps, as an episode takes T glimpse steps plus
+  the autoreset step) against this machine's memory bandwidth measured by a large tensor
+  copy, i.e. that mode's physical limit.
 
     python benchmarks/env_throughput.py [--bank runs/banks/cluttered-mnist/train] [--out f.json]
 """
@@ -103,10 +105,10 @@ def main() -> None:
     bandwidth = memory_bandwidth(s)
     envs = GlimpseVectorEnv(1, **kw)
     h, w, d = envs.feature_shape
-    # full mode, per env-step: 1/T of the envs start an episode; each reads its D*H*W
-    # features from the in-memory bank and writes them as fp32 into the observation buffer
+    # full mode, per env-step: an episode is T + 1 steps (NextStep autoreset); it reads its
+    # D*H*W features from the in-memory bank and writes them as fp32 into the observation
     bank_bytes = envs._bank.element_size()
-    bytes_per_step = d * h * w * (bank_bytes + 4) / args.glimpses
+    bytes_per_step = d * h * w * (bank_bytes + 4) / (args.glimpses + 1)
     limit = bandwidth / bytes_per_step
     print(f"bank: {args.bank or 'embedded digits'}; grid {h}x{w}, D={d}, T={args.glimpses}; "
           f"torch threads {torch.get_num_threads()}")

@@ -2,7 +2,10 @@
 
 Same dynamics, observations, rewards and infos as ``SyncVectorEnv`` of N ``GlimpseEnv``
 seeded ``seed + i`` (a test checks it step for step), without a Python loop over envs: a step
-is a handful of gathers and scatters on ``[N, ...]`` tensors, on the CPU or on CUDA.
+is a handful of gathers and scatters on ``[N, ...]`` tensors, on the CPU or on CUDA. Every
+episode lasts exactly T glimpses and ``reset`` starts all envs together, so the envs run in
+lockstep: the glimpse counter is one Python int, every env ends on the same step, and the
+next step (or the same one, with ``SameStep``) starts N new episodes at once.
 """
 
 from __future__ import annotations
@@ -107,20 +110,24 @@ class GlimpseVectorEnv(VectorEnv):
         n = num_envs
         self._obs_features = torch.zeros((n, h * w, d), dtype=torch.float32, device=dev)
         self._staging = (torch.empty((n, h * w, d), dtype=self._bank.dtype, device=dev)
-                         if observation == "full" else None)
+                         if observation == "full" and bank_dtype != "float32" else None)
         self._visited = torch.zeros((n, self.num_cells), dtype=torch.int8, device=dev)
         self._cells = torch.full((n, self.glimpses), -1, dtype=torch.long, device=dev)
-        self._t = torch.zeros(n, dtype=torch.long, device=dev)
         self._logit_sum = torch.zeros((n, src.num_classes), dtype=torch.float64, device=dev)
         self._index = torch.zeros(n, dtype=torch.long, device=dev)
+        self._row0 = torch.zeros(n, dtype=torch.long, device=dev)  # first bank row of each image
         self._keys = torch.zeros(n, dtype=torch.long, device=dev)
-        self._episodes = torch.zeros(n, dtype=torch.long, device=dev)
-        self._autoreset = torch.zeros(n, dtype=torch.bool, device=dev)
+        self._env_labels = torch.zeros(n, dtype=torch.long, device=dev)
         self._arange = torch.arange(n, device=dev)
         self._env_cell0 = self._arange * self.num_cells  # flat offsets of env rows
-        self._env_t0 = self._arange * self.glimpses
-        self._env_labels = torch.zeros(n, dtype=torch.long, device=dev)
+        # Every episode lasts exactly T glimpses and all envs start together on reset(), so
+        # the envs run in lockstep: the glimpse count, the episode count and "ended last
+        # step" are one number for all of them, kept as Python scalars.
+        self._t = 0
+        self._episode = 0
+        self._autoreset = False
         self._started = False
+        self._episode_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ API
     def reset(self, *, seed: int | list[int | None] | None = None,
@@ -145,7 +152,7 @@ class GlimpseVectorEnv(VectorEnv):
                 rng, _ = seeding.np_random(s)
                 keys.append(draw_key(rng))
             self._keys = torch.tensor(keys, dtype=torch.long, device=self.device)
-            self._episodes.zero_()
+            self._episode = 0
         self._started = True
         images = None
         if options and "indices" in options:
@@ -154,50 +161,56 @@ class GlimpseVectorEnv(VectorEnv):
             if images.shape != (self.num_envs,) or bool(((images < 0) | (images >= n)).any()):
                 raise ValueError(f"options['indices'] must hold {self.num_envs} image indices "
                                  f"in [0, {n}); got shape {tuple(images.shape)}")
-        self._start_episodes(torch.ones(self.num_envs, dtype=torch.bool, device=self.device),
-                             images)
-        self._autoreset.zero_()
+        self._start_episodes(images)
+        self._autoreset = False
         return self._observation(), self._infos()
 
     def step(self, actions: Any) -> tuple[dict, Any, Any, Any, dict]:
-        """Advance every env by one glimpse (or autoreset the envs whose episode ended)."""
+        """Advance every env by one glimpse (or autoreset the envs, whose episodes ended)."""
         if not self._started:
             raise ResetNeeded("step() was called before reset(); call envs.reset() first")
         cell = self._check_actions(actions)  # [N]
-        same_step = self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
-        resetting = self._autoreset  # NextStep: these envs reset now, ignoring their action
-        # ---- glimpse, for every env at once (the resetting ones are overwritten below);
-        # flat row indices and index_select/index_copy_ are the fast gathers on the CPU
-        row = self._index * self.num_cells + cell  # the (image, cell) row of the bank
-        newly = self._visited.view(-1).index_select(0, self._env_cell0 + cell) == 0
-        self._visited.view(-1).index_fill_(0, self._env_cell0 + cell, 1)
+        n = self.num_envs
+        if self._autoreset:  # NextStep: all episodes ended last step; start new ones
+            self._start_episodes()
+            self._autoreset = False
+            return (self._observation(), self._out(torch.zeros(n, dtype=torch.float64)),
+                    self._out(torch.zeros(n, dtype=torch.bool)),
+                    self._out(torch.zeros(n, dtype=torch.bool)), self._infos())
+        # ---- the glimpse, for every env at once; flat row indices and index_select /
+        # index_copy_ are the fast gathers on the CPU
+        flat = self._env_cell0 + cell  # [N] positions in visited [N*H*W]
+        newly = self._visited.view(-1).index_select(0, flat) == 0  # revisits add nothing
+        self._visited.view(-1).index_fill_(0, flat, 1)
+        row = self._row0 + cell  # the (image, cell) row of the bank
         if self.observation_mode == "partial":  # reveal the cell (idempotent on a revisit)
             d = self._bank.shape[-1]
             self._obs_features.view(-1, d).index_copy_(
-                0, self._env_cell0 + cell, self._bank.view(-1, d).index_select(0, row).float())
-        self._cells.view(-1).index_copy_(
-            0, self._env_t0 + self._t.clamp(max=self.glimpses - 1), cell)
+                0, flat, self._bank.view(-1, d).index_select(0, row).float())
+        self._cells[:, self._t] = cell
         self._t += 1
         logits = self._cell_logits.view(-1, self._cell_logits.shape[-1]).index_select(0, row)
-        self._logit_sum += torch.where(newly[:, None], logits.double(), 0.0)
-        terminated = (self._t == self.glimpses) & ~resetting
-        correct = self._logit_sum.argmax(dim=1) == self._env_labels
-        rewards = (terminated & correct).double()
-        # ---- autoreset
-        final = {}
-        if same_step and bool(terminated.any()):
-            final = {"final_obs": self._final_observations(terminated),
-                     "_final_obs": terminated.cpu().numpy(),
-                     "final_info": self._infos(mask=terminated.cpu().numpy(),
-                                               finished=terminated),
-                     "_final_info": terminated.cpu().numpy()}
-            self._start_episodes(terminated)
-        if bool(resetting.any()):
-            self._start_episodes(resetting)
-        self._autoreset = terminated if not same_step else torch.zeros_like(terminated)
-        infos = {**self._infos(finished=terminated if not same_step else None), **final}
-        return (self._observation(), self._out(rewards), self._out(terminated),
-                self._out(torch.zeros_like(terminated)), infos)
+        self._logit_sum.addcmul_(logits, newly[:, None])
+        if self._t < self.glimpses:
+            zeros = torch.zeros(n, dtype=torch.bool)
+            return (self._observation(), self._out(torch.zeros(n, dtype=torch.float64)),
+                    self._out(zeros), self._out(zeros.clone()), self._infos())
+        # ---- the last glimpse of every episode
+        infos = self._infos(finished=True)
+        rewards = infos["correct"].astype(np.float64) if self.array_type == "numpy" else \
+            infos["correct"].double()
+        done = torch.ones(n, dtype=torch.bool)
+        if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP:
+            everyone = np.ones(n, dtype=bool)
+            infos = {"final_obs": self._final_observations(), "_final_obs": everyone,
+                     "final_info": infos, "_final_info": everyone.copy()}
+            self._start_episodes()
+            infos = {**self._infos(), **infos}
+        else:
+            self._autoreset = True
+        return (self._observation(), rewards,
+                self._out(done),
+                self._out(torch.zeros(n, dtype=torch.bool)), infos)
 
     def action_masks(self) -> np.ndarray:
         """``[N, H*W] bool``: True on the cells each env has not glimpsed yet."""
@@ -227,97 +240,109 @@ class GlimpseVectorEnv(VectorEnv):
         if shape != (self.num_envs,) or not integer:
             raise InvalidAction(f"actions must be {self.num_envs} integer cell indices, shape "
                                 f"({self.num_envs},); got shape {shape} dtype {dtype}")
-        t = torch.as_tensor(a, device=self.device).long()
-        bad = (t < 0) | (t >= self.num_cells)
-        if bad.any():
-            envs = self._arange[bad][:5].tolist()
-            raise InvalidAction(f"actions out of range in envs {envs} (values "
-                                f"{t[bad][:5].tolist()}); valid cells are 0 to "
-                                f"{self.num_cells - 1} (row-major)")
+        if isinstance(a, np.ndarray):  # the common case: check on the numpy side (cheap)
+            if a.min() < 0 or a.max() >= self.num_cells:
+                self._raise_out_of_range(torch.from_numpy(a))
+            return torch.from_numpy(a.astype(np.int64, copy=False)).to(self.device)
+        t = a.to(self.device).long()
+        if bool(((t < 0) | (t >= self.num_cells)).any()):
+            self._raise_out_of_range(t)
         return t
 
-    def _start_episodes(self, mask: torch.Tensor, images: torch.Tensor | None = None) -> None:
-        idx = mask.nonzero()[:, 0]
-        if self.observation_mode == "partial":  # blank only the cells the episode revealed
-            env, cell = (self._visited[idx] != 0).nonzero(as_tuple=True)
-            rows = idx[env] * self.num_cells + cell
-            self._obs_features.view(-1, self._bank.shape[-1]).index_fill_(0, rows, 0.0)
+    def _raise_out_of_range(self, t: torch.Tensor) -> None:
+        bad = ((t < 0) | (t >= self.num_cells)).cpu()
+        envs = torch.arange(len(t))[bad][:5].tolist()
+        raise InvalidAction(f"actions out of range in envs {envs} (values "
+                            f"{t.cpu()[bad][:5].tolist()}); valid cells are 0 to "
+                            f"{self.num_cells - 1} (row-major)")
+
+    def _start_episodes(self, images: torch.Tensor | None = None) -> None:
+        """Start a new episode in every env (on ``images``, or the next of each env's stream)."""
+        d = self._bank.shape[-1]
+        if self.observation_mode == "partial" and self._t:  # blank only the revealed cells
+            rows = (self._env_cell0[:, None] + self._cells[:, :self._t]).reshape(-1)
+            self._obs_features.view(-1, d).index_fill_(0, rows, 0.0)
         if images is None:
-            images = episode_images(self._keys[idx], self._episodes[idx],
+            episode = torch.tensor(self._episode, device=self.device)
+            images = episode_images(self._keys, episode,
                                     self.source.num_images)
-            self._episodes[idx] += 1
-        self._index[idx] = images
-        self._env_labels[idx] = self._labels[images]
-        self._t[idx] = 0
-        self._visited[idx] = 0
-        self._cells[idx] = -1
-        self._logit_sum[idx] = 0
+            self._episode += 1
+        self._index = images
+        self._row0 = images * self.num_cells
+        self._env_labels = self._labels.index_select(0, images)
+        self._t = 0
+        self._visited.zero_()
+        self._cells.fill_(-1)
+        self._logit_sum.zero_()
         if self.observation_mode == "full":  # the bandwidth-bound part of this mode
-            k = len(idx)
-            if k == self.num_envs:  # every env starts (after reset, or in lockstep): one copy
+            if self._staging is None:  # float32 bank: gather straight into the observation
+                torch.index_select(self._bank, 0, images, out=self._obs_features)
+            else:  # float16: gather into a reused buffer (a fresh one page-faults), convert
                 torch.index_select(self._bank, 0, images, out=self._staging)
                 self._obs_features.copy_(self._staging)
-            else:  # gather into a reused buffer (a fresh 60 MB one page-faults on every touch)
-                staging = self._staging[:k]
-                torch.index_select(self._bank, 0, images, out=staging)
-                self._obs_features.index_copy_(0, idx, staging.float())  # no-op if float32
+        # the per-episode infos, converted once per episode
+        self._episode_info = {"index": self._out(images), "label": self._out(self._env_labels)}
 
     def _observation(self) -> dict[str, Any]:
         obs = {"features": self._obs_features.view(self.num_envs, -1), "visited": self._visited}
         return {k: self._out(v, copy=self.copy) for k, v in obs.items()}
 
-    def _final_observations(self, mask: torch.Tensor) -> np.ndarray:
+    def _final_observations(self) -> np.ndarray:
         final = np.full(self.num_envs, None, dtype=object)
-        feats = self._obs_features[mask].flatten(1).cpu().numpy()
-        visited = self._visited[mask].cpu().numpy()
-        for j, i in enumerate(mask.nonzero()[:, 0].tolist()):
-            final[i] = {"features": feats[j], "visited": visited[j]}
+        feats = self._obs_features.flatten(1).cpu().numpy().copy()
+        visited = self._visited.cpu().numpy().copy()
+        for i in range(self.num_envs):
+            final[i] = {"features": feats[i], "visited": visited[i]}
         return final
 
-    def _infos(self, mask: np.ndarray | None = None,
-               finished: torch.Tensor | None = None) -> dict[str, Any]:
-        """Vector infos of every env (``mask``: which envs the ``_key`` arrays mark).
+    def _infos(self, finished: bool = False) -> dict[str, Any]:
+        """Vector infos of every env, each key with its all-True ``_key`` mask.
 
-        ``coverage`` is an end-of-episode fact: present (with ``_coverage`` marking them) for
-        the envs in ``finished``, absent when none finished, as in ``SyncVectorEnv``.
+        ``coverage`` is an end-of-episode fact: present only on the step that ends the
+        episodes (``finished``), as in ``SyncVectorEnv``.
         """
-        label = self._env_labels
-        prediction = torch.where(self._t > 0, self._logit_sum.argmax(dim=1), -1)
+        if self._t:
+            prediction = self._logit_sum.argmax(dim=1)
+            correct = prediction == self._env_labels
+        else:
+            prediction = torch.full((self.num_envs,), -1, dtype=torch.long, device=self.device)
+            correct = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         values = {
-            "index": self._index.clone(), "prediction": prediction,
-            "label": label.clone(), "correct": prediction == label, "cells": self._cells.clone(),
-            "action_mask": 1 - self._visited,
+            "index": _copy(self._episode_info["index"]), "prediction": self._out(prediction),
+            "label": _copy(self._episode_info["label"]), "correct": self._out(correct),
+            "cells": self._out(self._cells.clone()),
+            "action_mask": self._out(torch.logical_not(self._visited).view(torch.int8)),
         }
-        if mask is None:
-            mask = np.ones(self.num_envs, bool)
+        if finished:
+            values["coverage"] = self._out(self._cov.union(self._cells))
+        mask = np.ones(self.num_envs, dtype=bool)
         infos: dict[str, Any] = {}
         for key, value in values.items():
-            infos[key] = self._out(value)
+            infos[key] = value
             infos[f"_{key}"] = mask.copy()
-        if finished is not None and bool(finished.any()):
-            coverage = torch.zeros(self.num_envs, dtype=torch.float64, device=self.device)
-            coverage[finished] = self._cov.union(self._visited[finished])
-            infos["coverage"] = self._out(coverage)
-            infos["_coverage"] = finished.cpu().numpy() & mask
         return infos
 
     def _out(self, value: torch.Tensor, copy: bool = False) -> Any:
         if self.array_type == "torch":
-            return value.clone() if copy else value
+            return value.clone() if copy else value.to(self.device)
         array = value.detach().cpu().numpy()
         return array.copy() if copy and value.device.type == "cpu" else array
 
 
+def _copy(value: Any) -> Any:
+    return value.clone() if torch.is_tensor(value) else value.copy()
+
+
 class _CoverageTable:
-    """Exact union area of the glimpses' receptive fields, for many finished episodes at once.
+    """Exact union area of the glimpses' receptive fields, for many episodes at once.
 
     The edges of all receptive fields split each image axis into elementary bands, so the
-    image is a grid of ``R x C`` elementary rectangles. Band r lies inside the fields of the
-    cell rows ``A[:, r]`` (``A: [H, R]``), band c inside those of the cell columns
-    ``B[:, c]`` (``B: [W, C]``); for an episode whose glimpsed cells are the 0/1 matrix
-    ``M [H, W]``, rectangle (r, c) is covered iff ``(A^T M B)[r, c] > 0``. Two matrix
-    products over the whole batch and a weighted sum of the rectangles' pixel areas give the
-    covered area exactly.
+    image is a grid of ``R x C`` elementary rectangles, and each cell's receptive field is a
+    set of them: a bit mask, packed into 64-bit words (``[H*W, words]``). The union of an
+    episode's fields is the bitwise OR of its cells' masks; its area is a sum of the covered
+    rectangles' pixel areas, read byte by byte from a table of the area each of the 256 bit
+    patterns of each byte covers. About 0.5 ms for 4096 episodes of 6 glimpses on 2 CPU
+    cores (a dense matrix formulation took 3.6 ms).
     """
 
     def __init__(self, grid: tuple[int, int], rf: int, stride: int,
@@ -329,26 +354,36 @@ class _CoverageTable:
             edges = np.unique(np.clip(np.concatenate([starts, starts + rf, [0, size]]), 0, size))
             lo, hi = edges[:-1], edges[1:]
             inside = (starts[:, None] <= lo[None, :]) & (hi[None, :] <= starts[:, None] + rf)
-            return inside.astype(np.float32), np.diff(edges)
+            return inside, np.diff(edges)
 
-        rows, heights = bands(h, ih)
-        cols, widths = bands(w, iw)
-        self.grid = (h, w)
-        self.rows = torch.as_tensor(rows, device=device)  # [H, R]
-        self.cols = torch.as_tensor(cols, device=device)  # [W, C]
-        area = np.outer(heights, widths).astype(np.float32).reshape(-1)
-        self.area = torch.as_tensor(area, device=device)  # [R*C] pixels
+        rows, heights = bands(h, ih)  # [H, R] bool, [R] pixels
+        cols, widths = bands(w, iw)  # [W, C], [C]
+        # [H*W, R*C]: rectangle (r, c) lies in cell (i, j)'s field iff rows[i, r] & cols[j, c]
+        inside = (rows[:, None, :, None] & cols[None, :, None, :]).reshape(h * w, -1)
+        area = np.outer(heights, widths).reshape(-1).astype(np.float64)
+        nbits = -(-inside.shape[1] // 64) * 64
+        bits = np.zeros((h * w, nbits), dtype=bool)
+        bits[:, :inside.shape[1]] = inside
+        packed = np.packbits(bits, axis=1, bitorder="little")  # [H*W, nbits/8] uint8
+        self.masks = torch.from_numpy(packed.view(np.int64).copy()).to(device)  # [H*W, words]
+        padded = np.zeros(nbits)
+        padded[:area.size] = area
+        patterns = (np.arange(256)[:, None] >> np.arange(8)) & 1  # [256, 8]
+        table = padded.reshape(-1, 8) @ patterns.T  # [bytes, 256] pixels, integers
+        self.table = torch.as_tensor(table.reshape(-1), dtype=torch.float32, device=device)
+        self.offsets = (torch.arange(nbits // 8, device=device) * 256).int()  # byte p -> row p
         self.num_pixels = float(ih * iw)
 
-    def union(self, visited: torch.Tensor) -> torch.Tensor:
-        """``visited [B, H*W]`` (nonzero = glimpsed) -> covered fraction ``[B]`` float64."""
-        b = visited.shape[0]
-        h, w = self.grid
-        m = (visited != 0).float().view(b, h, w)
-        # [B, W, H] @ [H, R] -> [B, W, R]; then [B, R, W] @ [W, C] -> [B, R, C]
-        m_rows = (m.transpose(1, 2).reshape(b * w, h) @ self.rows).view(b, w, -1)
-        covered = (m_rows.transpose(1, 2) @ self.cols) > 0
-        pixels = covered.flatten(1).float() @ self.area  # integers, exact in float32
+    def union(self, cells: torch.Tensor) -> torch.Tensor:
+        """``cells [B, T]`` (cell indices, revisits allowed) -> covered fraction ``[B]``."""
+        b, t = cells.shape
+        x = self.masks.index_select(0, cells.reshape(-1)).view(b, t, -1)
+        while x.shape[1] > 1:  # OR-reduce over the glimpses, halving each time
+            half = x.shape[1] // 2
+            folded = x[:, :half] | x[:, half:2 * half]
+            x = torch.cat([folded, x[:, 2 * half:]], dim=1) if x.shape[1] % 2 else folded
+        byte = x[:, 0].contiguous().view(torch.uint8).int().add_(self.offsets)  # [B, bytes]
+        pixels = self.table.index_select(0, byte.view(-1)).view(b, -1).sum(1)  # exact
         return pixels.double() / self.num_pixels
 
 

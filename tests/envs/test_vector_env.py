@@ -73,15 +73,17 @@ def test_vector_actions_are_checked_before_anything_changes() -> None:
         envs.step(np.zeros(4, np.int64))
     envs.reset(seed=0)
     envs.step(np.array([1, 2, 3, 4]))
-    before = (envs._visited.clone(), envs._t.clone(), envs._cells.clone())
+    before = (envs._visited.clone(), envs._cells.clone(), envs._logit_sum.clone())
+    t = envs._t
     for bad, message in [(np.array([0, 1, 2]), r"shape \(4,\)"),
                          (np.array([0.0, 1.0, 2.0, 3.0]), "dtype float64"),
                          (np.array([0, 1, 100, -1]), r"envs \[2, 3\]"),
                          (np.array([True, False, True, True]), "dtype bool")]:
         with pytest.raises(InvalidAction, match=message):
             envs.step(bad)
+        assert envs._t == t
         assert all(torch.equal(a, b) for a, b in
-                   zip(before, (envs._visited, envs._t, envs._cells), strict=True))
+                   zip(before, (envs._visited, envs._cells, envs._logit_sum), strict=True))
 
 
 def test_torch_arrays_and_no_copy_views() -> None:
@@ -141,16 +143,14 @@ def test_float16_bank_gives_the_same_observations(observation) -> None:
 
 
 @pytest.mark.parametrize("bank_dtype", ["float32", "float16"])
-def test_starting_a_subset_of_envs_copies_their_images(bank_dtype) -> None:
-    # all envs run in lockstep in practice (fixed T); the subset path is kept for variants
-    envs = GlimpseVectorEnv(num_envs=4, observation="full", bank_dtype=bank_dtype)
-    envs.reset(seed=0)
-    before = envs._obs_features.clone()
-    mask = torch.tensor([False, True, False, True])
-    envs._start_episodes(mask)
+def test_full_observation_is_the_image_grid_after_every_autoreset(bank_dtype) -> None:
+    envs = GlimpseVectorEnv(num_envs=4, observation="full", glimpses=2, bank_dtype=bank_dtype)
+    obs, info = envs.reset(seed=0)
     src = envs.source
-    for i in range(4):
-        expected = np.asarray(src.features[int(envs._index[i])], np.float32)
-        got = envs._obs_features[i].numpy().reshape(10, 10, 16).transpose(2, 0, 1)
-        np.testing.assert_array_equal(got, expected)
-    assert torch.equal(envs._obs_features[0], before[0])
+    for _ in range(3):  # three episodes: reset, then two autoresets (NextStep)
+        for i in range(4):
+            expected = np.asarray(src.features[int(info["index"][i])], np.float32)
+            got = obs["features"][i].reshape(10, 10, 16).transpose(2, 0, 1)
+            np.testing.assert_array_equal(got, expected)
+        for _ in range(3):
+            obs, _, _, _, info = envs.step(np.array([0, 1, 2, 3]))
