@@ -37,11 +37,12 @@ def rate(algo: type, venv, steps: int, grid: tuple[int, int], args) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bank", default=None, help="feature bank (default: embedded digits)")
-    parser.add_argument("--num-envs", type=int, default=256)
+    d = PPOConfig()  # the defaults of `glimpse train ppo`
+    parser.add_argument("--num-envs", type=int, default=d.num_envs)
     parser.add_argument("--steps", type=int, default=100_000, help="env steps per measurement")
-    parser.add_argument("--n-steps", type=int, default=24)
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--n-epochs", type=int, default=4)
+    parser.add_argument("--n-steps", type=int, default=d.n_steps)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--n-epochs", type=int, default=d.n_epochs)
     parser.add_argument("--extractor", default="cell", help="cell or grid (see train/ppo.py)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()

@@ -38,6 +38,8 @@ COMMANDS = {
                   "PPO (stable-baselines3) on Glimpse-v0"),
     "train maskable-ppo": ("train.ppo", "PPOConfig", "train_maskable_ppo",
                            "MaskablePPO (sb3-contrib) on Glimpse-v0, visited cells masked"),
+    "train saccader": ("train.saccader", "SaccaderConfig", "train_saccader",
+                       "the Saccader's training steps (BagNet, locations, policy)"),
 }
 
 

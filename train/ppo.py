@@ -23,6 +23,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecMonitor
+from tqdm import tqdm
 
 from agents.evaluation import evaluate_on_split, sb3_policy
 from agents.extractors import CellExtractor, GridExtractor
@@ -40,16 +41,16 @@ class PPOConfig:
     """T, glimpses per episode"""
     observation: str = "full"
     """full (every cell's features) or partial (only the cells seen so far)"""
-    num_envs: int = 256
+    num_envs: int = 1024
     """parallel episodes in the native vector env"""
     total_timesteps: int = 300_000
     """env steps to train for (glimpses, not episodes)"""
-    n_steps: int = 24
+    n_steps: int = 12
     """env steps per env per rollout (a multiple of T keeps episodes whole)"""
-    batch_size: int = 1024
+    batch_size: int = 4096
     """PPO minibatch size"""
-    n_epochs: int = 4
-    """PPO epochs per rollout"""
+    n_epochs: int = 2
+    """PPO epochs per rollout (few, large batches: the updates dominate the time)"""
     learning_rate: float = 3e-4
     """Adam learning rate"""
     ent_coef: float = 0.01
@@ -123,8 +124,20 @@ class GlimpseCallback(BaseCallback):
         self.best = -1.0
         self.last_eval = 0
         self.history: list[dict[str, float]] = []
+        self.bar: tqdm | None = None
+
+    def _on_training_start(self) -> None:
+        if self.cfg.progress:  # tqdm, not SB3's bar (that one needs the `rich` package)
+            self.bar = tqdm(total=self.cfg.total_timesteps, initial=self.num_timesteps,
+                            unit="step", unit_scale=True, desc="env steps", dynamic_ncols=True)
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
     def _on_step(self) -> bool:
+        if self.bar is not None:
+            self.bar.update(self.training_env.num_envs)
         for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
             if done:
                 self.correct.append(float(info["correct"]))
@@ -184,7 +197,7 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
     steps_before = model.num_timesteps
     if remaining > 0:
         model.learn(remaining, callback=callback, reset_num_timesteps=not cfg.resume,
-                    tb_log_name="ppo", progress_bar=cfg.progress)
+                    tb_log_name="ppo")
     learn_seconds = time.perf_counter() - learn_start
     _atomic_save(model, out / "last.zip")
     # ---------------------------------------------------------------- final test

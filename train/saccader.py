@@ -1,0 +1,344 @@
+"""``glimpse train saccader``: the Saccader's three training steps (Elsayed et al. 2019).
+
+1. BagNet with the per-location loss (``glimpse pretrain-bagnet``) and its feature banks
+   (``glimpse extract-features``); ``--stage all`` runs both first, into ``OUT/bagnet.pt``
+   and ``OUT/banks``.
+2. ``--stage locations``: BagNet frozen (the banks are fixed tensors); 12 glimpses whose targets
+   are the ordered-logits cells of the predicted class (the cells with the largest logit of the
+   image-level prediction, best first); cross-entropy of each glimpse's masked location
+   logits against its target, the cell state following the targets.
+3. ``--stage policy``: REINFORCE; reward 1 if and only if the prediction after T = 6 sampled
+   glimpses is right; advantage = reward - batch mean; plus the cross-entropy of the
+   per-glimpse logits at the sampled cells (fine-tunes the classifier where the policy looks)
+   and L2 8e-5 on the weights.
+
+Every stage logs to TensorBoard (``OUT/tb``), evaluates on val after each epoch, checkpoints
+atomically (``OUT/locations.pt``, ``OUT/policy.pt``; ``--resume`` continues one) and the
+last stage writes ``OUT/results.json``: test error at each T of ``--eval-glimpses`` for the
+Saccader (argmax cells, its own classifier), ordered logits and random cells (BagNet's logits).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from agents.saccader import Saccader
+from glimpse_gym.device import resolve_device
+from glimpse_gym.envs.source import GlimpseSource, load_source
+from glimpse_gym.errors import CheckpointError
+from glimpse_gym.fileio import atomic_torch_save
+from glimpse_gym.readout import ordered_logit_cells, predict_from_cells, random_cells
+
+FORMAT = "glimpse-gym-saccader/1"
+STAGES = ("all", "locations", "policy", "both")
+
+
+@dataclass
+class SaccaderConfig:
+    """Options of ``glimpse train saccader``."""
+
+    stage: str = "both"
+    """all (steps 1-3: BagNet, banks, locations, policy), both (steps 2-3 on existing banks),
+    locations (step 2) or policy (step 3)"""
+    banks: str | None = None
+    """folder with train/, val/ and test/ feature banks (default: the embedded digits model;
+    with --stage all: OUT/banks, written by step 1)"""
+    dataset: str = "digits"
+    """--stage all: dataset of step 1 (see 'glimpse datasets')"""
+    root: str | None = None
+    """--stage all: folder holding the dataset's files"""
+    bagnet_epochs: int = 15
+    """--stage all: BagNet epochs of step 1"""
+    bagnet_image_loss: float = 1.0
+    """--stage all: weight of the image-level loss beside the per-location loss in step 1"""
+    glimpses: int = 6
+    """T of step 3 (the policy stage)"""
+    location_glimpses: int = 12
+    """glimpses of step 2 (the location pretraining)"""
+    location_epochs: int = 3
+    """epochs of step 2"""
+    policy_epochs: int = 10
+    """epochs of step 3"""
+    batch_size: int = 256
+    """images per batch"""
+    lr: float = 1e-3
+    """Adam learning rate (step 3 uses a cosine decay from it)"""
+    l2: float = 8e-5
+    """L2 penalty on the weights in step 3"""
+    classification_weight: float = 1.0
+    """weight of the per-glimpse cross-entropy in step 3"""
+    where_channels: int = 64
+    """width of the where network"""
+    mixed_channels: int = 64
+    """channels of the mixed features"""
+    eval_glimpses: str = "1,2,4,6,8,12"
+    """numbers of glimpses to report test error at"""
+    eval_images: int = 5000
+    """val images per evaluation (all of them when the split is smaller)"""
+    out: str = "runs/saccader"
+    """output folder: locations.pt, policy.pt, results.json, tb/"""
+    resume: bool = False
+    """continue the stage's checkpoint in OUT"""
+    seed: int = 0
+    """seed of initialisation, batching and sampling"""
+    device: str = "auto"
+    """auto (CUDA when present), cpu, cuda or cuda:N"""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice)"""
+    progress: bool = True
+    """show progress bars"""
+
+
+class _Split:
+    """A split's arrays as tensors: what-features ``[N, D, H, W]`` (float16, converted per
+    batch), BagNet logits ``[N, K, H, W]`` and labels."""
+
+    def __init__(self, source: GlimpseSource, device: torch.device) -> None:
+        self.source = source
+        self.features = torch.from_numpy(np.array(source.features)).to(device)
+        self.logits = torch.from_numpy(np.array(source.logits, dtype=np.float32)).to(device)
+        self.labels = torch.from_numpy(np.array(source.labels)).to(device)
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None,
+                limit: int | None = None):
+        n = len(self) if limit is None else min(limit, len(self))
+        order = (torch.randperm(len(self), generator=generator)[:n] if generator is not None
+                 else torch.arange(n))
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size].to(self.device)
+            yield self.features[idx].float(), self.logits[idx], self.labels[idx]
+
+
+def _sources(cfg: SaccaderConfig) -> dict[str, GlimpseSource]:
+    if cfg.banks is None:
+        return {s: load_source(None, dataset="digits", split=s) for s in ("train", "val", "test")}
+    root = Path(cfg.banks)
+    return {s: load_source(root / s) for s in ("train", "val", "test")}
+
+
+def build_saccader(source: GlimpseSource, cfg: SaccaderConfig) -> Saccader:
+    return Saccader(source.feature_dim, source.num_classes, cfg.where_channels,
+                    cfg.mixed_channels, head=(source.head_weight, source.head_bias))
+
+
+def location_loss(net: Saccader, what: torch.Tensor, logits: torch.Tensor,
+                  glimpses: int) -> torch.Tensor:
+    """Step 2: cross-entropy of each glimpse's location logits against the ordered-logits
+    target. ``what`` and ``logits`` are BagNet's outputs; they are detached here, and the
+    classifier is not used, so no gradient reaches BagNet or the classifier."""
+    what, logits = what.detach(), logits.detach()
+    targets = ordered_logit_cells(logits, glimpses)  # [B, T]
+    rollout = net.rollout(what, glimpses, sample=False, teacher=targets)
+    return F.cross_entropy(rollout.location_logits.flatten(0, 1), targets.flatten())
+
+
+def policy_loss(net: Saccader, what: torch.Tensor, labels: torch.Tensor, glimpses: int,
+                l2: float, classification_weight: float,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Step 3: REINFORCE (batch-mean baseline) + per-glimpse cross-entropy + L2."""
+    rollout = net.rollout(what.detach(), glimpses, sample=True, generator=generator)
+    logits = net.classify(what.detach(), rollout.cells)  # [B, T, K]
+    reward = (logits.mean(dim=1).argmax(dim=1) == labels).float()
+    advantage = reward - reward.mean()
+    reinforce = -(advantage[:, None] * rollout.log_probs).sum(dim=1).mean()
+    ce = F.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(glimpses))
+    decay = sum((p ** 2).sum() for n, p in net.named_parameters() if n.endswith("weight")
+                and p.dim() > 1)
+    loss = reinforce + classification_weight * ce + l2 * decay
+    return loss, {"reward": reward.mean().item(), "reinforce": reinforce.item(),
+                  "cross_entropy": ce.item(), "entropy": rollout.entropy.mean().item()}
+
+
+@torch.no_grad()
+def evaluate(net: Saccader, split: _Split, glimpses: list[int], batch_size: int = 1024,
+             limit: int | None = None, seed: int = 0) -> dict[str, dict[int, float]]:
+    """Error at each T in ``glimpses`` for the Saccader (argmax, its own classifier) and,
+    with BagNet's logits, ordered logits and random cells. Greedy rollouts are prefixes of
+    each other, so one rollout of max(T) glimpses serves every T."""
+    net.eval()
+    tmax = max(glimpses)
+    g = torch.Generator().manual_seed(seed)
+    wrong = {name: dict.fromkeys(glimpses, 0) for name in ("saccader", "ordered_logits",
+                                                             "random")}
+    n = 0
+    for what, logits, labels in split.batches(batch_size, limit=limit):
+        cells = net.rollout(what, tmax, sample=False).cells
+        per_glimpse = net.classify(what, cells)  # [B, Tmax, K]
+        ordered = ordered_logit_cells(logits, tmax)
+        rand = random_cells(len(labels), logits[0, 0].numel(), tmax, g).to(labels.device)
+        for t in glimpses:
+            sacc = per_glimpse[:, :t].mean(dim=1).argmax(dim=1)
+            wrong["saccader"][t] += int((sacc != labels).sum())
+            wrong["ordered_logits"][t] += int((predict_from_cells(logits, ordered[:, :t])
+                                               != labels).sum())
+            wrong["random"][t] += int((predict_from_cells(logits, rand[:, :t]) != labels).sum())
+        n += len(labels)
+    net.train()
+    return {name: {t: w / n for t, w in row.items()} for name, row in wrong.items()} | {
+        "num_images": n}
+
+
+def _checkpoint(path: Path, net: Saccader, opt: torch.optim.Optimizer, stage: str,
+                epoch: int, cfg: SaccaderConfig, source: GlimpseSource,
+                history: list[dict[str, Any]], sched: Any = None) -> None:
+    atomic_torch_save({
+        "format": FORMAT, "stage": stage, "epoch": epoch, "config": asdict(cfg),
+        "net": {"feature_dim": net.feature_dim, "num_classes": net.num_classes,
+                "where_channels": cfg.where_channels, "mixed_channels": cfg.mixed_channels},
+        "state_dict": net.state_dict(), "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict() if sched is not None else None,
+        "bank": source.description, "history": history,
+        "rng": torch.get_rng_state(),
+    }, path)
+
+
+def load_saccader(path: str | Path, map_location: str | torch.device = "cpu"
+                  ) -> tuple[Saccader, dict[str, Any]]:
+    """A trained Saccader and its checkpoint dict (``glimpse-gym-saccader/1``)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no Saccader checkpoint at {path}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a Saccader checkpoint (format {FORMAT})")
+    net = Saccader(**ckpt["net"])
+    net.load_state_dict(ckpt["state_dict"])
+    return net, ckpt
+
+
+def _run_stage(stage: str, cfg: SaccaderConfig, net: Saccader, splits: dict[str, _Split],
+               out: Path, writer: SummaryWriter) -> list[dict[str, Any]]:
+    epochs = cfg.location_epochs if stage == "locations" else cfg.policy_epochs
+    path = out / f"{stage}.pt"
+    params = net.policy_parameters() if stage == "locations" else list(net.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    steps_per_epoch = math.ceil(len(splits["train"]) / cfg.batch_size)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
+             if stage == "policy" else None)
+    start_epoch, history = 0, []
+    if cfg.resume and path.exists():
+        _, ckpt = load_saccader(path)
+        net.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ckpt["optimizer"])
+        if sched is not None and ckpt["scheduler"] is not None:
+            sched.load_state_dict(ckpt["scheduler"])
+        start_epoch, history = ckpt["epoch"], ckpt["history"]
+        torch.set_rng_state(ckpt["rng"])
+        print(f"{stage}: resuming after epoch {start_epoch} of {epochs}")
+    g = torch.Generator().manual_seed(cfg.seed + (0 if stage == "locations" else 1))
+    for _ in range(start_epoch):  # the batch orders of the epochs already run
+        torch.randperm(len(splits["train"]), generator=g)
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, epochs):
+        t0, seen, sums = time.perf_counter(), 0, {}
+        bar = tqdm(splits["train"].batches(cfg.batch_size, g), total=steps_per_epoch,
+                   desc=f"{stage} epoch {epoch + 1}/{epochs}", disable=not cfg.progress,
+                   dynamic_ncols=True)
+        for what, logits, labels in bar:
+            if stage == "locations":
+                loss = location_loss(net, what, logits, cfg.location_glimpses)
+                stats = {"loss": loss.item()}
+            else:
+                loss, stats = policy_loss(net, what, labels, cfg.glimpses, cfg.l2,
+                                          cfg.classification_weight)
+                stats["loss"] = loss.item()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            step += 1
+            seen += len(labels)
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v * len(labels)
+                writer.add_scalar(f"{stage}/{k}", v, step)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k in ("loss", "reward")})
+        val = evaluate(net, splits["val"], [cfg.glimpses], limit=cfg.eval_images)
+        row = {"epoch": epoch + 1, **{k: v / seen for k, v in sums.items()},
+               "val_error": val["saccader"][cfg.glimpses],
+               "images_per_s": seen / (time.perf_counter() - t0)}
+        history.append(row)
+        writer.add_scalar(f"{stage}/val_error", row["val_error"], step)
+        writer.add_scalar(f"{stage}/images_per_s", row["images_per_s"], step)
+        print(f"{stage} epoch {epoch + 1}: val error at T={cfg.glimpses} "
+              f"{row['val_error']:.2%}, {row['images_per_s']:.0f} images/s")
+        _checkpoint(path, net, opt, stage, epoch + 1, cfg, splits["train"].source, history,
+                    sched)
+    return history
+
+
+def _step1(cfg: SaccaderConfig, out: Path) -> str:
+    """BagNet and banks into OUT (skipped where they exist already)."""
+    from train.extract_features import ExtractConfig, extract_features
+    from train.pretrain_bagnet import PretrainConfig, pretrain_bagnet
+    ckpt, banks = out / "bagnet.pt", out / "banks"
+    if not ckpt.exists() or cfg.resume:
+        pretrain_bagnet(PretrainConfig(dataset=cfg.dataset, root=cfg.root,
+                                       epochs=cfg.bagnet_epochs, out=str(ckpt),
+                                       image_loss=cfg.bagnet_image_loss, resume=ckpt.exists(),
+                                       device=cfg.device, threads=cfg.threads,
+                                       progress=cfg.progress))
+    if not all((banks / s / "meta.json").exists() for s in ("train", "val", "test")):
+        extract_features(ExtractConfig(checkpoint=str(ckpt), out=str(banks), root=cfg.root,
+                                       overwrite=True, device=cfg.device, threads=cfg.threads,
+                                       progress=cfg.progress))
+    return str(banks)
+
+
+def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
+    """Run the stage(s) asked for; return the results (also in OUT/results.json)."""
+    if cfg.stage not in STAGES:
+        raise ValueError(f"--stage must be one of {STAGES}, got {cfg.stage!r}")
+    glimpse_list = sorted({int(t) for t in cfg.eval_glimpses.split(",")})
+    start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.stage == "all":
+        cfg.banks = _step1(cfg, out)
+    sources = _sources(cfg)
+    splits = {s: _Split(src, device) for s, src in sources.items()}
+    net = build_saccader(sources["train"], cfg).to(device)
+    writer = SummaryWriter(str(out / "tb"))
+    results: dict[str, Any] = {"config": asdict(cfg), "bank": sources["train"].description}
+    if cfg.stage in ("all", "both", "locations"):
+        results["locations"] = _run_stage("locations", cfg, net, splits, out, writer)
+    if cfg.stage in ("all", "both", "policy"):
+        if cfg.stage == "policy":  # start from step 2's network
+            if not (out / "locations.pt").exists():
+                raise FileNotFoundError(f"--stage policy starts from step 2's "
+                                        f"{out / 'locations.pt'}; run --stage locations first")
+            net.load_state_dict(load_saccader(out / "locations.pt")[1]["state_dict"])
+        results["policy"] = _run_stage("policy", cfg, net, splits, out, writer)
+    test = evaluate(net, splits["test"], glimpse_list)
+    results["test_error"] = {k: v for k, v in test.items() if k != "num_images"}
+    results["test_images"] = test["num_images"]
+    results["wall_time_s"] = time.perf_counter() - start
+    writer.close()
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"test error ({test['num_images']} images) at T = {glimpse_list}:")
+    for name in ("saccader", "ordered_logits", "random"):
+        print(f"  {name:15s} " + "  ".join(f"{test[name][t]:7.2%}" for t in glimpse_list))
+    return results
+
+
+__all__ = ["SaccaderConfig", "evaluate", "load_saccader", "location_loss", "policy_loss",
+           "train_saccader"]
