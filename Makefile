@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SHARED_DATA ?= ../shared/data
 MNIST_ROOT ?= $(SHARED_DATA)
 
-.PHONY: demo test test-slow lint bench bench-env bench-ppo default-weights mnist-bagnet mnist-rl clean
+.PHONY: demo test test-slow lint bench bench-env bench-ppo default-weights mnist-bagnet mnist-rl mnist-saccader clean
 
 $(BIN)/glimpse: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ mnist-rl: $(BIN)/glimpse
 		--total-timesteps 600000 --eval-freq 150000 --out runs/rl/maskable-ppo-cell
 	$(BIN)/glimpse train ppo --banks runs/banks/cluttered-mnist \
 		--total-timesteps 600000 --eval-freq 150000 --out runs/rl/ppo-cell
+
+## mnist-saccader: the Saccader's steps 2 and 3 on the cluttered-MNIST banks (after mnist-bagnet)
+mnist-saccader: $(BIN)/glimpse
+	$(BIN)/glimpse train saccader --banks runs/banks/cluttered-mnist --out runs/saccader/mnist \
+		--threads 2
 
 clean:
 	rm -rf $(VENV) runs

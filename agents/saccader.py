@@ -25,11 +25,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glimpse_gym.errors import CheckpointError
+
+FORMAT = "glimpse-gym-saccader/1"  # checkpoints of ``glimpse train saccader``
 MASK = 1e5  # subtracted from the logits of visited cells, as in the paper
 
 
@@ -163,4 +168,19 @@ class Saccader(nn.Module):
         return [p for n, p in self.named_parameters() if not n.startswith("classifier.")]
 
 
-__all__ = ["MASK", "Rollout", "Saccader"]
+def load_saccader(path: str | Path, map_location: str | torch.device = "cpu"
+                  ) -> tuple[Saccader, dict[str, Any]]:
+    """A trained Saccader and its checkpoint dict (``glimpse-gym-saccader/1``, written by
+    ``glimpse train saccader``)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no Saccader checkpoint at {path}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a Saccader checkpoint (format {FORMAT})")
+    net = Saccader(**ckpt["net"])
+    net.load_state_dict(ckpt["state_dict"])
+    return net, ckpt
+
+
+__all__ = ["FORMAT", "MASK", "Rollout", "Saccader", "load_saccader"]

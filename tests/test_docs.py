@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["glimpse_gym.bagnet", "glimpse_gym.envs.glimpse_env", "glimpse_gym.sb3"]
+MODULES = ["glimpse_gym.bagnet", "glimpse_gym.envs.glimpse_env", "glimpse_gym.sb3",
+           "agents.saccader"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -33,15 +33,13 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from agents.saccader import Saccader
+from agents.saccader import FORMAT, Saccader, load_saccader
 from glimpse_gym.device import resolve_device
 from glimpse_gym.envs.source import GlimpseSource, load_source
-from glimpse_gym.errors import CheckpointError
 from glimpse_gym.fileio import atomic_torch_save
 from glimpse_gym.readout import ordered_logit_cells, predict_from_cells, random_cells
 
-FORMAT = "glimpse-gym-saccader/1"
-STAGES = ("all", "locations", "policy", "both")
+STAGES = ("all", "locations", "policy", "both", "evaluate")
 
 
 @dataclass
@@ -50,7 +48,7 @@ class SaccaderConfig:
 
     stage: str = "both"
     """all (steps 1-3: BagNet, banks, locations, policy), both (steps 2-3 on existing banks),
-    locations (step 2) or policy (step 3)"""
+    locations (step 2), policy (step 3) or evaluate (only the test evaluation of OUT/policy.pt)"""
     banks: str | None = None
     """folder with train/, val/ and test/ feature banks (default: the embedded digits model;
     with --stage all: OUT/banks, written by step 1)"""
@@ -167,14 +165,15 @@ def policy_loss(net: Saccader, what: torch.Tensor, labels: torch.Tensor, glimpse
 @torch.no_grad()
 def evaluate(net: Saccader, split: _Split, glimpses: list[int], batch_size: int = 1024,
              limit: int | None = None, seed: int = 0) -> dict[str, dict[int, float]]:
-    """Error at each T in ``glimpses`` for the Saccader (argmax, its own classifier) and,
-    with BagNet's logits, ordered logits and random cells. Greedy rollouts are prefixes of
+    """Error at each T in ``glimpses`` for the Saccader (argmax cells, its own classifier;
+    and the same cells read with BagNet's logits) and, with BagNet's logits, ordered logits
+    and random cells. Greedy rollouts are prefixes of
     each other, so one rollout of max(T) glimpses serves every T."""
     net.eval()
     tmax = max(glimpses)
     g = torch.Generator().manual_seed(seed)
-    wrong = {name: dict.fromkeys(glimpses, 0) for name in ("saccader", "ordered_logits",
-                                                             "random")}
+    names = ("saccader", "saccader_bagnet_head", "ordered_logits", "random")
+    wrong = {name: dict.fromkeys(glimpses, 0) for name in names}
     n = 0
     for what, logits, labels in split.batches(batch_size, limit=limit):
         cells = net.rollout(what, tmax, sample=False).cells
@@ -184,6 +183,8 @@ def evaluate(net: Saccader, split: _Split, glimpses: list[int], batch_size: int 
         for t in glimpses:
             sacc = per_glimpse[:, :t].mean(dim=1).argmax(dim=1)
             wrong["saccader"][t] += int((sacc != labels).sum())
+            wrong["saccader_bagnet_head"][t] += int((predict_from_cells(logits, cells[:, :t])
+                                                     != labels).sum())
             wrong["ordered_logits"][t] += int((predict_from_cells(logits, ordered[:, :t])
                                                != labels).sum())
             wrong["random"][t] += int((predict_from_cells(logits, rand[:, :t]) != labels).sum())
@@ -191,6 +192,32 @@ def evaluate(net: Saccader, split: _Split, glimpses: list[int], batch_size: int 
     net.train()
     return {name: {t: w / n for t, w in row.items()} for name, row in wrong.items()} | {
         "num_images": n}
+
+
+def evaluate_through_env(net: Saccader, cfg: SaccaderConfig) -> dict[str, float]:
+    """The same network as an SB3 :class:`~agents.SaccaderPolicy` on Glimpse-v0's test split,
+    classifying with its own head (``head=``): test accuracy and coverage at T."""
+    from stable_baselines3 import PPO
+
+    from agents.evaluation import evaluate_on_split, sb3_policy
+    from agents.sb3_saccader import SaccaderPolicy, load_saccader_weights
+    from glimpse_gym.sb3 import SB3VecEnv
+
+    split = ({"bank": str(Path(cfg.banks) / "test")} if cfg.banks else
+             {"bank": None, "split": "test"})
+    probe = SB3VecEnv(num_envs=1, glimpses=cfg.glimpses, **split)
+    h, w, _ = probe.get_attr("feature_shape")[0]
+    model = PPO(SaccaderPolicy, probe, n_steps=2, batch_size=2, device="cpu",
+                policy_kwargs={"num_classes": net.num_classes, "grid": (h, w),
+                               "where_channels": cfg.where_channels,
+                               "mixed_channels": cfg.mixed_channels})
+    load_saccader_weights(model.policy, net.state_dict())
+    weight, bias = net.head()
+    result = evaluate_on_split(sb3_policy(model), glimpses=cfg.glimpses, observation="full",
+                               head=(weight.numpy(), bias.numpy()), **split)
+    print(f"through Glimpse-v0 (SaccaderPolicy, its own head): test accuracy at "
+          f"T={cfg.glimpses} {result['accuracy']:.4f}, coverage {result['coverage']:.3f}")
+    return result
 
 
 def _checkpoint(path: Path, net: Saccader, opt: torch.optim.Optimizer, stage: str,
@@ -205,20 +232,6 @@ def _checkpoint(path: Path, net: Saccader, opt: torch.optim.Optimizer, stage: st
         "bank": source.description, "history": history,
         "rng": torch.get_rng_state(),
     }, path)
-
-
-def load_saccader(path: str | Path, map_location: str | torch.device = "cpu"
-                  ) -> tuple[Saccader, dict[str, Any]]:
-    """A trained Saccader and its checkpoint dict (``glimpse-gym-saccader/1``)."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"no Saccader checkpoint at {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a Saccader checkpoint (format {FORMAT})")
-    net = Saccader(**ckpt["net"])
-    net.load_state_dict(ckpt["state_dict"])
-    return net, ckpt
 
 
 def _run_stage(stage: str, cfg: SaccaderConfig, net: Saccader, splits: dict[str, _Split],
@@ -319,6 +332,13 @@ def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
     net = build_saccader(sources["train"], cfg).to(device)
     writer = SummaryWriter(str(out / "tb"))
     results: dict[str, Any] = {"config": asdict(cfg), "bank": sources["train"].description}
+    if cfg.stage == "evaluate":  # keep the training histories of an earlier results.json
+        if not (out / "policy.pt").exists():
+            raise FileNotFoundError(f"--stage evaluate needs {out / 'policy.pt'}")
+        net.load_state_dict(load_saccader(out / "policy.pt")[1]["state_dict"])
+        if (out / "results.json").exists():
+            earlier = json.loads((out / "results.json").read_text())
+            results.update({k: earlier[k] for k in ("locations", "policy") if k in earlier})
     if cfg.stage in ("all", "both", "locations"):
         results["locations"] = _run_stage("locations", cfg, net, splits, out, writer)
     if cfg.stage in ("all", "both", "policy"):
@@ -331,12 +351,13 @@ def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
     test = evaluate(net, splits["test"], glimpse_list)
     results["test_error"] = {k: v for k, v in test.items() if k != "num_images"}
     results["test_images"] = test["num_images"]
+    results["through_env"] = evaluate_through_env(net, cfg)
     results["wall_time_s"] = time.perf_counter() - start
     writer.close()
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"test error ({test['num_images']} images) at T = {glimpse_list}:")
-    for name in ("saccader", "ordered_logits", "random"):
-        print(f"  {name:15s} " + "  ".join(f"{test[name][t]:7.2%}" for t in glimpse_list))
+    for name in ("saccader", "saccader_bagnet_head", "ordered_logits", "random"):
+        print(f"  {name:21s} " + "  ".join(f"{test[name][t]:7.2%}" for t in glimpse_list))
     return results
 
 

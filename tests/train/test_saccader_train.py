@@ -1,0 +1,79 @@
+"""``glimpse train saccader`` on the embedded digits default."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from agents import SaccaderPolicy, load_saccader_weights
+from train.saccader import SaccaderConfig, load_saccader, train_saccader
+
+
+def _cfg(tmp_path, **kw) -> SaccaderConfig:
+    base = dict(where_channels=8, mixed_channels=8, location_epochs=1, policy_epochs=2,
+                batch_size=128, eval_glimpses="1,6,12", out=str(tmp_path / "run"),
+                progress=False, device="cpu")
+    return SaccaderConfig(**{**base, **kw})
+
+
+def test_both_stages_write_checkpoints_and_results(tmp_path) -> None:
+    results = train_saccader(_cfg(tmp_path))
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    errors = saved["test_error"]
+    assert set(errors) == {"saccader", "saccader_bagnet_head", "ordered_logits", "random"}
+    assert set(errors["saccader"]) == {"1", "6", "12"}
+    assert all(0 <= v <= 1 for row in errors.values() for v in row.values())
+    assert saved["test_images"] == results["test_images"] > 0
+    assert len(saved["locations"]) == 1 and len(saved["policy"]) == 2
+    # the same network as an SB3 policy through Glimpse-v0 (its own head) agrees at T = 6
+    env_accuracy = saved["through_env"]["accuracy"]
+    assert abs(env_accuracy - (1 - errors["saccader"]["6"])) <= 2 / saved["test_images"]
+    net, ckpt = load_saccader(tmp_path / "run" / "policy.pt")
+    assert ckpt["stage"] == "policy" and ckpt["epoch"] == 2
+    from stable_baselines3 import PPO
+
+    from glimpse_gym.sb3 import SB3VecEnv
+    model = PPO(SaccaderPolicy, SB3VecEnv(num_envs=2), n_steps=6, batch_size=12, device="cpu",
+                policy_kwargs={"where_channels": 8, "mixed_channels": 8})
+    load_saccader_weights(model.policy, tmp_path / "run" / "policy.pt")
+    assert torch.equal(model.policy.saccader.classifier.weight, net.classifier.weight)
+
+
+def test_policy_stage_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
+    train_saccader(_cfg(tmp_path / "a"))
+    # the same run, killed right after the first policy epoch's checkpoint, then resumed
+    import train.saccader as module
+    save = module._checkpoint
+
+    def save_then_die(path, net, opt, stage, epoch, *args, **kwargs):
+        save(path, net, opt, stage, epoch, *args, **kwargs)
+        if stage == "policy" and epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_saccader(_cfg(tmp_path / "b"))
+    monkeypatch.setattr(module, "_checkpoint", save)
+    train_saccader(_cfg(tmp_path / "b", stage="policy", resume=True))
+    a = load_saccader(tmp_path / "a" / "run" / "policy.pt")[0].state_dict()
+    b = load_saccader(tmp_path / "b" / "run" / "policy.pt")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_stage_and_missing_step_two(tmp_path) -> None:
+    with pytest.raises(ValueError, match="--stage must be one of"):
+        train_saccader(_cfg(tmp_path, stage="everything"))
+    with pytest.raises(FileNotFoundError, match="run --stage locations first"):
+        train_saccader(_cfg(tmp_path, stage="policy"))
+
+
+def test_stage_all_runs_steps_one_to_three(tmp_path) -> None:
+    results = train_saccader(_cfg(tmp_path, stage="all", dataset="digits", bagnet_epochs=1,
+                                  policy_epochs=1))
+    run = tmp_path / "run"
+    assert (run / "bagnet.pt").exists()
+    assert all((run / "banks" / s / "meta.json").exists() for s in ("train", "val", "test"))
+    assert (run / "locations.pt").exists() and (run / "policy.pt").exists()
+    assert results["config"]["banks"] == str(run / "banks")
