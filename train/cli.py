@@ -38,6 +38,10 @@ COMMANDS = {
                   "PPO (stable-baselines3) on Glimpse-v0"),
     "train maskable-ppo": ("train.ppo", "PPOConfig", "train_maskable_ppo",
                            "MaskablePPO (sb3-contrib) on Glimpse-v0, visited cells masked"),
+    "evaluate": ("train.evaluate", "EvaluateConfig", "evaluate",
+                 "compare glimpse policies: accuracy at T = 1..Tmax, coverage, occlusion"),
+    "train reinforce": ("train.reinforce", "ReinforceConfig", "train_reinforce",
+                        "the RAM-style REINFORCE baseline on partial observations"),
     "train saccader": ("train.saccader", "SaccaderConfig", "train_saccader",
                        "the Saccader's training steps (BagNet, locations, policy)"),
 }

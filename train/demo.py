@@ -3,6 +3,9 @@
 Loads the shipped digits BagNet, extracts feature banks of the ``digits`` splits, and prints
 what a glimpse policy can get out of them: the full-image BagNet against classifying from T
 cells chosen at random, by ordered logits, and by the true label's logits (an upper bound).
+Then (unless ``--no-agents``) it trains every agent briefly on those banks, the Saccader
+(steps 2 and 3), MaskablePPO, PPO and REINFORCE, and ends with ``glimpse evaluate``'s
+comparison of all of them with the non-learned policies on the digits test split.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class DemoConfig:
     """auto (CUDA when present), cpu, cuda or cuda:N"""
     progress: bool = True
     """show progress bars"""
+    agents: bool = True
+    """also train every agent briefly and print the comparison of all policies"""
 
 
 def glimpse_table(bank: FeatureBank, glimpses: int, seed: int = 0) -> dict[str, float]:
@@ -60,7 +65,41 @@ def demo(cfg: DemoConfig) -> dict[str, float]:
                                            progress=cfg.progress))
     table = print_table(banks["test"], cfg.glimpses, cfg.seed)
     (Path(cfg.out) / "summary.json").write_text(json.dumps(table, indent=1))
+    if cfg.agents:
+        train_agents(cfg)
     return table
+
+
+def train_agents(cfg: DemoConfig) -> dict:
+    """Brief training of every agent on the demo's digits banks, then the comparison."""
+    from train.evaluate import EvaluateConfig, evaluate
+    from train.ppo import PPOConfig, train_maskable_ppo, train_ppo
+    from train.reinforce import ReinforceConfig, train_reinforce
+    from train.saccader import SaccaderConfig, train_saccader
+
+    out, banks = Path(cfg.out), str(Path(cfg.out) / "banks")
+    common = {"device": cfg.device, "progress": cfg.progress, "seed": cfg.seed}
+    print("\n== Saccader, steps 2 and 3 ==")
+    train_saccader(SaccaderConfig(banks=banks, out=str(out / "saccader"), where_channels=32,
+                                  mixed_channels=32, batch_size=128, glimpses=cfg.glimpses,
+                                  eval_glimpses=str(cfg.glimpses), **common))
+    for name, run in (("maskable-ppo", train_maskable_ppo), ("ppo", train_ppo)):
+        print(f"\n== {name} ==")
+        run(PPOConfig(banks=banks, out=str(out / name), total_timesteps=150_000,
+                      num_envs=256, eval_freq=75_000, glimpses=cfg.glimpses, **common))
+    print("\n== REINFORCE ==")
+    train_reinforce(ReinforceConfig(banks=banks, out=str(out / "reinforce"), iterations=400,
+                                    num_envs=512, eval_every=200, glimpses=cfg.glimpses,
+                                    **common))
+    print("\n== comparison ==")
+    return evaluate(EvaluateConfig(
+        bank=str(Path(banks) / "test"), checkpoint="default", out=str(out / "eval"),
+        occlusion_glimpses=cfg.glimpses, seed=cfg.seed,
+        policy=["random", "centre", "ordered-logits",
+                f"saccader={out / 'saccader' / 'policy.pt'}",
+                f"maskable-ppo={out / 'maskable-ppo' / 'last.zip'}",
+                f"ppo={out / 'ppo' / 'last.zip'}",
+                f"reinforce={out / 'reinforce' / 'best.pt'}"]))
 
 
 def print_table(bank: FeatureBank, glimpses: int, seed: int = 0) -> dict[str, float]:

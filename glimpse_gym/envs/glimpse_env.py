@@ -122,7 +122,8 @@ class GlimpseEnv(gym.Env):
             raise ValueError(f"observation must be one of {OBSERVATION_MODES}, got {observation!r}")
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        self._spec_kwargs = dict(bank=None if bank is None else str(bank), dataset=dataset,
+        spec_bank = bank if bank is None or isinstance(bank, GlimpseSource) else str(bank)
+        self._spec_kwargs = dict(bank=spec_bank, dataset=dataset,
                                  split=split, checkpoint=checkpoint, seed=seed, expect=expect)
         self.source: GlimpseSource = load_source(**self._spec_kwargs)
         h, w = self.source.grid

@@ -113,17 +113,20 @@ def _computed_source(dataset: str, split: str, checkpoint: str, seed: int) -> Gl
                      "bank": None})
 
 
-def load_source(bank: str | Path | FeatureBank | None = None, *, dataset: str = "digits",
-                split: str = "train", checkpoint: str = "default", seed: int = 0,
-                expect: dict[str, Any] | None = None) -> GlimpseSource:
+def load_source(bank: str | Path | FeatureBank | GlimpseSource | None = None, *,
+                dataset: str = "digits", split: str = "train", checkpoint: str = "default",
+                seed: int = 0, expect: dict[str, Any] | None = None) -> GlimpseSource:
     """The images of an environment.
 
     Args:
-        bank: a feature bank directory (or loaded bank); when None, ``checkpoint`` is run over
+        bank: a feature bank directory, a loaded bank, or a ready :class:`GlimpseSource`
+            (used as is, e.g. synthetic arrays in tests); when None, ``checkpoint`` is run over
             ``dataset``/``split`` in memory (fine for ``digits``; write banks for big data).
         dataset, split, checkpoint, seed: used only when ``bank`` is None.
         expect: fields a bank must match (see :meth:`FeatureBank.check_matches`).
     """
+    if isinstance(bank, GlimpseSource):
+        return bank
     if bank is None:
         return _computed_source(dataset, split, str(checkpoint), seed)
     if not isinstance(bank, FeatureBank):

@@ -212,6 +212,11 @@ class GlimpseVectorEnv(VectorEnv):
                 self._out(done),
                 self._out(torch.zeros(n, dtype=torch.bool)), infos)
 
+    def coverage_of(self, cells: torch.Tensor) -> torch.Tensor:
+        """Covered fraction of the image ``[B]`` for glimpse sequences ``cells [B, t]``
+        (cell indices, revisits allowed): the same number ``info["coverage"]`` reports."""
+        return self._cov.union(torch.as_tensor(cells, device=self.device).long())
+
     def action_masks(self) -> np.ndarray:
         """``[N, H*W] bool``: True on the cells each env has not glimpsed yet."""
         return (self._visited == 0).cpu().numpy()

@@ -12,7 +12,8 @@ from train.cli import main
 
 
 def test_demo_prints_the_glimpse_comparison(tmp_path, capsys) -> None:
-    assert main(["demo", "--out", str(tmp_path), "--no-progress", "--device", "cpu"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--no-progress", "--device", "cpu",
+                 "--no-agents"]) == 0
     out = capsys.readouterr().out
     assert "digits test split: 359 images, 10x10 grid" in out
     table = json.loads((tmp_path / "summary.json").read_text())

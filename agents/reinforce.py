@@ -1,0 +1,107 @@
+"""A RAM-style recurrent agent (Mnih et al. 2014) for Glimpse-v0's ``partial`` observation.
+
+At glimpse t the agent sees only what its previous glimpse revealed: the what-features of
+that cell and where it was (a learned embedding per cell; a "none yet" embedding before the
+first glimpse). A glimpse encoder (MLP over [features, location embedding]) feeds a GRU core;
+from the core state a location head gives one logit per cell (visited cells masked out) and a
+value head the baseline. Trained with REINFORCE and the learned baseline by
+:mod:`train.reinforce`; the env classifies from the glimpsed cells (BagNet's logits).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from agents.policies import GlimpsePolicy
+from glimpse_gym.envs.source import GlimpseSource
+from glimpse_gym.errors import CheckpointError
+
+FORMAT = "glimpse-gym-reinforce/1"
+MASK = 1e9
+
+
+class RamAgent(nn.Module):
+    """Glimpse encoder + GRU core + masked location head + value head.
+
+    Args:
+        feature_dim: D. num_cells: H*W.
+        hidden: GRU width. glimpse_dim: glimpse code width. location_dim: location embedding.
+    """
+
+    def __init__(self, feature_dim: int, num_cells: int, hidden: int = 128,
+                 glimpse_dim: int = 128, location_dim: int = 32) -> None:
+        super().__init__()
+        self.feature_dim, self.num_cells = feature_dim, num_cells
+        self.hidden = hidden
+        self.where = nn.Embedding(num_cells + 1, location_dim)  # index num_cells: none yet
+        self.encoder = nn.Sequential(nn.Linear(feature_dim + location_dim, glimpse_dim),
+                                     nn.ReLU())
+        self.core = nn.GRUCell(glimpse_dim, hidden)
+        self.location = nn.Linear(hidden, num_cells)
+        self.value = nn.Linear(hidden, 1)
+
+    def initial_state(self, n: int, device: torch.device | str = "cpu"
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(core state [N, hidden], last features [N, D], last cell [N])`` before glimpse 1."""
+        return (torch.zeros(n, self.hidden, device=device),
+                torch.zeros(n, self.feature_dim, device=device),
+                torch.full((n,), self.num_cells, dtype=torch.long, device=device))
+
+    def forward(self, h: torch.Tensor, last_features: torch.Tensor, last_cell: torch.Tensor,
+                visited: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step: -> ``(location logits [N, H*W] (visited masked), value [N], new h)``."""
+        g = self.encoder(torch.cat([last_features, self.where(last_cell)], dim=1))
+        h = self.core(g, h)
+        logits = self.location(h) - MASK * visited.float()
+        return logits, self.value(h)[:, 0], h
+
+
+def cell_features(obs_features: torch.Tensor, cells: torch.Tensor, feature_dim: int
+                  ) -> torch.Tensor:
+    """The ``[N, D]`` features of ``cells [N]`` from flat channels-last observations."""
+    grid = obs_features.view(len(cells), -1, feature_dim)
+    return grid[torch.arange(len(cells), device=cells.device), cells]
+
+
+class ReinforceAgent(GlimpsePolicy):
+    """A trained :class:`RamAgent` behind the shared policy interface (argmax cells)."""
+
+    observation = "partial"
+
+    def __init__(self, net: RamAgent, name: str = "reinforce") -> None:
+        self.net, self.name = net.eval(), name
+        self._state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def begin(self, source: GlimpseSource, indices: torch.Tensor) -> None:
+        self._state = self.net.initial_state(len(indices))
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        h, last_features, last_cell = self._state
+        if int(last_cell[0]) != self.net.num_cells:  # what the previous glimpse revealed
+            last_features = cell_features(obs["features"].float().cpu(), last_cell,
+                                          self.net.feature_dim)
+        logits, _, h = self.net(h, last_features, last_cell, (~mask).cpu())
+        cell = logits.argmax(dim=1)
+        self._state = (h, last_features, cell)
+        return cell.to(mask.device)
+
+
+def load_reinforce(path: str | Path) -> tuple[RamAgent, dict[str, Any]]:
+    """A trained agent and its checkpoint (``glimpse-gym-reinforce/1``)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no REINFORCE checkpoint at {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a REINFORCE checkpoint (format {FORMAT})")
+    net = RamAgent(**ckpt["net"])
+    net.load_state_dict(ckpt["state_dict"])
+    return net, ckpt
+
+
+__all__ = ["FORMAT", "RamAgent", "ReinforceAgent", "cell_features", "load_reinforce"]

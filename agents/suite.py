@@ -1,0 +1,143 @@
+"""The evaluation suite: any glimpse policies on every image of a split, at T = 1..Tmax.
+
+:func:`run_policy` drives a :class:`~agents.policies.GlimpsePolicy` through the native vector
+env for Tmax glimpses on every image once, and keeps, per image, whether the env's prediction
+was right after each glimpse, the cells, and the covered fraction of the image after each
+glimpse. :func:`summarise` turns that into accuracy, coverage and location diversity at each
+T. :func:`occlusion_test` blanks the image regions under a policy's first T glimpses (the
+cells' receptive fields) and re-classifies with the full-image BagNet, against blanking as
+many random cells' regions; :func:`occlude` is the helper that does the blanking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.policies import GlimpsePolicy
+from glimpse_gym.bagnet.common import BagNetBase, image_logits
+from glimpse_gym.bagnet.inference import preprocess
+from glimpse_gym.envs import GlimpseVectorEnv
+from glimpse_gym.readout import random_cells
+
+
+@dataclass
+class PolicyRun:
+    """Per-image record of one policy on one split.
+
+    Attributes:
+        correct: ``[N, Tmax] bool``: the env's prediction after t+1 glimpses was right.
+        cells: ``[N, Tmax] long``: the glimpsed cells.
+        coverage: ``[N, Tmax] float``: covered fraction of the image after t+1 glimpses.
+        labels: ``[N]``.
+    """
+
+    correct: torch.Tensor
+    cells: torch.Tensor
+    coverage: torch.Tensor
+    labels: torch.Tensor
+
+
+def run_policy(policy: GlimpsePolicy, bank: str | Path | None = None, *, max_glimpses: int = 12,
+               batch: int = 1024, max_images: int | None = None,
+               **env_kwargs: Any) -> PolicyRun:
+    """Run ``policy`` for ``max_glimpses`` on each image of the bank (or default split) once."""
+    probe = GlimpseVectorEnv(1, bank, glimpses=1, **env_kwargs)
+    n = probe.source.num_images if max_images is None else min(max_images,
+                                                                 probe.source.num_images)
+    size = min(batch, n)
+    envs = GlimpseVectorEnv(size, bank, glimpses=max_glimpses, observation=policy.observation,
+                            head=policy.head, array_type="torch", copy=False, **env_kwargs)
+    correct, cells, coverage, labels = [], [], [], []
+    for start in range(0, n, size):
+        images = torch.arange(start, start + size) % n
+        obs, info = envs.reset(options={"indices": images.numpy()})
+        policy.begin(envs.source, images)
+        step_correct = []
+        for _ in range(max_glimpses):
+            mask = obs["visited"] == 0
+            actions = policy.act(obs, mask)
+            obs, _, _, _, info = envs.step(actions)
+            step_correct.append(info["correct"].clone())
+        valid = min(size, n - start)
+        batch_cells = info["cells"][:valid].clone()
+        correct.append(torch.stack(step_correct, 1)[:valid])
+        cells.append(batch_cells)
+        coverage.append(torch.stack([envs.coverage_of(batch_cells[:, :t + 1])
+                                     for t in range(max_glimpses)], 1))
+        labels.append(info["label"][:valid].clone())
+    return PolicyRun(torch.cat(correct).cpu(), torch.cat(cells).cpu(),
+                     torch.cat(coverage).cpu(), torch.cat(labels).cpu())
+
+
+def location_diversity(cells: torch.Tensor, num_cells: int) -> float:
+    """Entropy of the histogram of glimpsed cells over all images, divided by its maximum
+    ``log(H*W)``: 0 when every image is glimpsed at the same cells, 1 when uniform."""
+    counts = torch.bincount(cells.reshape(-1), minlength=num_cells).double()
+    p = counts / counts.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
+    return entropy / float(np.log(num_cells))
+
+
+def summarise(run: PolicyRun, num_cells: int) -> dict[str, dict[int, float]]:
+    """Accuracy, error, mean coverage and location diversity at each T = 1..Tmax."""
+    tmax = run.correct.shape[1]
+    out: dict[str, dict[int, float]] = {"accuracy": {}, "error": {}, "coverage": {},
+                                        "diversity": {}}
+    for t in range(1, tmax + 1):
+        acc = run.correct[:, t - 1].float().mean().item()
+        out["accuracy"][t] = acc
+        out["error"][t] = 1 - acc
+        out["coverage"][t] = run.coverage[:, t - 1].mean().item()
+        out["diversity"][t] = location_diversity(run.cells[:, :t], num_cells)
+    return out
+
+
+def occlude(images: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blank (set to 0) the pixels inside ``boxes [N, T, 4]`` (top, left, bottom, right,
+    clipped to the image) of ``images [N, C, H, W]``. Returns the occluded copy and the
+    ``[N, H, W] bool`` mask of what was blanked."""
+    n, _, h, w = images.shape
+    top, left, bottom, right = boxes.unbind(-1)  # [N, T] each
+    ys = torch.arange(h)[None, None, :]
+    xs = torch.arange(w)[None, None, :]
+    in_rows = (ys >= top[..., None]) & (ys < bottom[..., None])  # [N, T, H]
+    in_cols = (xs >= left[..., None]) & (xs < right[..., None])  # [N, T, W]
+    mask = (in_rows[:, :, :, None] & in_cols[:, :, None, :]).any(dim=1)  # [N, H, W]
+    return images.masked_fill(mask[:, None], 0), mask
+
+
+@torch.no_grad()
+def occlusion_test(model: BagNetBase, mean: Any, std: Any, images: np.ndarray,
+                   labels: torch.Tensor, cells: torch.Tensor, cell_boxes: np.ndarray,
+                   glimpses: int, seed: int = 0, batch: int = 500,
+                   device: str | torch.device = "cpu") -> dict[str, float]:
+    """Full-image BagNet accuracy on the clean images, with the regions under the policy's
+    first ``glimpses`` cells blanked, and with as many random cells' regions blanked."""
+    model.eval()
+    boxes = torch.as_tensor(cell_boxes, dtype=torch.long)
+    n = len(labels)
+    random = random_cells(n, len(cell_boxes), glimpses, torch.Generator().manual_seed(seed))
+    hits = {"clean": 0, "policy": 0, "random": 0}
+    for s in range(0, n, batch):
+        imgs = torch.from_numpy(np.asarray(images[s:s + batch]))
+        y = labels[s:s + batch].to(device)
+        variants = {"clean": imgs,
+                    "policy": occlude(imgs, boxes[cells[s:s + batch, :glimpses]])[0],
+                    "random": occlude(imgs, boxes[random[s:s + batch]])[0]}
+        for name, x in variants.items():
+            out = model(preprocess(x, mean, std, device))
+            hits[name] += int((image_logits(out.logits).argmax(dim=1) == y).sum())
+    acc = {k: v / n for k, v in hits.items()}
+    return {"accuracy_clean": acc["clean"], "accuracy_policy_occluded": acc["policy"],
+            "accuracy_random_occluded": acc["random"],
+            "drop_policy": acc["clean"] - acc["policy"],
+            "drop_random": acc["clean"] - acc["random"], "glimpses": glimpses}
+
+
+__all__ = ["PolicyRun", "location_diversity", "occlude", "occlusion_test", "run_policy",
+           "summarise"]

@@ -1,0 +1,253 @@
+"""``glimpse evaluate``: compare glimpse policies on one split, at T = 1..Tmax.
+
+Policies are named on the command line: the non-learned ``random``, ``centre`` and
+``ordered-logits``, and trained agents as ``NAME=PATH`` (a ``glimpse train saccader`` or
+``glimpse train reinforce`` checkpoint ``.pt``, or a PPO / MaskablePPO ``.zip``). The
+full-image BagNet is always added as the upper bound. For each policy: accuracy (error) after
+each T = 1..Tmax glimpses, coverage of the image by the glimpses' receptive fields, location
+diversity (normalised entropy of the cells used over all images), and the occlusion test
+(blank the regions under its first T glimpses, re-classify with the full-image BagNet, against
+blanking as many random regions). Writes ``results.json``, ``results.csv``, ``accuracy.png``
+(error against glimpses), and per policy ``glimpses-NAME.png`` (sample images with numbered
+receptive fields) and ``glimpses-NAME.gif`` (the sequence, one glimpse per frame).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.policies import (
+    FULL_IMAGE,
+    CentrePolicy,
+    GlimpsePolicy,
+    OrderedLogitsPolicy,
+    RandomPolicy,
+    SaccaderAgent,
+    SB3Policy,
+)
+from agents.suite import occlusion_test, run_policy, summarise
+from glimpse_gym.bagnet import load_bagnet
+from glimpse_gym.envs import load_source
+from glimpse_gym.envs.render import draw_glimpses
+from glimpse_gym.errors import CheckpointError
+from glimpse_gym.pretrained import resolve_checkpoint
+
+BUILTIN = {"random": RandomPolicy, "centre": CentrePolicy, "ordered-logits": OrderedLogitsPolicy}
+
+
+@dataclass
+class EvaluateConfig:
+    """Options of ``glimpse evaluate``."""
+
+    policy: list[str] = field(default_factory=list)
+    """policies to compare: random, centre, ordered-logits, or NAME=PATH of a trained agent
+    (.pt from train saccader / train reinforce, .zip from train ppo / maskable-ppo); default:
+    the three non-learned ones"""
+    bank: str | None = None
+    """the feature bank to evaluate on (default: the embedded digits model on --split)"""
+    split: str = "test"
+    """split of the embedded default (when no --bank)"""
+    max_glimpses: int = 12
+    """Tmax: accuracy is reported at T = 1..Tmax"""
+    checkpoint: str | None = None
+    """BagNet checkpoint for the occlusion test (default: the embedded model when no --bank;
+    with a --bank, no occlusion test unless given)"""
+    occlusion_glimpses: int = 6
+    """T of the occlusion test"""
+    pictures: int = 8
+    """sample images drawn per policy (0: none)"""
+    max_images: int | None = None
+    """evaluate on the first this many images only"""
+    batch: int = 1024
+    """episodes run at once"""
+    out: str = "runs/eval"
+    """output folder"""
+    device: str = "cpu"
+    """device of the vector env and of the occlusion BagNet"""
+    seed: int = 0
+    """seed of the random policy and the random occlusion"""
+
+
+def make_policy(spec: str, seed: int = 0) -> GlimpsePolicy:
+    """A policy from its command-line spec (see ``--policy``)."""
+    if spec in BUILTIN:
+        return BUILTIN[spec](seed) if spec == "random" else BUILTIN[spec]()
+    if "=" not in spec:
+        raise ValueError(f"unknown policy {spec!r}: use one of {sorted(BUILTIN)} or NAME=PATH")
+    name, path = spec.split("=", 1)
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"policy {name!r}: no file at {p}")
+    if p.suffix == ".zip":
+        from sb3_contrib import MaskablePPO
+        from stable_baselines3 import PPO
+        observation = "full"
+        results = p.parent / "results.json"
+        if results.exists():
+            observation = json.loads(results.read_text())["config"].get("observation", "full")
+        try:
+            model = MaskablePPO.load(p, device="cpu")
+        except Exception:  # noqa: BLE001  (not a MaskablePPO zip: a plain PPO one)
+            model = PPO.load(p, device="cpu")
+        return SB3Policy(model, name=name, observation=observation)
+    ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if fmt == "glimpse-gym-saccader/1":
+        from agents.saccader import load_saccader
+        return SaccaderAgent(load_saccader(p)[0], name=name)
+    if fmt == "glimpse-gym-reinforce/1":
+        from agents.reinforce import ReinforceAgent, load_reinforce
+        return ReinforceAgent(load_reinforce(p)[0], name=name)
+    raise CheckpointError(f"policy {name!r}: {p} is neither a Saccader nor a REINFORCE "
+                          f"checkpoint (format {fmt!r}) nor an SB3 .zip")
+
+
+def _occlusion_model(cfg: EvaluateConfig, source: Any) -> tuple[Any, dict] | None:
+    ckpt_name = cfg.checkpoint or (None if cfg.bank else "default")
+    if ckpt_name is None or source.images is None:
+        return None
+    model, ckpt = load_bagnet(resolve_checkpoint(ckpt_name), cfg.device)
+    bank_hash = source.description.get("model_hash")
+    if bank_hash and bank_hash != ckpt.get("model_hash"):
+        raise CheckpointError(f"--checkpoint {ckpt_name} is not the BagNet of this bank "
+                              f"(bank model hash {bank_hash})")
+    return model, ckpt
+
+
+def _pictures(source: Any, cells: torch.Tensor, glimpses: int, name: str, out: Path,
+              count: int) -> list[str]:
+    from PIL import Image
+    if source.images is None or count <= 0:
+        return []
+    boxes = source.cell_boxes()
+    frames, finals = [], []
+    for i in range(min(count, len(cells))):
+        image = np.asarray(source.images[i])
+        seq = [tuple(boxes[c]) for c in cells[i, :glimpses].tolist()]
+        finals.append(draw_glimpses(image, seq))
+        if i == 0:
+            frames = [draw_glimpses(image, seq[:k]) for k in range(len(seq) + 1)]
+    sheet = np.concatenate(finals, axis=1)
+    png, gif = out / f"glimpses-{name}.png", out / f"glimpses-{name}.gif"
+    Image.fromarray(sheet).save(png)
+    Image.fromarray(frames[0]).save(gif, save_all=True, duration=600, loop=0,
+                                    append_images=[Image.fromarray(f) for f in frames[1:]])
+    return [png.name, gif.name]
+
+
+def _plot(table: dict[str, dict[str, Any]], tmax: int, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ts = list(range(1, tmax + 1))
+    for name, row in table.items():
+        errors = [100 * row["error"][t] for t in ts]
+        style = "--" if name == FULL_IMAGE else "-o"
+        ax.plot(ts, errors, style, label=name, markersize=3)
+    ax.set_yscale("log")
+    ax.set_xlabel("glimpses T")
+    ax.set_ylabel("test error (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Run every policy; write and return the results."""
+    start = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env_kwargs: dict[str, Any] = ({"bank": cfg.bank} if cfg.bank else
+                                  {"bank": None, "split": cfg.split})
+    source = load_source(cfg.bank, split=cfg.split) if cfg.bank else load_source(
+        None, split=cfg.split)
+    specs = cfg.policy or ["random", "centre", "ordered-logits"]
+    policies = [make_policy(s, cfg.seed) for s in specs]  # fail early on a bad spec
+    names = [p.name for p in policies]
+    if len(set(names)) != len(names):
+        raise ValueError(f"policy names must be distinct, got {names}")
+    n = source.num_images if cfg.max_images is None else min(cfg.max_images, source.num_images)
+    num_cells = source.grid[0] * source.grid[1]
+    labels = torch.from_numpy(np.array(source.labels[:n]))
+    logits = torch.from_numpy(np.array(source.logits[:n], dtype=np.float32))
+    full_acc = (logits.mean(dim=(2, 3)).argmax(dim=1) == labels).float().mean().item()
+    occ = _occlusion_model(cfg, source)
+    table: dict[str, dict[str, Any]] = {}
+    for policy in policies:
+        t0 = time.perf_counter()
+        run = run_policy(policy, max_glimpses=cfg.max_glimpses, batch=cfg.batch,
+                         max_images=n, device=cfg.device, **env_kwargs)
+        row: dict[str, Any] = summarise(run, num_cells)
+        row["head"] = "own" if policy.head is not None else "bagnet"
+        row["observation"] = policy.observation
+        if occ is not None:
+            model, ckpt = occ
+            norm = ckpt["normalization"]
+            row["occlusion"] = occlusion_test(model, norm["mean"], norm["std"],
+                                              source.images[:n], labels, run.cells,
+                                              source.cell_boxes(), cfg.occlusion_glimpses,
+                                              seed=cfg.seed, device=cfg.device)
+        row["pictures"] = _pictures(source, run.cells, cfg.occlusion_glimpses, policy.name,
+                                    out, cfg.pictures)
+        row["seconds"] = time.perf_counter() - t0
+        table[policy.name] = row
+        print(f"{policy.name}: error at T={cfg.occlusion_glimpses} "
+              f"{row['error'][min(cfg.occlusion_glimpses, cfg.max_glimpses)]:.2%} "
+              f"({row['seconds']:.0f} s)")
+    ts = range(1, cfg.max_glimpses + 1)
+    table[FULL_IMAGE] = {"accuracy": dict.fromkeys(ts, full_acc),
+                         "error": dict.fromkeys(ts, 1 - full_acc),
+                         "coverage": dict.fromkeys(ts, 1.0), "head": "bagnet",
+                         "observation": "image"}
+    results = {"config": asdict(cfg), "bank": source.description, "num_images": n,
+               "policies": table, "wall_time_s": time.perf_counter() - start}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["policy", "T", "error", "accuracy", "coverage", "diversity", "head"])
+        for name, row in table.items():
+            for t in ts:
+                w.writerow([name, t, f"{row['error'][t]:.6f}", f"{row['accuracy'][t]:.6f}",
+                            f"{row['coverage'][t]:.6f}",
+                            f"{row['diversity'][t]:.6f}" if "diversity" in row else "",
+                            row["head"]])
+    _plot(table, cfg.max_glimpses, out / "accuracy.png",
+          f"{source.description.get('dataset', 'digits')} {cfg.split}: {n} images")
+    print_table(results)
+    return results
+
+
+def print_table(results: dict[str, Any], columns: tuple[int, ...] = (1, 2, 4, 6, 8, 12)) -> None:
+    """The comparison as a text table: error at each T, coverage and occlusion drop at T."""
+    table = results["policies"]
+    tmax = max(int(t) for t in next(iter(table.values()))["error"])
+    cols = [t for t in columns if t <= tmax]
+    some = next(iter(table.values()))
+    key = (lambda t: t) if isinstance(next(iter(some["error"])), int) else str
+    occ_t = results["config"]["occlusion_glimpses"]
+    print(f"\ntest error (%) on {results['num_images']} images; coverage and occlusion drop "
+          f"at T={occ_t}")
+    head = "".join(f"{'T=' + str(t):>8s}" for t in cols)
+    print(f"{'policy':20s}{head}{'coverage':>10s}{'occl. drop':>12s}{'random drop':>12s}")
+    for name, row in table.items():
+        errs = "".join(f"{100 * row['error'][key(t)]:8.2f}" for t in cols)
+        cov = row["coverage"].get(key(min(occ_t, tmax)))
+        occ = row.get("occlusion")
+        drops = (f"{100 * occ['drop_policy']:12.2f}{100 * occ['drop_random']:12.2f}"
+                 if occ else f"{'':12s}{'':12s}")
+        print(f"{name:20s}{errs}{cov:10.3f}{drops}")
+
+
+__all__ = ["EvaluateConfig", "evaluate", "make_policy", "print_table"]
