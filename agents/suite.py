@@ -124,7 +124,7 @@ def occlusion_test(model: BagNetBase, mean: Any, std: Any, images: np.ndarray,
     random = random_cells(n, len(cell_boxes), glimpses, torch.Generator().manual_seed(seed))
     hits = {"clean": 0, "policy": 0, "random": 0}
     for s in range(0, n, batch):
-        imgs = torch.from_numpy(np.asarray(images[s:s + batch]))
+        imgs = torch.from_numpy(np.array(images[s:s + batch]))
         y = labels[s:s + batch].to(device)
         variants = {"clean": imgs,
                     "policy": occlude(imgs, boxes[cells[s:s + batch, :glimpses]])[0],
