@@ -122,3 +122,23 @@ def test_reinforce_resumes_to_the_same_weights(tmp_path) -> None:
     a = load_reinforce(tmp_path / "a" / "last.pt")[0].state_dict()
     b = load_reinforce(tmp_path / "b" / "last.pt")[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_evaluate_on_a_bank_from_the_users_own_arrays(tmp_path) -> None:
+    from train.evaluate import EvaluateConfig, evaluate
+    from train.extract_features import ExtractConfig, extract_features
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "mine.npz", images=rng.integers(0, 256, (40, 32, 32), dtype=np.uint8),
+             labels=rng.integers(0, 10, 40), test_images=rng.integers(0, 256, (12, 32, 32),
+                                                                        dtype=np.uint8),
+             test_labels=rng.integers(0, 10, 12))
+    extract_features(ExtractConfig(checkpoint="default", dataset="arrays",
+                                   data_option=[f"path={tmp_path / 'mine.npz'}"],
+                                   out=str(tmp_path / "banks"), split=["test"],
+                                   progress=False, device="cpu"))
+    results = evaluate(EvaluateConfig(bank=str(tmp_path / "banks" / "test"),
+                                      checkpoint="default", max_glimpses=4, pictures=1,
+                                      out=str(tmp_path / "eval")))
+    assert results["num_images"] == 12
+    assert set(results["policies"]) == {"random", "centre", "ordered-logits", "full-image"}
+    assert "occlusion" in results["policies"]["random"]
