@@ -18,7 +18,7 @@ from torch import nn
 
 from agents.policies import GlimpsePolicy
 from glimpse_gym.envs.source import GlimpseSource
-from glimpse_gym.errors import CheckpointError
+from glimpse_gym.fileio import load_format
 
 FORMAT = "glimpse-gym-reinforce/1"
 MASK = 1e9
@@ -93,12 +93,7 @@ class ReinforceAgent(GlimpsePolicy):
 
 def load_reinforce(path: str | Path) -> tuple[RamAgent, dict[str, Any]]:
     """A trained agent and its checkpoint (``glimpse-gym-reinforce/1``)."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"no REINFORCE checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a REINFORCE checkpoint (format {FORMAT})")
+    ckpt = load_format(path, FORMAT, "REINFORCE")
     net = RamAgent(**ckpt["net"])
     net.load_state_dict(ckpt["state_dict"])
     return net, ckpt

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glimpse_gym.errors import CheckpointError
+from glimpse_gym.fileio import load_format
 
 FORMAT = "glimpse-gym-saccader/1"  # checkpoints of ``glimpse train saccader``
 MASK = 1e5  # subtracted from the logits of visited cells, as in the paper
@@ -172,12 +172,7 @@ def load_saccader(path: str | Path, map_location: str | torch.device = "cpu"
                   ) -> tuple[Saccader, dict[str, Any]]:
     """A trained Saccader and its checkpoint dict (``glimpse-gym-saccader/1``, written by
     ``glimpse train saccader``)."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"no Saccader checkpoint at {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a Saccader checkpoint (format {FORMAT})")
+    ckpt = load_format(path, FORMAT, "Saccader", map_location)
     net = Saccader(**ckpt["net"])
     net.load_state_dict(ckpt["state_dict"])
     return net, ckpt

@@ -51,3 +51,20 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def load_format(path: str | Path, fmt: str, what: str,
+                map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict written with ``"format": fmt``; :class:`CheckpointError` (naming
+    ``what`` and the file) when it is missing or is something else."""
+    from glimpse_gym.errors import CheckpointError
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no {what} checkpoint at {path}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path} is not a {what} checkpoint (format {fmt}; found "
+                              f"{found!r})")
+    return ckpt

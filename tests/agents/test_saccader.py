@@ -91,3 +91,16 @@ def test_policy_step_learns_to_find_the_revealing_cell() -> None:
         accuracy = (net.predict(test_what, cells) == test_labels).float().mean().item()
     assert before < 0.7  # chance before training
     assert accuracy >= 0.9, accuracy
+
+
+def test_checkpoint_loader_names_what_is_wrong(tmp_path) -> None:
+    import pytest
+
+    from agents.reinforce import load_reinforce
+    from agents.saccader import load_saccader
+    from glimpse_gym.errors import CheckpointError
+    with pytest.raises(CheckpointError, match="no Saccader checkpoint"):
+        load_saccader(tmp_path / "none.pt")
+    torch.save({"format": "glimpse-gym-saccader/1"}, tmp_path / "s.pt")
+    with pytest.raises(CheckpointError, match="not a REINFORCE checkpoint.*saccader"):
+        load_reinforce(tmp_path / "s.pt")
