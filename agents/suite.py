@@ -21,7 +21,7 @@ import torch
 from agents.policies import GlimpsePolicy
 from glimpse_gym.bagnet.common import BagNetBase, image_logits
 from glimpse_gym.bagnet.inference import preprocess
-from glimpse_gym.envs import GlimpseVectorEnv
+from glimpse_gym.envs import GlimpseVectorEnv, load_source
 from glimpse_gym.readout import random_cells
 
 
@@ -46,9 +46,10 @@ def run_policy(policy: GlimpsePolicy, bank: str | Path | None = None, *, max_gli
                batch: int = 1024, max_images: int | None = None,
                **env_kwargs: Any) -> PolicyRun:
     """Run ``policy`` for ``max_glimpses`` on each image of the bank (or default split) once."""
-    probe = GlimpseVectorEnv(1, bank, glimpses=1, **env_kwargs)
-    n = probe.source.num_images if max_images is None else min(max_images,
-                                                                 probe.source.num_images)
+    source_kwargs = {k: v for k, v in env_kwargs.items()
+                     if k in ("dataset", "split", "checkpoint", "seed", "expect")}
+    total = load_source(bank, **source_kwargs).num_images  # memory-mapped: cheap to count
+    n = total if max_images is None else min(max_images, total)
     size = min(batch, n)
     envs = GlimpseVectorEnv(size, bank, glimpses=max_glimpses, observation=policy.observation,
                             head=policy.head, array_type="torch", copy=False, **env_kwargs)
