@@ -1,9 +1,11 @@
 """Stable-Baselines3 features extractors for Glimpse-v0's observations.
 
-:class:`CellExtractor` runs one small MLP on every cell (its D features and its visited bit)
-and hands the per-cell codes, flattened in cell order, to the policy: with no hidden policy
-layers (``net_arch=dict(pi=[], vf=[64])``) each action logit is a linear read-out of the
-cells' codes. It is cheap, which matters because PPO's updates dominate its running time.
+:class:`CellExtractor` runs one small MLP on every cell's D features and hands the per-cell
+codes, each followed by the cell's visited bit, flattened in cell order, to the policy: with
+no hidden policy layers (``net_arch=dict(pi=[], vf=[64])``) each action logit is a linear
+read-out of the cells' codes and visited bits. It is cheap, which matters because PPO's
+updates dominate its running time: the MLP reads the features grid as it is (a view, no
+copy), and the visited bits join only the small codes.
 
 :class:`GridExtractor` treats the observation as the grid it is: the what-features ``[H, W,
 D]`` and the visited mask become a ``[D + 1, H, W]`` image, a small conv net mixes
@@ -20,30 +22,30 @@ from torch import nn
 
 
 class CellExtractor(BaseFeaturesExtractor):
-    """``{"features": [B, H*W*D], "visited": [B, H*W]}`` -> ``[B, H*W*code]``.
+    """``{"features": [B, H*W*D], "visited": [B, H*W]}`` -> ``[B, H*W*(code + 1)]``.
 
     Args:
         observation_space: Glimpse-v0's Dict space.
         hidden: width of the per-cell MLP's hidden layer.
-        code: output size per cell.
+        code: the MLP's output size per cell (the visited bit is appended to it).
     """
 
-    def __init__(self, observation_space: gym.spaces.Dict, hidden: int = 32,
-                 code: int = 8) -> None:
+    def __init__(self, observation_space: gym.spaces.Dict, hidden: int = 16,
+                 code: int = 4) -> None:
         cells = observation_space["visited"].shape[0]
         total = observation_space["features"].shape[0]
         if total % cells:
             raise ValueError(f"{total} feature values do not split into {cells} cells")
-        super().__init__(observation_space, code * cells)
+        super().__init__(observation_space, (code + 1) * cells)
         self.feature_dim = total // cells
-        self.mlp = nn.Sequential(nn.Linear(self.feature_dim + 1, hidden), nn.ReLU(),
+        self.mlp = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.ReLU(),
                                  nn.Linear(hidden, code), nn.ReLU())
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         b = observations["visited"].shape[0]
-        cells = torch.cat([observations["features"].view(b, -1, self.feature_dim),
-                           observations["visited"].float().view(b, -1, 1)], dim=2)
-        return self.mlp(cells).flatten(1)
+        codes = self.mlp(observations["features"].view(b, -1, self.feature_dim))
+        visited = observations["visited"].to(codes.dtype).view(b, -1, 1)
+        return torch.cat([codes, visited], dim=2).flatten(1)
 
 
 class GridExtractor(BaseFeaturesExtractor):

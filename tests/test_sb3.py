@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecMonitor
@@ -74,9 +79,61 @@ def test_extractors_shapes_and_cell_locality() -> None:
     assert grid(obs).shape == (2, 24)
     cell = CellExtractor(space, hidden=16, code=4)
     out = cell(obs)
-    assert out.shape == (2, 400) and cell.features_dim == 400
+    assert out.shape == (2, 500) and cell.features_dim == 500  # 4 code values + visited bit
     changed = {k: v.clone() for k, v in obs.items()}
     changed["features"].view(2, 100, 16)[:, 5] += 1.0  # cell 5's features
     changed["visited"][:, 5] = 1
-    diff = (cell(changed) - out).abs().view(2, 100, 4).sum(dim=(0, 2))
-    assert diff[5] > 0 and diff.sum() == diff[5]  # only cell 5's code moved
+    diff = (cell(changed) - out).abs().view(2, 100, 5)
+    assert diff[:, 5, :4].sum() > 0 and (diff[:, 5, 4] == 1).all()
+    assert diff.sum(dim=(0, 2))[5] == diff.sum()  # only cell 5's code and bit moved
+
+
+def _filled(buffer_class: type, space: spaces.Dict, maskable: bool, seed: int) -> Any:
+    """A rollout buffer of 5 steps x 3 envs filled with distinct random data."""
+    rng = np.random.default_rng(seed)
+    buf = buffer_class(5, space, spaces.Discrete(6), device="cpu", n_envs=3, gamma=0.9)
+    for _ in range(5):
+        extra = {"action_masks": rng.random((3, 6)) < 0.5} if maskable else {}
+        buf.add({"features": rng.random((3, 12), dtype=np.float32),
+                 "visited": rng.integers(0, 2, (3, 6), dtype=np.int8)},
+                rng.integers(0, 6, 3), rng.random(3), rng.random(3) < 0.3,
+                torch.as_tensor(rng.random(3)), torch.as_tensor(rng.random(3)), **extra)
+    buf.compute_returns_and_advantage(torch.as_tensor(rng.random(3)), rng.random(3) < 0.5)
+    return buf
+
+
+@pytest.mark.parametrize("maskable", [False, True])
+def test_glimpse_rollout_buffer_gives_sb3s_samples(maskable: bool) -> None:
+    """Same data in: the same set of samples out as SB3's buffer, in minibatches of the size
+    asked, with every sample exactly once per epoch, and the same dtypes and shapes."""
+    from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
+    from stable_baselines3.common.buffers import DictRolloutBuffer
+
+    from glimpse_gym.sb3 import GlimpseRolloutBuffer, MaskableGlimpseRolloutBuffer
+
+    space = spaces.Dict({"features": spaces.Box(0, 1, (12,), np.float32),
+                         "visited": spaces.Box(0, 1, (6,), np.int8)})
+    ours, theirs = ((MaskableGlimpseRolloutBuffer, MaskableDictRolloutBuffer) if maskable
+                    else (GlimpseRolloutBuffer, DictRolloutBuffer))
+    rows = {}
+    for name, cls in (("ours", ours), ("theirs", theirs)):
+        batches = list(_filled(cls, space, maskable, seed=1).get(batch_size=4))
+        assert [len(b.actions) for b in batches] == [4, 4, 4, 3]
+        def columns(batch: Any) -> torch.Tensor:
+            n = len(batch.actions)
+            parts = [batch.observations["features"], batch.observations["visited"]]
+            parts += [getattr(batch, f) for f in batch._fields if f != "observations"]
+            return torch.cat([p.reshape(n, -1).double() for p in parts], dim=1)
+
+        flat = [columns(b) for b in batches]
+        table = torch.cat(flat).numpy()
+        rows[name] = table[np.lexsort(table.T[::-1])]
+        types = {f: (getattr(batches[0], f).dtype, getattr(batches[0], f).shape[1:])
+                 for f in batches[0]._fields if f != "observations"}
+        types.update({k: (v.dtype, v.shape[1:]) for k, v in batches[0].observations.items()})
+        rows[f"{name} types"] = types
+    assert rows["ours"].shape == (15, rows["ours"].shape[1])
+    np.testing.assert_array_equal(rows["ours"], rows["theirs"])
+    assert rows["ours types"]["features"] == rows["theirs types"]["features"]
+    assert rows["ours types"]["visited"] == rows["theirs types"]["visited"]
+    assert rows["ours types"]["advantages"] == rows["theirs types"]["advantages"]

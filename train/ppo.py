@@ -28,7 +28,7 @@ from tqdm import tqdm
 from agents.evaluation import evaluate_on_split, sb3_policy
 from agents.extractors import CellExtractor, GridExtractor
 from glimpse_gym.device import resolve_device
-from glimpse_gym.sb3 import SB3VecEnv
+from glimpse_gym.sb3 import GlimpseRolloutBuffer, MaskableGlimpseRolloutBuffer, SB3VecEnv
 
 
 @dataclass
@@ -49,8 +49,8 @@ class PPOConfig:
     """env steps per env per rollout (a multiple of T keeps episodes whole)"""
     batch_size: int = 4096
     """PPO minibatch size"""
-    n_epochs: int = 2
-    """PPO epochs per rollout (few, large batches: the updates dominate the time)"""
+    n_epochs: int = 1
+    """PPO epochs per rollout (one pass of large batches: the updates dominate the time)"""
     learning_rate: float = 3e-4
     """Adam learning rate"""
     ent_coef: float = 0.01
@@ -61,8 +61,10 @@ class PPOConfig:
     """cell (per-cell MLP, linear action read-out) or grid (conv net + SB3's MLP heads)"""
     features_dim: int = 128
     """width of the GridExtractor output"""
-    channels: int = 32
+    channels: int = 16
     """width of the extractor's per-cell hidden layer"""
+    code: int = 4
+    """CellExtractor's output size per cell (the heads read H*W*(code + 1) values)"""
     eval_freq: int = 100_000
     """evaluate on the val split (and checkpoint) every this many env steps"""
     eval_images: int = 5000
@@ -89,10 +91,15 @@ def _algo(maskable: bool) -> type:
     return PPO
 
 
+def buffer_class(maskable: bool) -> type:
+    """The rollout buffer: SB3's Dict buffer with fewer copies (glimpse_gym.sb3)."""
+    return MaskableGlimpseRolloutBuffer if maskable else GlimpseRolloutBuffer
+
+
 def _policy_kwargs(cfg: PPOConfig, grid: tuple[int, int]) -> dict[str, Any]:
     if cfg.extractor == "cell":
         return {"features_extractor_class": CellExtractor,
-                "features_extractor_kwargs": {"hidden": cfg.channels},
+                "features_extractor_kwargs": {"hidden": cfg.channels, "code": cfg.code},
                 "net_arch": {"pi": [], "vf": [64]}}
     if cfg.extractor == "grid":
         return {"features_extractor_class": GridExtractor,
@@ -138,10 +145,10 @@ class GlimpseCallback(BaseCallback):
     def _on_step(self) -> bool:
         if self.bar is not None:
             self.bar.update(self.training_env.num_envs)
-        for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
-            if done:
-                self.correct.append(float(info["correct"]))
-                self.coverage.append(info["coverage"])
+        infos = self.locals["infos"]
+        for i in np.flatnonzero(self.locals["dones"]):  # episodes end together: few steps
+            self.correct.append(float(infos[i]["correct"]))
+            self.coverage.append(infos[i]["coverage"])
         if self.num_timesteps - self.last_eval >= self.cfg.eval_freq:
             self.last_eval = self.num_timesteps
             self.evaluate()
@@ -190,7 +197,8 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
             "MultiInputPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
             n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate, ent_coef=cfg.ent_coef,
             gamma=cfg.gamma, seed=cfg.seed, device=device, tensorboard_log=str(out / "tb"),
-            policy_kwargs=_policy_kwargs(cfg, tuple(grid)))
+            policy_kwargs=_policy_kwargs(cfg, tuple(grid)),
+            rollout_buffer_class=buffer_class(maskable))
     callback = GlimpseCallback(cfg, out)
     remaining = cfg.total_timesteps - model.num_timesteps
     learn_start = time.perf_counter()
