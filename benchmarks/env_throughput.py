@@ -102,6 +102,10 @@ def main() -> None:
                                     device=args.device, **kw)
             label = f"native vector x{args.num_envs}, {mode}, copy={copy}"
             rows[label] = vector_rate(envs, s)
+            envs.close()
+            del envs  # free its in-memory bank before the next one is built
+        sync.close()
+        del sync
     bandwidth = memory_bandwidth(s)
     envs = GlimpseVectorEnv(1, **kw)
     h, w, d = envs.feature_shape

@@ -10,6 +10,7 @@ next step (or the same one, with ``SameStep``) starts N new episodes at once.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from gymnasium.vector.utils import batch_space
 from glimpse_gym.device import resolve_device
 from glimpse_gym.envs.episodes import draw_key, episode_images
 from glimpse_gym.envs.glimpse_env import OBSERVATION_MODES, check_head, observation_space
+from glimpse_gym.envs.memory import large_empty
 from glimpse_gym.envs.render import draw_glimpses
 from glimpse_gym.envs.source import load_source
 from glimpse_gym.errors import InvalidAction, ResetNeeded
@@ -96,19 +98,33 @@ class GlimpseVectorEnv(VectorEnv):
         # cell's contiguous) and [images, H*W, K] logits, so a glimpse is one row gather
         if bank_dtype not in ("float32", "float16"):
             raise ValueError(f"bank_dtype must be 'float32' or 'float16', got {bank_dtype!r}")
-        self._bank = torch.from_numpy(np.array(src.features)).to(dev).flatten(2).transpose(
-            1, 2).to(getattr(torch, bank_dtype)).contiguous()
+        self._bank = _channels_last(src.features, getattr(torch, bank_dtype), dev)
         if head is not None:
             weight, bias = (torch.as_tensor(a).to(dev) for a in check_head(head, src))
-            cell_logits = self._bank.float() @ weight.T + bias
+            self._cell_logits = large_empty((*self._bank.shape[:2], len(bias)), torch.float32,
+                                            dev)
+            for start in range(0, len(self._bank), _CHUNK):
+                torch.addmm(bias, self._bank[start:start + _CHUNK].flatten(0, 1).float(),
+                            weight.T, out=self._cell_logits[start:start + _CHUNK].flatten(0, 1))
         else:
-            logits = torch.from_numpy(np.array(src.logits, dtype=np.float32)).to(dev)
-            cell_logits = logits.flatten(2).transpose(1, 2)
-        self._cell_logits = cell_logits.contiguous()  # [M, H*W, K]
+            self._cell_logits = _channels_last(src.logits, torch.float32, dev)  # [M, H*W, K]
+        # partial mode, float32 bank: one table of [features | logits] rows, so a glimpse
+        # is a single gather (a cell's features and logits share cache lines); _bank and
+        # _cell_logits become views of it
+        self._rows: torch.Tensor | None = None
+        if observation == "partial" and bank_dtype == "float32":
+            k = self._cell_logits.shape[-1]
+            self._rows = large_empty((self._bank.shape[0] * h * w, d + k), torch.float32, dev)
+            for start in range(0, len(self._bank), _CHUNK):
+                block = self._rows[start * h * w:(start + _CHUNK) * h * w]
+                block[:, :d] = self._bank[start:start + _CHUNK].flatten(0, 1)
+                block[:, d:] = self._cell_logits[start:start + _CHUNK].flatten(0, 1)
+            table = self._rows.view(-1, h * w, d + k)
+            self._bank, self._cell_logits = table[..., :d], table[..., d:]
         self._labels = torch.from_numpy(np.array(src.labels)).to(dev)
         self._cov = _CoverageTable(src.grid, src.rf, src.stride, src.image_shape[1:], dev)
         n = num_envs
-        self._obs_features = torch.zeros((n, h * w, d), dtype=torch.float32, device=dev)
+        self._obs_features = large_empty((n, h * w, d), torch.float32, dev).zero_()
         self._staging = (torch.empty((n, h * w, d), dtype=self._bank.dtype, device=dev)
                          if observation == "full" and bank_dtype != "float32" else None)
         self._visited = torch.zeros((n, self.num_cells), dtype=torch.int8, device=dev)
@@ -183,13 +199,18 @@ class GlimpseVectorEnv(VectorEnv):
         newly = self._visited.view(-1).index_select(0, flat) == 0  # revisits add nothing
         self._visited.view(-1).index_fill_(0, flat, 1)
         row = self._row0 + cell  # the (image, cell) row of the bank
-        if self.observation_mode == "partial":  # reveal the cell (idempotent on a revisit)
-            d = self._bank.shape[-1]
-            self._obs_features.view(-1, d).index_copy_(
-                0, flat, self._bank.view(-1, d).index_select(0, row).float())
+        d, k = self._bank.shape[-1], self._cell_logits.shape[-1]
+        if self._rows is not None:  # partial: features and logits in one gather
+            both = self._rows.index_select(0, row)
+            features, logits = both[:, :d], both[:, d:]
+        else:
+            features = (self._bank.view(-1, d).index_select(0, row).float()
+                        if self.observation_mode == "partial" else None)
+            logits = self._cell_logits.view(-1, k).index_select(0, row)
+        if features is not None:  # partial: reveal the cell (idempotent on a revisit)
+            self._obs_features.view(-1, d).index_copy_(0, flat, features)
         self._cells[:, self._t] = cell
         self._t += 1
-        logits = self._cell_logits.view(-1, self._cell_logits.shape[-1]).index_select(0, row)
         self._logit_sum.addcmul_(logits, newly[:, None])
         if self._t < self.glimpses:
             zeros = torch.zeros(n, dtype=torch.bool)
@@ -378,18 +399,41 @@ class _CoverageTable:
         self.table = torch.as_tensor(table.reshape(-1), dtype=torch.float32, device=device)
         self.offsets = (torch.arange(nbits // 8, device=device) * 256).int()  # byte p -> row p
         self.num_pixels = float(ih * iw)
+        self.device = device
+        self._buffers: tuple[torch.Tensor, ...] | None = None
 
     def union(self, cells: torch.Tensor) -> torch.Tensor:
         """``cells [B, T]`` (cell indices, revisits allowed) -> covered fraction ``[B]``."""
         b, t = cells.shape
-        x = self.masks.index_select(0, cells.reshape(-1)).view(b, t, -1)
-        while x.shape[1] > 1:  # OR-reduce over the glimpses, halving each time
-            half = x.shape[1] // 2
-            folded = x[:, :half] | x[:, half:2 * half]
-            x = torch.cat([folded, x[:, 2 * half:]], dim=1) if x.shape[1] % 2 else folded
-        byte = x[:, 0].contiguous().view(torch.uint8).int().add_(self.offsets)  # [B, bytes]
-        pixels = self.table.index_select(0, byte.view(-1)).view(b, -1).sum(1)  # exact
-        return pixels.double() / self.num_pixels
+        words = self.masks.shape[1]
+        if self._buffers is None or self._buffers[0].shape != (b * t, words):
+            # reused work buffers: fresh megabyte-sized outputs each call cost page faults
+            self._buffers = (torch.empty((b * t, words), dtype=torch.int64, device=self.device),
+                             torch.empty((b, words * 8), dtype=torch.int32, device=self.device),
+                             torch.empty(b * words * 8, dtype=torch.float32, device=self.device))
+        masks, byte, pixels = self._buffers
+        x = torch.index_select(self.masks, 0, cells.reshape(-1), out=masks).view(b, t, words)
+        union = x[:, 0].clone()
+        for j in range(1, t):  # OR over the glimpses
+            union.bitwise_or_(x[:, j])
+        byte.copy_(union.view(torch.uint8)).add_(self.offsets)  # [B, bytes] -> table rows
+        torch.index_select(self.table, 0, byte.view(-1), out=pixels)
+        return pixels.view(b, -1).sum(1).double() / self.num_pixels  # exact: integer pixels
+
+
+_CHUNK = 1024  # images per block when loading the bank
+
+
+def _channels_last(array: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A bank array ``[M, C, H, W]`` (memory-mapped) as an in-memory ``[M, H*W, C]`` tensor,
+    converted block by block (no second full copy; huge pages on the CPU)."""
+    m, c = array.shape[:2]
+    cells = math.prod(array.shape[2:])
+    out = large_empty((m, cells, c), dtype, device)
+    for start in range(0, m, _CHUNK):
+        block = torch.from_numpy(np.array(array[start:start + _CHUNK]))  # a writable copy
+        out[start:start + _CHUNK] = block.to(device).flatten(2).transpose(1, 2)
+    return out
 
 
 def make_vector_env(num_envs: int = 1, **kwargs: Any) -> GlimpseVectorEnv:

@@ -108,21 +108,23 @@ def test_vector_render_matches_the_single_env() -> None:
     assert len(frames) == 2 and np.array_equal(frames[1], single.render())
 
 
-def test_vector_env_applies_a_custom_head_like_the_single_env() -> None:
+@pytest.mark.parametrize("observation", ["full", "partial"])
+def test_vector_env_applies_a_custom_head_like_the_single_env(observation) -> None:
     src = GlimpseVectorEnv(num_envs=1).source
     rng = np.random.default_rng(0)
     head = (rng.normal(size=(src.num_classes, src.feature_dim)).astype(np.float32),
             rng.normal(size=src.num_classes).astype(np.float32))
-    sync = SyncVectorEnv([lambda: gym.make("Glimpse-v0", glimpses=2, head=head)
-                          for _ in range(3)])
-    native = GlimpseVectorEnv(num_envs=3, glimpses=2, head=head)
+    sync = SyncVectorEnv([lambda: gym.make("Glimpse-v0", glimpses=2, head=head,
+                                           observation=observation) for _ in range(3)])
+    native = GlimpseVectorEnv(num_envs=3, glimpses=2, head=head, observation=observation)
     sync.reset(seed=1)
     native.reset(seed=1)
     for _ in range(6):
         actions = rng.integers(0, 100, 3)
-        _, r_s, _, _, i_s = sync.step(actions)
-        _, r_n, _, _, i_n = native.step(actions)
+        o_s, r_s, _, _, i_s = sync.step(actions)
+        o_n, r_n, _, _, i_n = native.step(actions)
         np.testing.assert_array_equal(i_s["prediction"], i_n["prediction"])
+        np.testing.assert_array_equal(o_s["features"], o_n["features"])
         np.testing.assert_array_equal(r_s, r_n)
 
 

@@ -1,0 +1,66 @@
+"""Huge-page-backed tensors and the block-by-block bank loading of the vector env."""
+
+from __future__ import annotations
+
+import gc
+import mmap
+
+import numpy as np
+import pytest
+import torch
+
+from glimpse_gym.envs import memory, vector
+from glimpse_gym.envs.memory import HUGE_PAGE, large_empty
+
+
+def test_large_empty_is_an_ordinary_writable_tensor() -> None:
+    t = large_empty((3, HUGE_PAGE // 4), torch.float32)  # 6 MB
+    assert t.shape == (3, HUGE_PAGE // 4) and t.dtype == torch.float32 and t.is_contiguous()
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        assert t.data_ptr() % HUGE_PAGE == 0  # starts on a huge-page boundary
+    view = t[1:]
+    del t
+    gc.collect()  # the view alone keeps the mapping alive
+    view.fill_(2.5)
+    assert float(view.sum()) == 2.5 * view.numel()
+    small = large_empty((4, 4), torch.int64)  # below one huge page: torch.empty
+    assert small.shape == (4, 4) and small.dtype == torch.int64
+
+
+def test_large_empty_without_madvise_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(memory.mmap, "MADV_HUGEPAGE", raising=False)
+    t = large_empty((HUGE_PAGE,), torch.uint8)
+    t.fill_(7)
+    assert t.shape == (HUGE_PAGE,) and int(t[-1]) == 7
+
+
+def test_bank_loads_block_by_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks that do not divide the image count give the same channels-last bank."""
+    rng = np.random.default_rng(0)
+    array = rng.standard_normal((10, 5, 3, 4)).astype(np.float32)  # [M, C, H, W]
+    expected = torch.from_numpy(array).flatten(2).transpose(1, 2)  # [M, H*W, C]
+    monkeypatch.setattr(vector, "_CHUNK", 3)
+    for dtype in (torch.float32, torch.float16):
+        got = vector._channels_last(array, dtype,
+                                    torch.device("cpu"))
+        assert got.shape == (10, 12, 5) and got.dtype == dtype
+        torch.testing.assert_close(got, expected.to(dtype))
+
+
+@pytest.mark.parametrize("observation", ["full", "partial"])
+def test_vector_env_with_a_head_in_blocks(monkeypatch: pytest.MonkeyPatch,
+                                          observation: str) -> None:
+    """The cell logits of a given head, computed block by block, equal one matrix product;
+    the partial mode's [features | logits] table holds the bank and the logits."""
+    monkeypatch.setattr(vector, "_CHUNK", 7)
+    env = vector.GlimpseVectorEnv(num_envs=2, glimpses=2)
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((10, env.feature_shape[2])).astype(np.float32)
+    bias = rng.standard_normal(10).astype(np.float32)
+    headed = vector.GlimpseVectorEnv(num_envs=2, glimpses=2, head=(weight, bias),
+                                     observation=observation)
+    expected = env._bank.float() @ torch.from_numpy(weight).T + torch.from_numpy(bias)
+    torch.testing.assert_close(headed._cell_logits, expected)
+    torch.testing.assert_close(headed._bank, env._bank)
+    if observation == "partial":
+        assert headed._rows is not None and headed._bank.data_ptr() == headed._rows.data_ptr()
