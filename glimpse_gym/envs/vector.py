@@ -365,11 +365,15 @@ class _CoverageTable:
     The edges of all receptive fields split each image axis into elementary bands, so the
     image is a grid of ``R x C`` elementary rectangles, and each cell's receptive field is a
     set of them: a bit mask, packed into 64-bit words (``[H*W, words]``). The union of an
-    episode's fields is the bitwise OR of its cells' masks; its area is a sum of the covered
-    rectangles' pixel areas, read byte by byte from a table of the area each of the 256 bit
-    patterns of each byte covers. About 0.5 ms for 4096 episodes of 6 glimpses on 2 CPU
-    cores (a dense matrix formulation took 3.6 ms).
+    episode's fields is the bitwise OR of its cells' masks. The rectangles come in a few
+    sizes only (the bands are ``stride`` or ``rf mod stride`` wide, bar the image edges), so
+    the bits are laid out word by word with one size per word, and the covered area is
+    ``sum_w popcount(word w) * area(w)``: a branch-free popcount on int64 tensors (CPU or
+    CUDA). About 0.25 ms for 4096 episodes of 6 glimpses on 2 CPU cores (a byte lookup table
+    took 0.5 ms, a dense matrix product 3.6 ms).
     """
+
+    _M1, _M2, _M4 = 0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F
 
     def __init__(self, grid: tuple[int, int], rf: int, stride: int,
                  image_hw: tuple[int, int], device: torch.device) -> None:
@@ -386,39 +390,45 @@ class _CoverageTable:
         cols, widths = bands(w, iw)  # [W, C], [C]
         # [H*W, R*C]: rectangle (r, c) lies in cell (i, j)'s field iff rows[i, r] & cols[j, c]
         inside = (rows[:, None, :, None] & cols[None, :, None, :]).reshape(h * w, -1)
-        area = np.outer(heights, widths).reshape(-1).astype(np.float64)
-        nbits = -(-inside.shape[1] // 64) * 64
-        bits = np.zeros((h * w, nbits), dtype=bool)
-        bits[:, :inside.shape[1]] = inside
-        packed = np.packbits(bits, axis=1, bitorder="little")  # [H*W, nbits/8] uint8
+        area = np.outer(heights, widths).reshape(-1)
+        columns, word_area = [], []  # bit layout: each size's rectangles fill whole words
+        for size in np.unique(area):
+            group = np.flatnonzero(area == size)
+            words = -(-len(group) // 64)
+            columns.append(np.concatenate([group, np.full(words * 64 - len(group), -1)]))
+            word_area += [float(size)] * words
+        order = np.concatenate(columns)  # rectangle of each bit, -1 for padding
+        bits = np.where(order >= 0, inside[:, np.maximum(order, 0)], False)
+        packed = np.ascontiguousarray(np.packbits(bits, axis=1, bitorder="little"))
         self.masks = torch.from_numpy(packed.view(np.int64).copy()).to(device)  # [H*W, words]
-        padded = np.zeros(nbits)
-        padded[:area.size] = area
-        patterns = (np.arange(256)[:, None] >> np.arange(8)) & 1  # [256, 8]
-        table = padded.reshape(-1, 8) @ patterns.T  # [bytes, 256] pixels, integers
-        self.table = torch.as_tensor(table.reshape(-1), dtype=torch.float32, device=device)
-        self.offsets = (torch.arange(nbits // 8, device=device) * 256).int()  # byte p -> row p
+        self.word_area = torch.tensor(word_area, dtype=torch.float32, device=device)
         self.num_pixels = float(ih * iw)
         self.device = device
-        self._buffers: tuple[torch.Tensor, ...] | None = None
+        self._buffer: torch.Tensor | None = None
 
     def union(self, cells: torch.Tensor) -> torch.Tensor:
         """``cells [B, T]`` (cell indices, revisits allowed) -> covered fraction ``[B]``."""
         b, t = cells.shape
         words = self.masks.shape[1]
-        if self._buffers is None or self._buffers[0].shape != (b * t, words):
-            # reused work buffers: fresh megabyte-sized outputs each call cost page faults
-            self._buffers = (torch.empty((b * t, words), dtype=torch.int64, device=self.device),
-                             torch.empty((b, words * 8), dtype=torch.int32, device=self.device),
-                             torch.empty(b * words * 8, dtype=torch.float32, device=self.device))
-        masks, byte, pixels = self._buffers
-        x = torch.index_select(self.masks, 0, cells.reshape(-1), out=masks).view(b, t, words)
-        union = x[:, 0].clone()
+        if self._buffer is None or self._buffer.shape != (b * t, words):
+            # a reused work buffer: a fresh megabyte-sized output each call costs page faults
+            self._buffer = torch.empty((b * t, words), dtype=torch.int64, device=self.device)
+        # glimpse-major [T, B, words], so each OR below reads one contiguous block
+        x = torch.index_select(self.masks, 0, cells.T.reshape(-1), out=self._buffer)
+        x = x.view(t, b, words)
+        union = x[0].clone()
         for j in range(1, t):  # OR over the glimpses
-            union.bitwise_or_(x[:, j])
-        byte.copy_(union.view(torch.uint8)).add_(self.offsets)  # [B, bytes] -> table rows
-        torch.index_select(self.table, 0, byte.view(-1), out=pixels)
-        return pixels.view(b, -1).sum(1).double() / self.num_pixels  # exact: integer pixels
+            union.bitwise_or_(x[j])
+        # popcount of each word: bit pairs, nibbles, bytes, then their sum (the masks keep
+        # every intermediate non-negative or cut off the sign bits of the arithmetic shifts)
+        u = union - ((union >> 1) & self._M1)
+        u = (u & self._M2) + ((u >> 2) & self._M2)
+        u = (u + (u >> 4)) & self._M4  # each byte: its bit count
+        for shift in (8, 16, 32):
+            u += u >> shift
+        counts = u & 0x7F  # [B, words]: at most 64
+        pixels = counts.float() @ self.word_area  # integers below 2**24: exact
+        return pixels.double() / self.num_pixels
 
 
 _CHUNK = 1024  # images per block when loading the bank
