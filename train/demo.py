@@ -86,7 +86,8 @@ def train_agents(cfg: DemoConfig) -> dict:
     for name, run in (("maskable-ppo", train_maskable_ppo), ("ppo", train_ppo)):
         print(f"\n== {name} ==")
         run(PPOConfig(banks=banks, out=str(out / name), total_timesteps=150_000,
-                      num_envs=256, eval_freq=75_000, glimpses=cfg.glimpses, **common))
+                      num_envs=256, batch_size=1024, eval_freq=75_000,
+                      glimpses=cfg.glimpses, **common))
     print("\n== REINFORCE ==")
     train_reinforce(ReinforceConfig(banks=banks, out=str(out / "reinforce"), iterations=400,
                                     num_envs=512, eval_every=200, glimpses=cfg.glimpses,
