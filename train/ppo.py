@@ -62,7 +62,7 @@ class PPOConfig:
     features_dim: int = 128
     """width of the GridExtractor output"""
     channels: int = 16
-    """width of the extractor's per-cell hidden layer"""
+    """width of CellExtractor's per-cell hidden layer, or of GridExtractor's conv layers"""
     code: int = 4
     """CellExtractor's output size per cell (the heads read H*W*(code + 1) values)"""
     eval_freq: int = 100_000
