@@ -391,11 +391,17 @@ class _CoverageTable:
         # [H*W, R*C]: rectangle (r, c) lies in cell (i, j)'s field iff rows[i, r] & cols[j, c]
         inside = (rows[:, None, :, None] & cols[None, :, None, :]).reshape(h * w, -1)
         area = np.outer(heights, widths).reshape(-1)
-        columns, word_area = [], []  # bit layout: each size's rectangles fill whole words
+        # bit layout: each size's rectangles fill whole words, 63 to a word (bit 63, the
+        # sign bit, stays 0, so the popcount below never overflows an int64)
+        columns, word_area = [], []
         for size in np.unique(area):
             group = np.flatnonzero(area == size)
-            words = -(-len(group) // 64)
-            columns.append(np.concatenate([group, np.full(words * 64 - len(group), -1)]))
+            words = -(-len(group) // 63)
+            padded = np.full(words * 63, -1)
+            padded[:len(group)] = group
+            slots = np.full((words, 64), -1)
+            slots[:, :63] = padded.reshape(words, 63)
+            columns.append(slots.reshape(-1))
             word_area += [float(size)] * words
         order = np.concatenate(columns)  # rectangle of each bit, -1 for padding
         bits = np.where(order >= 0, inside[:, np.maximum(order, 0)], False)
@@ -419,8 +425,8 @@ class _CoverageTable:
         union = x[0].clone()
         for j in range(1, t):  # OR over the glimpses
             union.bitwise_or_(x[j])
-        # popcount of each word: bit pairs, nibbles, bytes, then their sum (the masks keep
-        # every intermediate non-negative or cut off the sign bits of the arithmetic shifts)
+        # popcount of each word: bit pairs, nibbles, bytes, then their sum (every value
+        # stays non-negative and below 2**63: plain int64 arithmetic, no overflow)
         u = union - ((union >> 1) & self._M1)
         u = (u & self._M2) + ((u >> 2) & self._M2)
         u = (u + (u >> 4)) & self._M4  # each byte: its bit count

@@ -64,3 +64,30 @@ def test_vector_env_with_a_head_in_blocks(monkeypatch: pytest.MonkeyPatch,
     torch.testing.assert_close(headed._bank, env._bank)
     if observation == "partial":
         assert headed._rows is not None and headed._bank.data_ptr() == headed._rows.data_ptr()
+
+
+@pytest.mark.parametrize(("grid", "rf", "stride", "image"), [
+    ((11, 11), 19, 4, (60, 60)),  # the cluttered-MNIST BagNet: 484 rectangles, 6 sizes
+    ((10, 10), 13, 2, (32, 32)),  # digits
+    ((3, 5), 7, 3, (13, 17)),  # fields past the image edge, a non-square image
+])
+def test_coverage_is_the_pixel_count_of_the_union(grid, rf, stride, image) -> None:
+    """``coverage_of``'s popcount area equals counting pixels of painted receptive fields,
+    for revisits, single cells, every cell at once, and random sequences."""
+    h, w = grid
+    table = vector._CoverageTable(grid, rf, stride, image, torch.device("cpu"))
+    assert bool((table.masks >= 0).all())  # the sign bit is never used
+    rng = np.random.default_rng(0)
+    cells = [rng.integers(0, h * w, t) for t in (1, 2, 6, 12, 40) for _ in range(8)]
+    cells += [np.arange(h * w), np.full(5, h * w - 1)]
+
+    def painted(seq: np.ndarray) -> float:
+        canvas = np.zeros(image, bool)
+        for c in seq:
+            r, q = divmod(int(c), w)
+            canvas[r * stride:r * stride + rf, q * stride:q * stride + rf] = True
+        return canvas.mean()
+
+    for seq in cells:
+        got = float(table.union(torch.as_tensor(seq)[None, :])[0])
+        assert got == pytest.approx(painted(seq), abs=1e-12), seq
