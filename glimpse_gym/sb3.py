@@ -167,8 +167,7 @@ class _FlatMinibatches:
     def _take(self, name: str, index: torch.Tensor) -> torch.Tensor:
         return self._flat[name].index_select(0, index).to(self.device)
 
-    def _columns(self, batch_inds: np.ndarray) -> dict[str, Any]:
-        index = torch.from_numpy(np.ascontiguousarray(batch_inds, dtype=np.int64))
+    def _columns(self, index: torch.Tensor) -> dict[str, Any]:
         return {
             "observations": {k: self._take(f"obs/{k}", index) for k in self.observations},
             "actions": self._take("actions", index).float(),
@@ -179,7 +178,8 @@ class _FlatMinibatches:
         }
 
     def _get_samples(self, batch_inds: np.ndarray, env: Any = None) -> Any:
-        return self._samples(**self._columns(batch_inds))
+        index = torch.from_numpy(np.ascontiguousarray(batch_inds, dtype=np.int64))
+        return self._samples(**self._columns(index))
 
 
 class GlimpseRolloutBuffer(_FlatMinibatches, DictRolloutBuffer):
@@ -194,8 +194,7 @@ class MaskableGlimpseRolloutBuffer(_FlatMinibatches, MaskableDictRolloutBuffer):
     _fields = (*_FlatMinibatches._fields, "action_masks")
     _samples = MaskableDictRolloutBufferSamples
 
-    def _columns(self, batch_inds: np.ndarray) -> dict[str, Any]:
-        columns = super()._columns(batch_inds)
-        index = torch.from_numpy(np.ascontiguousarray(batch_inds, dtype=np.int64))
+    def _columns(self, index: torch.Tensor) -> dict[str, Any]:
+        columns = super()._columns(index)
         columns["action_masks"] = self._take("action_masks", index).reshape(-1, self.mask_dims)
         return columns
