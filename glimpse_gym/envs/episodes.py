@@ -42,7 +42,27 @@ def _shr(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def episode_images(keys: torch.Tensor, episodes: torch.Tensor, num_images: int) -> torch.Tensor:
-    """:func:`episode_image` for int64 tensors ``keys`` and ``episodes`` (wrapping arithmetic)."""
+    """:func:`episode_image` for int64 tensors ``keys`` and ``episodes`` (wrapping arithmetic).
+
+    On the CPU the arithmetic runs in numpy's uint64 (logical shifts and wrapping products
+    natively: about half the tensor version's time); elsewhere on tensors."""
+    if keys.device.type == "cpu" and episodes.device.type == "cpu":
+        return torch.from_numpy(_episode_images_numpy(keys.numpy(), episodes.numpy(), num_images))
+    return _episode_images_tensor(keys, episodes, num_images)
+
+
+def _episode_images_numpy(keys: np.ndarray, episodes: np.ndarray, num_images: int) -> np.ndarray:
+    k, e = keys.astype(np.int64).view(np.uint64), episodes.astype(np.int64).view(np.uint64)
+    with np.errstate(over="ignore"):
+        z = k + (e + np.uint64(1)) * np.uint64(GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
+        z ^= z >> np.uint64(31)
+        return ((z >> np.uint64(1)) % np.uint64(num_images)).astype(np.int64)
+
+
+def _episode_images_tensor(keys: torch.Tensor, episodes: torch.Tensor,
+                           num_images: int) -> torch.Tensor:
     z = keys + (episodes + 1) * _signed(GOLDEN)
     z = (z ^ _shr(z, 30)) * _signed(MIX1)
     z = (z ^ _shr(z, 27)) * _signed(MIX2)
