@@ -35,7 +35,7 @@ bench: $(BIN)/glimpse
 ## bench-env / bench-ppo: environment and end-to-end PPO speed on the cluttered-MNIST bank
 bench-env: $(BIN)/glimpse
 	$(BIN)/python benchmarks/env_throughput.py --bank runs/banks/cluttered-mnist/train \
-		--seconds 5 --out runs/bench/env_throughput.json
+		--out runs/bench/env_throughput.json
 
 bench-ppo: $(BIN)/glimpse
 	$(BIN)/python benchmarks/ppo_throughput.py --bank runs/banks/cluttered-mnist/train \

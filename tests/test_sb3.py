@@ -89,23 +89,34 @@ def test_extractors_shapes_and_cell_locality() -> None:
 
 
 def _filled(buffer_class: type, space: spaces.Dict, maskable: bool, seed: int) -> Any:
-    """A rollout buffer of 5 steps x 3 envs filled with distinct random data."""
+    """A rollout buffer of 5 steps x 3 envs filled with distinct random data, twice (with a
+    ``reset`` between; the second rollout passes no action masks, so they must be all ones)."""
     rng = np.random.default_rng(seed)
     buf = buffer_class(5, space, spaces.Discrete(6), device="cpu", n_envs=3, gamma=0.9)
+    _fill(buf, rng, maskable)
+    kept = buf.observations["features"]
+    buf.reset()
+    if buffer_class.__module__.startswith("glimpse_gym"):  # ours keeps its arrays
+        assert buf.observations["features"] is kept
+    _fill(buf, rng, masks=False)
+    return buf
+
+
+def _fill(buf: Any, rng: np.random.Generator, masks: bool) -> None:
     for _ in range(5):
-        extra = {"action_masks": rng.random((3, 6)) < 0.5} if maskable else {}
+        extra = {"action_masks": rng.random((3, 6)) < 0.5} if masks else {}
         buf.add({"features": rng.random((3, 12), dtype=np.float32),
                  "visited": rng.integers(0, 2, (3, 6), dtype=np.int8)},
                 rng.integers(0, 6, 3), rng.random(3), rng.random(3) < 0.3,
                 torch.as_tensor(rng.random(3)), torch.as_tensor(rng.random(3)), **extra)
     buf.compute_returns_and_advantage(torch.as_tensor(rng.random(3)), rng.random(3) < 0.5)
-    return buf
 
 
 @pytest.mark.parametrize("maskable", [False, True])
 def test_glimpse_rollout_buffer_gives_sb3s_samples(maskable: bool) -> None:
     """Same data in: the same set of samples out as SB3's buffer, in minibatches of the size
-    asked, with every sample exactly once per epoch, and the same dtypes and shapes."""
+    asked, with every sample exactly once per epoch, and the same dtypes and shapes; also
+    after a reset that keeps the observation arrays (and refills the action masks)."""
     from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
     from stable_baselines3.common.buffers import DictRolloutBuffer
 
