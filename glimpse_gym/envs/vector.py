@@ -43,7 +43,9 @@ class GlimpseVectorEnv(VectorEnv):
       ends resets that env and returns reward 0) or ``"SameStep"`` (the reset observation is
       returned with the final reward; the final observation is in ``info["final_obs"]``).
     - ``copy``: return copies of the observation buffers (default). With ``copy=False`` the
-      arrays are views that the next ``step`` overwrites (like ``SyncVectorEnv(copy=False)``).
+      arrays are views that the next ``step`` overwrites (like ``SyncVectorEnv(copy=False)``),
+      and so are ``info["cells"]`` and ``info["action_mask"]`` except on the step that ends
+      the episodes.
     - ``bank_dtype``: ``"float32"`` (default) holds the bank's features in memory as float32,
       so starting an episode is a plain copy; ``"float16"`` halves that memory (a 55,000-image
       11x11x32 bank: 426 MB instead of 852 MB) at the cost of a conversion per episode.
@@ -136,14 +138,18 @@ class GlimpseVectorEnv(VectorEnv):
         self._staging = (torch.empty((n, h * w, d), dtype=self._bank.dtype, device=dev)
                          if observation == "full" and bank_dtype != "float32" else None)
         self._visited = torch.zeros((n, self.num_cells), dtype=torch.int8, device=dev)
+        self._unvisited = torch.ones((n, self.num_cells), dtype=torch.int8, device=dev)  # mask
         self._cells = torch.full((n, self.glimpses), -1, dtype=torch.long, device=dev)
         self._logit_sum = torch.zeros((n, src.num_classes), dtype=torch.float64, device=dev)
         self._index = torch.zeros(n, dtype=torch.long, device=dev)
-        self._row0 = torch.zeros(n, dtype=torch.long, device=dev)  # first bank row of each image
+        # [2, N]: each env's first row in the [N*H*W] state tables (fixed) and its image's
+        # first row in the bank (per episode), so that one addition gives both row indices
+        self._bases = torch.zeros((2, n), dtype=torch.long, device=dev)
         self._keys = torch.zeros(n, dtype=torch.long, device=dev)
         self._env_labels = torch.zeros(n, dtype=torch.long, device=dev)
         self._arange = torch.arange(n, device=dev)
-        self._env_cell0 = self._arange * self.num_cells  # flat offsets of env rows
+        self._env_cell0 = self._bases[0]  # flat offsets of env rows (a view)
+        self._env_cell0.copy_(self._arange * self.num_cells)
         # Every episode lasts exactly T glimpses and all envs start together on reset(), so
         # the envs run in lockstep: the glimpse count, the episode count and "ended last
         # step" are one number for all of them, kept as Python scalars.
@@ -201,10 +207,10 @@ class GlimpseVectorEnv(VectorEnv):
             return (self._observation(), *self._zeros(), self._infos())
         # ---- the glimpse, for every env at once; flat row indices and index_select /
         # index_copy_ are the fast gathers on the CPU
-        flat = self._env_cell0 + cell  # [N] positions in visited [N*H*W]
-        newly = self._visited.view(-1).index_select(0, flat) == 0  # revisits add nothing
+        flat, row = self._bases + cell  # [N] positions in visited [N*H*W]; bank rows
+        newly = self._unvisited.view(-1).index_select(0, flat)  # 0 on a revisit: adds nothing
         self._visited.view(-1).index_fill_(0, flat, 1)
-        row = self._row0 + cell  # the (image, cell) row of the bank
+        self._unvisited.view(-1).index_fill_(0, flat, 0)
         d, k, offset = self.feature_shape[2], self.source.num_classes, self._logit_offset
         both = self._rows.index_select(0, row)
         logits = both.view(torch.float32)[:, offset:offset + k]
@@ -243,7 +249,7 @@ class GlimpseVectorEnv(VectorEnv):
 
     def action_masks(self) -> np.ndarray:
         """``[N, H*W] bool``: True on the cells each env has not glimpsed yet."""
-        return (self._visited == 0).cpu().numpy()
+        return self._unvisited.bool().cpu().numpy()
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """``rgb_array``: one picture per env (see :meth:`GlimpseEnv.render`)."""
@@ -297,10 +303,11 @@ class GlimpseVectorEnv(VectorEnv):
                                     self.source.num_images)
             self._episode += 1
         self._index = images
-        self._row0 = images * self.num_cells
+        torch.mul(images, self.num_cells, out=self._bases[1])
         self._env_labels = self._labels.index_select(0, images)
         self._t = 0
         self._visited.zero_()
+        self._unvisited.fill_(1)
         self._cells.fill_(-1)
         self._logit_sum.zero_()
         if self.observation_mode == "full":  # the bandwidth-bound part of this mode
@@ -346,11 +353,15 @@ class GlimpseVectorEnv(VectorEnv):
         else:
             prediction = torch.full((self.num_envs,), -1, dtype=torch.long, device=self.device)
             correct = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        # the state mirrors: views with copy=False (overwritten by the next step, like the
+        # observations), except at an episode's end (a SameStep autoreset overwrites them
+        # within the step)
+        copy = self.copy or finished
         values = {
             "index": _copy(self._episode_info["index"]), "prediction": self._out(prediction),
             "label": _copy(self._episode_info["label"]), "correct": self._out(correct),
-            "cells": self._out(self._cells.clone()),
-            "action_mask": self._out(torch.logical_not(self._visited).view(torch.int8)),
+            "cells": self._out(self._cells, copy=copy),
+            "action_mask": self._out(self._unvisited, copy=copy),
         }
         if finished:
             values["coverage"] = self._out(self._cov.union(self._cells))

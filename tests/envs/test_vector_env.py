@@ -96,6 +96,34 @@ def test_torch_arrays_and_no_copy_views() -> None:
     assert envs.action_masks().shape == (3, 100) and envs.action_masks().sum() == 297
 
 
+@pytest.mark.parametrize("autoreset", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_no_copy_infos_match_copies_and_final_infos_survive(autoreset) -> None:
+    """With copy=False, each step's cells / action_mask infos (views of the state) equal the
+    copying env's, and the episode-ending step's infos are copies that later steps leave
+    alone."""
+    kw = {"num_envs": 4, "glimpses": 3, "observation": "partial", "autoreset_mode": autoreset}
+    views, copies = GlimpseVectorEnv(copy=False, **kw), GlimpseVectorEnv(copy=True, **kw)
+    views.reset(seed=1)
+    copies.reset(seed=1)
+    rng = np.random.default_rng(0)
+    ended = None
+    for _ in range(8):
+        actions = rng.integers(0, 100, 4)
+        *_, info_v = views.step(actions)
+        *_, info_c = copies.step(actions)
+        for key in ("cells", "action_mask"):
+            assert np.array_equal(info_v[key], info_c[key])
+        final_v = info_v.get("final_info", info_v) if "coverage" in info_v.get(
+            "final_info", info_v) else None
+        if final_v is not None:
+            ended = ({k: final_v[k] for k in ("cells", "action_mask")},
+                     {k: np.array(final_v[k]) for k in ("cells", "action_mask")})
+        elif ended is not None:  # a later step: the ended episode's infos are unchanged
+            held, snapshot = ended
+            assert all(np.array_equal(held[k], snapshot[k]) for k in held)
+    assert ended is not None
+
+
 def test_vector_render_matches_the_single_env() -> None:
     envs = GlimpseVectorEnv(num_envs=2, glimpses=3, render_mode="rgb_array")
     single = gym.make("Glimpse-v0", glimpses=3, render_mode="rgb_array")
