@@ -39,7 +39,7 @@ bench-env: $(BIN)/glimpse
 
 bench-ppo: $(BIN)/glimpse
 	$(BIN)/python benchmarks/ppo_throughput.py --bank runs/banks/cluttered-mnist/train \
-		--steps 120000 --out runs/bench/ppo_throughput.json
+		--out runs/bench/ppo_throughput.json
 
 ## default-weights: retrain and export the embedded digits BagNet
 default-weights: $(BIN)/glimpse

@@ -128,8 +128,15 @@ def test_glimpse_rollout_buffer_gives_sb3s_samples(maskable: bool) -> None:
                     else (GlimpseRolloutBuffer, DictRolloutBuffer))
     rows = {}
     for name, cls in (("ours", ours), ("theirs", theirs)):
-        batches = list(_filled(cls, space, maskable, seed=1).get(batch_size=4))
+        batches, pointers = [], []
+        for batch in _filled(cls, space, maskable, seed=1).get(batch_size=4):
+            pointers.append(batch.observations["features"].data_ptr())
+            # ours: a minibatch's observations are overwritten by the next; keep copies
+            batches.append(batch._replace(observations={
+                k: v.clone() for k, v in batch.observations.items()}))
         assert [len(b.actions) for b in batches] == [4, 4, 4, 3]
+        if name == "ours":  # one reused buffer
+            assert len(set(pointers)) == 1
         def columns(batch: Any) -> torch.Tensor:
             n = len(batch.actions)
             parts = [batch.observations["features"], batch.observations["visited"]]
