@@ -102,17 +102,15 @@ class GlimpseVectorEnv(VectorEnv):
         # glimpse is one row gather. The rows a glimpse reads form one table: [features |
         # logits] in the partial mode with a float32 bank (a cell's features and logits share
         # cache lines), else the logits alone (the full mode reads the whole grid per
-        # episode instead). Rows are padded to a multiple of 16 bytes so that gathers and
-        # scatters move them as complex128 elements (see _wide).
+        # episode instead).
         k, m = src.num_classes, src.num_images
         combined = observation == "partial" and bank_dtype == "float32"
         if combined:
-            table = _channels_last(src.features, torch.float32, dev, width=_padded(d + k))
+            table = _channels_last(src.features, torch.float32, dev, width=d + k)
             self._bank, self._logit_offset = table[..., :d], d
         else:
             self._bank = _channels_last(src.features, getattr(torch, bank_dtype), dev)
-            table = large_empty((m, h * w, _padded(k)), torch.float32, dev)
-            table[..., k:] = 0.0
+            table = large_empty((m, h * w, k), torch.float32, dev)
             self._logit_offset = 0
         self._cell_logits = table[..., self._logit_offset:self._logit_offset + k]  # [M, H*W, K]
         if head is not None:
@@ -125,7 +123,7 @@ class GlimpseVectorEnv(VectorEnv):
             for start in range(0, m, _CHUNK):
                 block = torch.from_numpy(np.array(src.logits[start:start + _CHUNK]))
                 self._cell_logits[start:start + _CHUNK] = block.to(dev).flatten(2).transpose(1, 2)
-        self._rows = _wide(table.view(m * h * w, -1))  # what a glimpse gathers
+        self._rows = table.view(m * h * w, -1)  # what a glimpse gathers
         self._labels = torch.from_numpy(np.array(src.labels)).to(dev)
         self._cov = _CoverageTable(src.grid, src.rf, src.stride, src.image_shape[1:], dev)
         n = num_envs
@@ -213,10 +211,10 @@ class GlimpseVectorEnv(VectorEnv):
         self._unvisited.view(-1).index_fill_(0, flat, 0)
         d, k, offset = self.feature_shape[2], self.source.num_classes, self._logit_offset
         both = self._rows.index_select(0, row)
-        logits = both.view(torch.float32)[:, offset:offset + k]
+        logits = both[:, offset:offset + k]
         if self.observation_mode == "partial":  # reveal the cell (idempotent on a revisit)
             if offset:  # the features came with the logits
-                features = both.view(torch.float32)[:, :d]
+                features = both[:, :d]
             else:
                 features = self._bank.view(-1, d).index_select(0, row).float()
             self._obs_rows.index_copy_(0, flat, features)
@@ -495,17 +493,12 @@ def _channels_last(array: Any, dtype: torch.dtype, device: torch.device,
     return out
 
 
-def _padded(columns: int) -> int:
-    """``columns`` float32 rounded up to a multiple of 4 (16 bytes)."""
-    return -(-columns // 4) * 4
-
-
 def _wide(rows: torch.Tensor) -> torch.Tensor:
     """A float32 row table ``[R, C]`` viewed as ``[R, C/4] complex128`` when C is a multiple
-    of 4 (else as it is). The same bytes, moved 16 at a time: torch's index_select,
-    index_copy_ and index_fill_ work element by element, and on 128-byte rows the wide view
-    is 2-4x faster on the CPU (``benchmarks/env_throughput.py`` measures the result). Only
-    copies and zero fills go through it, so every bit is kept."""
+    of 4 (else as it is): the same bytes, 16 to an element. torch's index_fill_ works element
+    by element, and blanking the partial mode's revealed 128-byte rows through this view took
+    about a third of the time here. (Gathers and scatters of 4096 rows stay float32: as
+    wide elements they fall under torch's grain size for using both threads.)"""
     try:
         return rows.view(torch.complex128)
     except RuntimeError:
