@@ -22,6 +22,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from glimpse_gym.device import resolve_device
+from glimpse_gym.envs.coverage import CoverageTable
 from glimpse_gym.envs.episodes import draw_key, episode_images
 from glimpse_gym.envs.glimpse_env import OBSERVATION_MODES, check_head, observation_space
 from glimpse_gym.envs.memory import large_empty
@@ -120,12 +121,10 @@ class GlimpseVectorEnv(VectorEnv):
                     bias, self._bank[start:start + _CHUNK].flatten(0, 1).float(),
                     weight.T).view(-1, h * w, k)
         else:
-            for start in range(0, m, _CHUNK):
-                block = torch.from_numpy(np.array(src.logits[start:start + _CHUNK]))
-                self._cell_logits[start:start + _CHUNK] = block.to(dev).flatten(2).transpose(1, 2)
+            _load_channels_last(src.logits, self._cell_logits)
         self._rows = table.view(m * h * w, -1)  # what a glimpse gathers
         self._labels = torch.from_numpy(np.array(src.labels)).to(dev)
-        self._cov = _CoverageTable(src.grid, src.rf, src.stride, src.image_shape[1:], dev)
+        self._cov = CoverageTable(src.grid, src.rf, src.stride, src.image_shape[1:], dev)
         n = num_envs
         self._obs_features = large_empty((n, h * w, d), torch.float32, dev).zero_()
         # one row per (env, cell): float32 for a glimpse's scatter (4096 rows of 32 values are
@@ -145,9 +144,8 @@ class GlimpseVectorEnv(VectorEnv):
         self._bases = torch.zeros((2, n), dtype=torch.long, device=dev)
         self._keys = torch.zeros(n, dtype=torch.long, device=dev)
         self._env_labels = torch.zeros(n, dtype=torch.long, device=dev)
-        self._arange = torch.arange(n, device=dev)
         self._env_cell0 = self._bases[0]  # flat offsets of env rows (a view)
-        self._env_cell0.copy_(self._arange * self.num_cells)
+        self._env_cell0.copy_(torch.arange(n, device=dev) * self.num_cells)
         # Every episode lasts exactly T glimpses and all envs start together on reset(), so
         # the envs run in lockstep: the glimpse count, the episode count and "ended last
         # step" are one number for all of them, kept as Python scalars.
@@ -381,116 +379,27 @@ def _copy(value: Any) -> Any:
     return value.clone() if torch.is_tensor(value) else value.copy()
 
 
-class _CoverageTable:
-    """Exact union area of the glimpses' receptive fields, for many episodes at once.
-
-    The edges of all receptive fields split each image axis into elementary bands, so the
-    image is a grid of ``R x C`` elementary rectangles, and each cell's receptive field is a
-    set of them: a bit mask, packed into 64-bit words (``[H*W, words]``). The union of an
-    episode's fields is the bitwise OR of its cells' masks. The rectangles come in a few
-    sizes only (the bands are ``stride`` or ``rf mod stride`` wide, bar the image edges), so
-    the bits are laid out word by word with one size per word, and the covered area is
-    ``sum_w popcount(word w) * area(w)``: a branch-free popcount on int64 tensors (CPU or
-    CUDA; on the CPU numpy's ``bitwise_count``, the popcount instruction, when numpy has it).
-    About 0.15 ms for 4096 episodes of 6 glimpses on 2 CPU cores with numpy's popcount,
-    0.35 ms with the tensor one (a byte lookup table took 0.5 ms, a dense matrix product
-    3.6 ms).
-    """
-
-    _M1, _M2, _M4 = 0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F
-
-    def __init__(self, grid: tuple[int, int], rf: int, stride: int,
-                 image_hw: tuple[int, int], device: torch.device) -> None:
-        (h, w), (ih, iw) = grid, image_hw
-
-        def bands(cells: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-            starts = np.arange(cells) * stride
-            edges = np.unique(np.clip(np.concatenate([starts, starts + rf, [0, size]]), 0, size))
-            lo, hi = edges[:-1], edges[1:]
-            inside = (starts[:, None] <= lo[None, :]) & (hi[None, :] <= starts[:, None] + rf)
-            return inside, np.diff(edges)
-
-        rows, heights = bands(h, ih)  # [H, R] bool, [R] pixels
-        cols, widths = bands(w, iw)  # [W, C], [C]
-        # [H*W, R*C]: rectangle (r, c) lies in cell (i, j)'s field iff rows[i, r] & cols[j, c]
-        inside = (rows[:, None, :, None] & cols[None, :, None, :]).reshape(h * w, -1)
-        area = np.outer(heights, widths).reshape(-1)
-        # bit layout: each size's rectangles fill whole words, 63 to a word (bit 63, the
-        # sign bit, stays 0, so the popcount below never overflows an int64)
-        columns, word_area = [], []
-        for size in np.unique(area):
-            group = np.flatnonzero(area == size)
-            words = -(-len(group) // 63)
-            padded = np.full(words * 63, -1)
-            padded[:len(group)] = group
-            slots = np.full((words, 64), -1)
-            slots[:, :63] = padded.reshape(words, 63)
-            columns.append(slots.reshape(-1))
-            word_area += [float(size)] * words
-        order = np.concatenate(columns)  # rectangle of each bit, -1 for padding
-        bits = np.where(order >= 0, inside[:, np.maximum(order, 0)], False)
-        packed = np.ascontiguousarray(np.packbits(bits, axis=1, bitorder="little"))
-        self.masks = torch.from_numpy(packed.view(np.int64).copy()).to(device)  # [H*W, words]
-        self.word_area = torch.tensor(word_area, dtype=torch.float32, device=device)
-        self.num_pixels = float(ih * iw)
-        # on the CPU with numpy >= 2.0: numpy's popcount (else, and on CUDA, the tensor one)
-        self.numpy_popcount = device.type == "cpu" and hasattr(np, "bitwise_count")
-        self._masks_np = self.masks.cpu().numpy().view(np.uint64)
-        self._word_area_np = np.array(word_area, dtype=np.float64)
-        self.device = device
-        self._buffer: torch.Tensor | None = None
-
-    def union(self, cells: torch.Tensor) -> torch.Tensor:
-        """``cells [B, T]`` (cell indices, revisits allowed) -> covered fraction ``[B]``."""
-        if self.numpy_popcount:
-            # numpy's popcount instruction and one OR reduction: a few calls instead of ~15
-            x = self._masks_np.take(cells.numpy().T, axis=0)  # [T, B, words]
-            union = x[0].copy()
-            for j in range(1, len(x)):
-                union |= x[j]
-            pixels = np.bitwise_count(union).astype(np.float64) @ self._word_area_np
-            return torch.from_numpy(pixels / self.num_pixels)
-        b, t = cells.shape
-        words = self.masks.shape[1]
-        if self._buffer is None or self._buffer.shape != (b * t, words):
-            # a reused work buffer: a fresh megabyte-sized output each call costs page faults
-            self._buffer = torch.empty((b * t, words), dtype=torch.int64, device=self.device)
-        # glimpse-major [T, B, words], so each OR below reads one contiguous block
-        x = torch.index_select(self.masks, 0, cells.T.reshape(-1), out=self._buffer)
-        x = x.view(t, b, words)
-        union = x[0].clone()
-        for j in range(1, t):  # OR over the glimpses
-            union.bitwise_or_(x[j])
-        # popcount of each word: bit pairs, nibbles, bytes, then their sum (every value
-        # stays non-negative and below 2**63: plain int64 arithmetic, no overflow)
-        u = union - ((union >> 1) & self._M1)
-        u = (u & self._M2) + ((u >> 2) & self._M2)
-        u = (u + (u >> 4)) & self._M4  # each byte: its bit count
-        for shift in (8, 16, 32):
-            u += u >> shift
-        counts = u & 0x7F  # [B, words]: at most 64
-        pixels = counts.float() @ self.word_area  # integers below 2**24: exact
-        return pixels.double() / self.num_pixels
-
-
 _CHUNK = 1024  # images per block when loading the bank
 
 
 def _channels_last(array: Any, dtype: torch.dtype, device: torch.device,
                    width: int | None = None) -> torch.Tensor:
     """A bank array ``[M, C, H, W]`` (memory-mapped) as an in-memory ``[M, H*W, width]``
-    tensor (``width`` defaults to C; columns past C are zeros), converted block by block (no
-    second full copy; huge pages on the CPU)."""
+    tensor (``width`` defaults to C; columns past C are left for the caller to fill),
+    converted block by block (no second full copy; huge pages on the CPU)."""
     m, c = array.shape[:2]
-    cells = math.prod(array.shape[2:])
-    width = c if width is None else width
-    out = large_empty((m, cells, width), dtype, device)
-    if width > c:
-        out[..., c:] = 0
-    for start in range(0, m, _CHUNK):
-        block = torch.from_numpy(np.array(array[start:start + _CHUNK]))  # a writable copy
-        out[start:start + _CHUNK, :, :c] = block.to(device).flatten(2).transpose(1, 2)
+    out = large_empty((m, math.prod(array.shape[2:]), c if width is None else width), dtype,
+                      device)
+    _load_channels_last(array, out[..., :c])
     return out
+
+
+def _load_channels_last(array: Any, out: torch.Tensor) -> None:
+    """Write a bank array ``[M, C, H, W]`` into ``out [M, H*W, C]`` (a view; any dtype and
+    device) block by block."""
+    for start in range(0, len(array), _CHUNK):
+        block = torch.from_numpy(np.array(array[start:start + _CHUNK]))  # a writable copy
+        out[start:start + _CHUNK] = block.to(out.device).flatten(2).transpose(1, 2)
 
 
 def _wide(rows: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from glimpse_gym.envs import memory, vector
+from glimpse_gym.envs.coverage import CoverageTable
 from glimpse_gym.envs.memory import HUGE_PAGE, large_empty
 
 
@@ -80,7 +81,7 @@ def test_coverage_is_the_pixel_count_of_the_union(grid, rf, stride, image,
     if numpy_popcount and not hasattr(np, "bitwise_count"):
         pytest.skip("numpy < 2.0 has no bitwise_count; the env uses the tensor popcount")
     h, w = grid
-    table = vector._CoverageTable(grid, rf, stride, image, torch.device("cpu"))
+    table = CoverageTable(grid, rf, stride, image, torch.device("cpu"))
     table.numpy_popcount = numpy_popcount
     assert bool((table.masks >= 0).all())  # the sign bit is never used
     rng = np.random.default_rng(0)
