@@ -2,7 +2,9 @@
 
 Same dynamics, observations, rewards and infos as ``SyncVectorEnv`` of N ``GlimpseEnv``
 seeded ``seed + i`` (a test checks it step for step), without a Python loop over envs: a step
-is a handful of gathers and scatters on ``[N, ...]`` tensors, on the CPU or on CUDA. Every
+is a few gathers and scatters on ``[N, ...]`` tensors (both CPU threads, or CUDA) and, on the
+CPU, one compiled pass over the envs for the small per-env state (:mod:`.kernels`; on CUDA
+the same as tensor operations). Every
 episode lasts exactly T glimpses and ``reset`` starts all envs together, so the envs run in
 lockstep: the glimpse counter is one Python int, every env ends on the same step, and the
 next step (or the same one, with ``SameStep``) starts N new episodes at once.
@@ -22,6 +24,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from glimpse_gym.device import resolve_device
+from glimpse_gym.envs import kernels
 from glimpse_gym.envs.coverage import CoverageTable
 from glimpse_gym.envs.episodes import draw_key, episode_images
 from glimpse_gym.envs.glimpse_env import OBSERVATION_MODES, check_head, observation_space
@@ -146,6 +149,18 @@ class GlimpseVectorEnv(VectorEnv):
         self._env_labels = torch.zeros(n, dtype=torch.long, device=dev)
         self._env_cell0 = self._bases[0]  # flat offsets of env rows (a view)
         self._env_cell0.copy_(torch.arange(n, device=dev) * self.num_cells)
+        # on the CPU, numpy views of the step's state (the same memory) for the compiled
+        # glimpse (`_glimpse_compiled`); None elsewhere, or to run the tensor path on the CPU
+        self._host = _HostViews(self) if dev.type == "cpu" else None
+        # the observations as views (for copy=False), where they are views: on the CPU, or
+        # as tensors (from CUDA, numpy arrays are copies to the host)
+        self._views = None
+        if dev.type == "cpu" or array_type == "torch":
+            self._views = {"features": self._out(self._obs_features.view(n, -1)),
+                           "visited": self._out(self._visited)}
+        # [2, N]: the step's positions in the [N*H*W] state tables and rows in the bank
+        self._positions = np.zeros((2, n), dtype=np.int64)
+        self._positions_t = torch.from_numpy(self._positions)
         # Every episode lasts exactly T glimpses and all envs start together on reset(), so
         # the envs run in lockstep: the glimpse count, the episode count and "ended last
         # step" are one number for all of them, kept as Python scalars.
@@ -182,7 +197,9 @@ class GlimpseVectorEnv(VectorEnv):
         self._started = True
         images = None
         if options and "indices" in options:
-            images = torch.as_tensor(np.asarray(options["indices"]), device=self.device).long()
+            # a copy: the infos hand out this array, so it must not be the caller's
+            images = torch.tensor(np.asarray(options["indices"]), dtype=torch.long,
+                                  device=self.device)
             n = self.source.num_images
             if images.shape != (self.num_envs,) or bool(((images < 0) | (images >= n)).any()):
                 raise ValueError(f"options['indices'] must hold {self.num_envs} image indices "
@@ -195,30 +212,17 @@ class GlimpseVectorEnv(VectorEnv):
         """Advance every env by one glimpse (or autoreset the envs, whose episodes ended)."""
         if not self._started:
             raise ResetNeeded("step() was called before reset(); call envs.reset() first")
-        cell = self._check_actions(actions)  # [N]
+        cell = self._check_actions(actions)  # [N]: numpy on the CPU, else a tensor
         n = self.num_envs
         if self._autoreset:  # NextStep: all episodes ended last step; start new ones
             self._start_episodes()
             self._autoreset = False
             return (self._observation(), *self._zeros(), self._infos())
-        # ---- the glimpse, for every env at once; flat row indices and index_select /
-        # index_copy_ are the fast gathers on the CPU
-        flat, row = self._bases + cell  # [N] positions in visited [N*H*W]; bank rows
-        newly = self._unvisited.view(-1).index_select(0, flat)  # 0 on a revisit: adds nothing
-        self._visited.view(-1).index_fill_(0, flat, 1)
-        self._unvisited.view(-1).index_fill_(0, flat, 0)
-        d, k, offset = self.feature_shape[2], self.source.num_classes, self._logit_offset
-        both = self._rows.index_select(0, row)
-        logits = both[:, offset:offset + k]
-        if self.observation_mode == "partial":  # reveal the cell (idempotent on a revisit)
-            if offset:  # the features came with the logits
-                features = both[:, :d]
-            else:
-                features = self._bank.view(-1, d).index_select(0, row).float()
-            self._obs_rows.index_copy_(0, flat, features)
-        self._cells[:, self._t] = cell
+        if isinstance(cell, np.ndarray):
+            self._glimpse_compiled(cell)
+        else:
+            self._glimpse_tensor(cell)
         self._t += 1
-        self._logit_sum.addcmul_(logits, newly[:, None])
         if self._t < self.glimpses:
             return (self._observation(), *self._zeros(), self._infos())
         # ---- the last glimpse of every episode
@@ -238,10 +242,59 @@ class GlimpseVectorEnv(VectorEnv):
                 self._out(done),
                 self._out(torch.zeros(n, dtype=torch.bool)), infos)
 
+    def _glimpse_tensor(self, cell: torch.Tensor) -> None:
+        """The glimpse of every env as tensor operations (any device); flat row indices
+        and index_select / index_fill_ / index_copy_ are the fast gathers and scatters."""
+        flat, row = self._bases + cell  # [N] positions in visited [N*H*W]; bank rows
+        newly = self._unvisited.view(-1).index_select(0, flat)  # 0 on a revisit: adds nothing
+        self._visited.view(-1).index_fill_(0, flat, 1)
+        self._unvisited.view(-1).index_fill_(0, flat, 0)
+        both = self._rows.index_select(0, row)
+        self._reveal(flat, row, both)
+        self._cells[:, self._t] = cell
+        k, offset = self.source.num_classes, self._logit_offset
+        self._logit_sum.addcmul_(both[:, offset:offset + k], newly[:, None])
+        # max's indices: the first maximum, as argmax, in half argmax's time on the CPU
+        self._prediction = self._out(self._logit_sum.max(dim=1).indices)
+        self._correct = self._prediction == self._episode_info["label"]
+
+    def _glimpse_compiled(self, cell: np.ndarray) -> None:
+        """The same glimpse on the CPU: the table rows gathered by torch (both threads: the
+        rows are random, so the gather waits on memory), the rest in one compiled pass
+        (:func:`~glimpse_gym.envs.kernels.glimpse_state`, a third of the tensor ops' time)."""
+        h = self._host
+        flat, row = self._positions_t  # placed by _check_actions
+        both = self._rows.index_select(0, row)
+        self._reveal(flat, row, both)
+        k, offset = self.source.num_classes, self._logit_offset
+        prediction, correct = np.empty(self.num_envs, np.int64), np.empty(self.num_envs, bool)
+        kernels.glimpse_state(cell, self._t, self.num_cells, h.visited, h.unvisited,
+                              both.numpy()[:, offset:offset + k], h.logit_sum, h.cells,
+                              self._env_labels.numpy(), prediction, correct)
+        self._prediction = self._out(torch.from_numpy(prediction))
+        self._correct = self._out(torch.from_numpy(correct))
+
+    def _reveal(self, flat: torch.Tensor, row: torch.Tensor, both: torch.Tensor) -> None:
+        """Partial mode: copy the glimpsed cells' features into the observation
+        (idempotent on a revisit); ``both`` holds the gathered table rows."""
+        if self.observation_mode != "partial":
+            return
+        d = self.feature_shape[2]
+        if self._logit_offset:  # the features came with the logits
+            features = both[:, :d]
+        else:
+            features = self._bank.view(-1, d).index_select(0, row).float()
+        self._obs_rows.index_copy_(0, flat, features)
+
     def coverage_of(self, cells: torch.Tensor) -> torch.Tensor:
         """Covered fraction of the image ``[B]`` for glimpse sequences ``cells [B, t]``
         (cell indices, revisits allowed): the same number ``info["coverage"]`` reports."""
-        return self._cov.union(torch.as_tensor(cells, device=self.device).long())
+        cells = torch.as_tensor(cells, device=self.device).long()
+        if cells.dim() != 2 or cells.shape[1] < 1 or bool(
+                ((cells < 0) | (cells >= self.num_cells)).any()):
+            raise ValueError(f"cells must be [B, t] cell indices in [0, {self.num_cells}) with "
+                             f"t >= 1; got shape {tuple(cells.shape)}")
+        return self._cov.union(cells)
 
     def action_masks(self) -> np.ndarray:
         """``[N, H*W] bool``: True on the cells each env has not glimpsed yet."""
@@ -271,7 +324,13 @@ class GlimpseVectorEnv(VectorEnv):
         if shape != (self.num_envs,) or not integer:
             raise InvalidAction(f"actions must be {self.num_envs} integer cell indices, shape "
                                 f"({self.num_envs},); got shape {shape} dtype {dtype}")
-        if isinstance(a, np.ndarray):  # the common case: check on the numpy side (cheap)
+        if self._host is not None:  # CPU: one compiled pass checks and places the actions
+            a = a.detach().cpu().numpy() if torch.is_tensor(a) else a
+            a = a.astype(np.int64, copy=False)
+            if kernels.positions(a, self.num_cells, self._host.bases, self._positions) >= 0:
+                self._raise_out_of_range(torch.from_numpy(a))
+            return a
+        if isinstance(a, np.ndarray):  # check on the host side (no device synchronisation)
             a = a.astype(np.int64, copy=False)
             if (a.view(np.uint64) >= self.num_cells).any():  # negatives wrap to huge values
                 self._raise_out_of_range(torch.from_numpy(a))
@@ -294,26 +353,33 @@ class GlimpseVectorEnv(VectorEnv):
             rows = (self._env_cell0[:, None] + self._cells[:, :self._t]).reshape(-1)
             self._obs_blank.index_fill_(0, rows, 0)
         if images is None:
-            episode = torch.tensor(self._episode, device=self.device)
-            images = episode_images(self._keys, episode,
-                                    self.source.num_images)
+            images = episode_images(self._keys, self._episode, self.source.num_images)
             self._episode += 1
-        self._index = images
-        torch.mul(images, self.num_cells, out=self._bases[1])
-        self._env_labels = self._labels.index_select(0, images)
-        self._t = 0
-        self._visited.zero_()
-        self._unvisited.fill_(1)
-        self._cells.fill_(-1)
-        self._logit_sum.zero_()
-        if self.observation_mode == "full":  # the bandwidth-bound part of this mode
+        if self.observation_mode == "full":  # the bandwidth-bound part of this
+            # mode, first: the small state below is then in the caches for the first glimpse
             if self._staging is None:  # float32 bank: gather straight into the observation
                 torch.index_select(self._bank, 0, images, out=self._obs_features)
             else:  # float16: gather into a reused buffer (a fresh one page-faults), convert
                 torch.index_select(self._bank, 0, images, out=self._staging)
                 self._obs_features.copy_(self._staging)
+        self._index = images
+        torch.mul(images, self.num_cells, out=self._bases[1])
+        self._env_labels = self._labels.index_select(0, images)
+        if self._host is not None:  # clear only the glimpsed cells
+            h = self._host
+            kernels.clear_episodes(h.cells, self._t, self.num_cells, h.visited, h.unvisited,
+                                   h.logit_sum)
+        else:
+            self._visited.zero_()
+            self._unvisited.fill_(1)
+            self._cells.fill_(-1)
+            self._logit_sum.zero_()
+        self._t = 0
         # the per-episode infos, converted once per episode
         self._episode_info = {"index": self._out(images), "label": self._out(self._env_labels)}
+        self._prediction = self._out(torch.full((self.num_envs,), -1, device=self.device))
+        self._correct = self._out(torch.zeros(self.num_envs, dtype=torch.bool,
+                                              device=self.device))
 
     def _zeros(self) -> tuple[Any, Any, Any]:
         """Rewards, terminated and truncated of a step that ends no episode (fresh arrays)."""
@@ -325,6 +391,8 @@ class GlimpseVectorEnv(VectorEnv):
                 torch.zeros(n, dtype=torch.bool, device=self.device))
 
     def _observation(self) -> dict[str, Any]:
+        if not self.copy and self._views is not None:  # the same views every step
+            return dict(self._views)
         obs = {"features": self._obs_features.view(self.num_envs, -1), "visited": self._visited}
         return {k: self._out(v, copy=self.copy) for k, v in obs.items()}
 
@@ -342,30 +410,24 @@ class GlimpseVectorEnv(VectorEnv):
         ``coverage`` is an end-of-episode fact: present only on the step that ends the
         episodes (``finished``), as in ``SyncVectorEnv``.
         """
-        if self._t:
-            # max's indices: the first maximum, as argmax, in half argmax's time on the CPU
-            prediction = self._logit_sum.max(dim=1).indices
-            correct = prediction == self._env_labels
-        else:
-            prediction = torch.full((self.num_envs,), -1, dtype=torch.long, device=self.device)
-            correct = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         # the state mirrors: views with copy=False (overwritten by the next step, like the
         # observations), except at an episode's end (a SameStep autoreset overwrites them
         # within the step)
         copy = self.copy or finished
-        values = {
-            "index": _copy(self._episode_info["index"]), "prediction": self._out(prediction),
-            "label": _copy(self._episode_info["label"]), "correct": self._out(correct),
+        index, label = self._episode_info["index"], self._episode_info["label"]
+        values = {  # index and label: per-episode arrays the env never writes to
+            "index": _copy(index) if self.copy else index, "prediction": self._prediction,
+            "label": _copy(label) if self.copy else label, "correct": self._correct,
             "cells": self._out(self._cells, copy=copy),
             "action_mask": self._out(self._unvisited, copy=copy),
         }
         if finished:
             values["coverage"] = self._out(self._cov.union(self._cells))
-        mask = np.ones(self.num_envs, dtype=bool)
+        masks = np.ones((len(values), self.num_envs), dtype=bool)  # one allocation, rows
         infos: dict[str, Any] = {}
-        for key, value in values.items():
+        for (key, value), mask in zip(values.items(), masks, strict=True):
             infos[key] = value
-            infos[f"_{key}"] = mask.copy()
+            infos[f"_{key}"] = mask
         return infos
 
     def _out(self, value: torch.Tensor, copy: bool = False) -> Any:
@@ -373,6 +435,17 @@ class GlimpseVectorEnv(VectorEnv):
             return value.clone() if copy else value.to(self.device)
         array = value.detach().cpu().numpy()
         return array.copy() if copy and value.device.type == "cpu" else array
+
+
+class _HostViews:
+    """numpy views of a CPU vector env's step state (no copies: writes go to the tensors)."""
+
+    def __init__(self, env: GlimpseVectorEnv) -> None:
+        self.bases = env._bases.numpy()
+        self.visited = env._visited.view(-1).numpy()
+        self.unvisited = env._unvisited.view(-1).numpy()
+        self.cells = env._cells.numpy()
+        self.logit_sum = env._logit_sum.numpy()
 
 
 def _copy(value: Any) -> Any:

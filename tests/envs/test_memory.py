@@ -67,22 +67,20 @@ def test_vector_env_with_a_head_in_blocks(monkeypatch: pytest.MonkeyPatch,
         assert headed._rows is not None and headed._bank.data_ptr() == headed._rows.data_ptr()
 
 
-@pytest.mark.parametrize("numpy_popcount", [True, False])
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize(("grid", "rf", "stride", "image"), [
     ((11, 11), 19, 4, (60, 60)),  # the cluttered-MNIST BagNet: 484 rectangles, 6 sizes
     ((10, 10), 13, 2, (32, 32)),  # digits
     ((3, 5), 7, 3, (13, 17)),  # fields past the image edge, a non-square image
 ])
 def test_coverage_is_the_pixel_count_of_the_union(grid, rf, stride, image,
-                                                  numpy_popcount: bool) -> None:
+                                                  compiled: bool) -> None:
     """``coverage_of``'s popcount area equals counting pixels of painted receptive fields,
-    for revisits, single cells, every cell at once, and random sequences; with numpy's
-    popcount (the CPU path) and with the tensor one (the CUDA path)."""
-    if numpy_popcount and not hasattr(np, "bitwise_count"):
-        pytest.skip("numpy < 2.0 has no bitwise_count; the env uses the tensor popcount")
+    for revisits, single cells, every cell at once, and random sequences; with the compiled
+    loop (the CPU path) and with the tensor popcount (the CUDA path)."""
     h, w = grid
     table = CoverageTable(grid, rf, stride, image, torch.device("cpu"))
-    table.numpy_popcount = numpy_popcount
+    table.compiled = compiled
     assert bool((table.masks >= 0).all())  # the sign bit is never used
     rng = np.random.default_rng(0)
     cells = [rng.integers(0, h * w, t) for t in (1, 2, 6, 12, 40) for _ in range(8)]

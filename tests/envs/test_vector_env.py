@@ -23,13 +23,19 @@ def _cells_array(cells_info: np.ndarray, glimpses: int) -> np.ndarray:
 
 @pytest.mark.parametrize("observation", ["full", "partial"])
 @pytest.mark.parametrize("autoreset", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
-def test_identical_to_sync_vector_env(observation, autoreset) -> None:
+@pytest.mark.parametrize("path", ["compiled", "tensor"])
+def test_identical_to_sync_vector_env(observation, autoreset, path) -> None:
+    """Step for step the same as SyncVectorEnv of the single env, on the CPU's compiled path
+    and on the tensor path (the one CUDA runs), forced here on the CPU."""
     n, t = 6, 3
     sync = SyncVectorEnv([lambda: gym.make("Glimpse-v0", observation=observation, glimpses=t)
                           for _ in range(n)], autoreset_mode=autoreset)
     native = gym.make_vec("Glimpse-v0", num_envs=n, observation=observation, glimpses=t,
                           autoreset_mode=autoreset)
     assert isinstance(native, GlimpseVectorEnv)
+    assert native._host is not None and native._cov.compiled  # the CPU default
+    if path == "tensor":
+        native._host, native._cov.compiled = None, False
     assert native.single_observation_space == sync.single_observation_space
     assert native.observation_space == sync.observation_space
     obs_s, info_s = sync.reset(seed=11)
@@ -84,6 +90,16 @@ def test_vector_actions_are_checked_before_anything_changes() -> None:
         assert envs._t == t
         assert all(torch.equal(a, b) for a, b in
                    zip(before, (envs._visited, envs._cells, envs._logit_sum), strict=True))
+
+
+def test_coverage_of_checks_its_cells() -> None:
+    """``coverage_of`` runs a loop without bounds checks on the CPU, so it checks its input."""
+    envs = GlimpseVectorEnv(num_envs=2, glimpses=3)
+    assert envs.coverage_of(np.array([[0, 99], [5, 5]])).shape == (2,)
+    for bad in (np.array([[0, 100]]), np.array([[-1, 3]]), np.zeros((2, 0), np.int64),
+                np.array([1, 2])):
+        with pytest.raises(ValueError, match=r"cell indices in \[0, 100\)"):
+            envs.coverage_of(bad)
 
 
 def test_torch_arrays_and_no_copy_views() -> None:
@@ -186,18 +202,17 @@ def test_full_observation_is_the_image_grid_after_every_autoreset(bank_dtype) ->
             obs, _, _, _, info = envs.step(np.array([0, 1, 2, 3]))
 
 
-def test_episode_images_numpy_and_tensor_paths_agree() -> None:
-    """The vector env's episode schedule: numpy uint64 arithmetic (the CPU path), int64 tensor
-    arithmetic (the CUDA path) and the single env's Python ints give the same images, for
-    keys across the whole 63-bit range and large episode counts."""
+def test_episode_images_compiled_and_tensor_paths_agree() -> None:
+    """The vector env's episode schedule: the compiled uint64 loop (the CPU path), int64
+    tensor arithmetic (the CUDA path) and the single env's Python ints give the same images,
+    for keys across the whole 63-bit range and large episode counts."""
     from glimpse_gym.envs import episodes
 
     rng = np.random.default_rng(3)
     keys = torch.from_numpy(np.concatenate([rng.integers(0, 1 << 63, 500), [0, (1 << 63) - 1]]))
     for episode, num_images in ((0, 7), (5, 55_000), (123_456_789, 60_000), (2**40, 1)):
-        e = torch.tensor(episode)
-        via_numpy = episodes.episode_images(keys, e, num_images)
-        via_tensor = episodes._episode_images_tensor(keys, e, num_images)
-        assert via_numpy.dtype == torch.int64 and torch.equal(via_numpy, via_tensor)
-        assert via_numpy.tolist() == [episodes.episode_image(k, episode, num_images)
+        via_compiled = episodes.episode_images(keys, episode, num_images)
+        via_tensor = episodes._episode_images_tensor(keys, torch.tensor(episode), num_images)
+        assert via_compiled.dtype == torch.int64 and torch.equal(via_compiled, via_tensor)
+        assert via_compiled.tolist() == [episodes.episode_image(k, episode, num_images)
                                       for k in keys.tolist()]
