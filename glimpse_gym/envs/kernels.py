@@ -35,18 +35,18 @@ def positions(cell: np.ndarray, num_cells: int, bases: np.ndarray, out: np.ndarr
 
 
 @numba.njit(**JIT)
-def glimpse_state(cell: np.ndarray, t: int, num_cells: int, visited: np.ndarray,
+def glimpse_state(cell: np.ndarray, t: int, flat: np.ndarray, visited: np.ndarray,
                   unvisited: np.ndarray, logits: np.ndarray, logit_sum: np.ndarray,
                   cells: np.ndarray, labels: np.ndarray, prediction: np.ndarray,
                   correct: np.ndarray) -> None:
-    """Record glimpse ``t`` at ``cell [N]``: mark the cell visited, add its ``logits [N, K]``
+    """Record glimpse ``t`` at ``cell [N]`` (``flat [N]``: its positions in the ``N*H*W``
+    masks, from :func:`positions`): mark the cell visited, add its ``logits [N, K]``
     (gathered by the caller) to ``logit_sum [N, K]`` unless it was visited before, and write
     each env's prediction (first maximum of the sum) and whether it is ``labels``."""
     n, k = logit_sum.shape
     for i in range(n):
-        c = cell[i]
-        pos = i * num_cells + c
-        cells[i, t] = c
+        pos = flat[i]
+        cells[i, t] = cell[i]
         if unvisited[pos]:  # a revisit adds nothing
             unvisited[pos] = 0
             visited[pos] = 1

@@ -268,7 +268,7 @@ class GlimpseVectorEnv(VectorEnv):
         self._reveal(flat, row, both)
         k, offset = self.source.num_classes, self._logit_offset
         prediction, correct = np.empty(self.num_envs, np.int64), np.empty(self.num_envs, bool)
-        kernels.glimpse_state(cell, self._t, self.num_cells, h.visited, h.unvisited,
+        kernels.glimpse_state(cell, self._t, self._positions[0], h.visited, h.unvisited,
                               both.numpy()[:, offset:offset + k], h.logit_sum, h.cells,
                               self._env_labels.numpy(), prediction, correct)
         self._prediction = self._out(torch.from_numpy(prediction))
