@@ -15,7 +15,7 @@ $(BIN)/glimpse: pyproject.toml
 
 ## demo: the main job on the embedded default (offline)
 demo: $(BIN)/glimpse
-	$(BIN)/glimpse demo
+	$(BIN)/glimpse demo --overwrite
 
 ## test: the test suite that CI runs (slow tests excluded; see test-slow)
 test: $(BIN)/glimpse

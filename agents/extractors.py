@@ -81,3 +81,25 @@ class GridExtractor(BaseFeaturesExtractor):
         visited = observations["visited"].float().view(b, 1, h, w)
         x = self.conv(torch.cat([features, visited], dim=1))
         return self.linear(x.flatten(1))
+
+
+EXTRACTORS = ("cell", "grid")
+
+
+def extractor_policy_kwargs(extractor: str, grid: tuple[int, int], channels: int = 16,
+                            code: int = 4, features_dim: int = 128) -> dict:
+    """SB3 ``policy_kwargs`` for ``"cell"`` (:class:`CellExtractor`, linear action read-out,
+    a 64-unit value layer) or ``"grid"`` (:class:`GridExtractor` and SB3's default heads).
+
+    ``channels`` is the per-cell MLP's hidden width (cell) or the conv width (grid); ``code``
+    the cell code size (cell only); ``features_dim`` the grid extractor's output size.
+    """
+    if extractor == "cell":
+        return {"features_extractor_class": CellExtractor,
+                "features_extractor_kwargs": {"hidden": channels, "code": code},
+                "net_arch": {"pi": [], "vf": [64]}}
+    if extractor == "grid":
+        return {"features_extractor_class": GridExtractor,
+                "features_extractor_kwargs": {"grid": tuple(grid), "features_dim": features_dim,
+                                              "channels": channels}}
+    raise ValueError(f"extractor must be one of {EXTRACTORS}, got {extractor!r}")

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from agents.policies import GlimpsePolicy
+from agents.saccader import build_from_checkpoint
 from glimpse_gym.envs.source import GlimpseSource
-from glimpse_gym.fileio import load_format
+from glimpse_gym.fileio import load_payload
 
 FORMAT = "glimpse-gym-reinforce/1"
 MASK = 1e9
@@ -92,11 +93,10 @@ class ReinforceAgent(GlimpsePolicy):
 
 
 def load_reinforce(path: str | Path) -> tuple[RamAgent, dict[str, Any]]:
-    """A trained agent and its checkpoint (``glimpse-gym-reinforce/1``)."""
-    ckpt = load_format(path, FORMAT, "REINFORCE")
-    net = RamAgent(**ckpt["net"])
-    net.load_state_dict(ckpt["state_dict"])
-    return net, ckpt
+    """A trained agent and its checkpoint (``glimpse-gym-reinforce/1``), read with
+    ``weights_only=True`` and its checksum checked (:class:`CheckpointError` otherwise)."""
+    ckpt = load_payload(path, FORMAT, "REINFORCE")
+    return build_from_checkpoint(RamAgent, ckpt, path), ckpt
 
 
 __all__ = ["FORMAT", "RamAgent", "ReinforceAgent", "cell_features", "load_reinforce"]

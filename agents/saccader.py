@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glimpse_gym.fileio import load_format
+from glimpse_gym.errors import CheckpointError
+from glimpse_gym.fileio import load_payload
 
 FORMAT = "glimpse-gym-saccader/1"  # checkpoints of ``glimpse train saccader``
 MASK = 1e5  # subtracted from the logits of visited cells, as in the paper
@@ -171,11 +172,26 @@ class Saccader(nn.Module):
 def load_saccader(path: str | Path, map_location: str | torch.device = "cpu"
                   ) -> tuple[Saccader, dict[str, Any]]:
     """A trained Saccader and its checkpoint dict (``glimpse-gym-saccader/1``, written by
-    ``glimpse train saccader``)."""
-    ckpt = load_format(path, FORMAT, "Saccader", map_location)
-    net = Saccader(**ckpt["net"])
-    net.load_state_dict(ckpt["state_dict"])
-    return net, ckpt
+    ``glimpse train saccader``), read with ``weights_only=True`` and its checksum checked.
+
+    Raises:
+        CheckpointError: naming the file, when it is missing, damaged or of another kind.
+    """
+    ckpt = load_payload(path, FORMAT, "Saccader", map_location)
+    return build_from_checkpoint(Saccader, ckpt, path), ckpt
 
 
-__all__ = ["FORMAT", "MASK", "Rollout", "Saccader", "load_saccader"]
+def build_from_checkpoint(cls: type[nn.Module], ckpt: dict[str, Any],
+                          path: str | Path) -> nn.Module:
+    """``cls(**ckpt["net"])`` with ``ckpt["state_dict"]`` loaded; a checkpoint whose sizes or
+    weights do not fit raises :class:`CheckpointError` naming ``path``."""
+    try:
+        net = cls(**ckpt["net"])
+        net.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the network it describes cannot be rebuilt "
+                              f"({type(exc).__name__}: {exc})") from None
+    return net
+
+
+__all__ = ["FORMAT", "MASK", "Rollout", "Saccader", "build_from_checkpoint", "load_saccader"]

@@ -1,9 +1,9 @@
 """The evaluation suite: any glimpse policies on every image of a split, at T = 1..Tmax.
 
 :func:`run_policy` drives a :class:`~agents.policies.GlimpsePolicy` through the native vector
-env for Tmax glimpses on every image once, and keeps, per image, whether the env's prediction
-was right after each glimpse, the cells, and the covered fraction of the image after each
-glimpse. :func:`summarise` turns that into accuracy, coverage and location diversity at each
+env for Tmax glimpses on every image once, and keeps, per image, the env's prediction after
+each glimpse and whether it was right, the cells, and the covered fraction of the image after
+each glimpse. :func:`summarise` turns that into accuracy, coverage and location diversity at each
 T. :func:`occlusion_test` blanks the image regions under a policy's first T glimpses (the
 cells' receptive fields) and re-classifies with the full-image BagNet, against blanking as
 many random cells' regions; :func:`occlude` is the helper that does the blanking.
@@ -34,12 +34,14 @@ class PolicyRun:
         cells: ``[N, Tmax] long``: the glimpsed cells.
         coverage: ``[N, Tmax] float``: covered fraction of the image after t+1 glimpses.
         labels: ``[N]``.
+        predictions: ``[N, Tmax] long``: the env's predicted class after t+1 glimpses.
     """
 
     correct: torch.Tensor
     cells: torch.Tensor
     coverage: torch.Tensor
     labels: torch.Tensor
+    predictions: torch.Tensor
 
 
 def run_policy(policy: GlimpsePolicy, bank: str | Path | None = None, *, max_glimpses: int = 12,
@@ -53,26 +55,29 @@ def run_policy(policy: GlimpsePolicy, bank: str | Path | None = None, *, max_gli
     size = min(batch, n)
     envs = GlimpseVectorEnv(size, bank, glimpses=max_glimpses, observation=policy.observation,
                             head=policy.head, array_type="torch", copy=False, **env_kwargs)
-    correct, cells, coverage, labels = [], [], [], []
+    correct, cells, coverage, labels, predictions = [], [], [], [], []
     for start in range(0, n, size):
         images = torch.arange(start, start + size) % n
         obs, info = envs.reset(options={"indices": images.numpy()})
         policy.begin(envs.source, images)
-        step_correct = []
+        step_correct, step_predictions = [], []
         for _ in range(max_glimpses):
             mask = obs["visited"] == 0
             actions = policy.act(obs, mask)
             obs, _, _, _, info = envs.step(actions)
             step_correct.append(info["correct"].clone())
+            step_predictions.append(info["prediction"].clone())
         valid = min(size, n - start)
         batch_cells = info["cells"][:valid].clone()
         correct.append(torch.stack(step_correct, 1)[:valid])
+        predictions.append(torch.stack(step_predictions, 1)[:valid])
         cells.append(batch_cells)
         coverage.append(torch.stack([envs.coverage_of(batch_cells[:, :t + 1])
                                      for t in range(max_glimpses)], 1))
         labels.append(info["label"][:valid].clone())
     return PolicyRun(torch.cat(correct).cpu(), torch.cat(cells).cpu(),
-                     torch.cat(coverage).cpu(), torch.cat(labels).cpu())
+                     torch.cat(coverage).cpu(), torch.cat(labels).cpu(),
+                     torch.cat(predictions).cpu().long())
 
 
 def location_diversity(cells: torch.Tensor, num_cells: int) -> float:

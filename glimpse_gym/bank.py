@@ -11,8 +11,11 @@ A bank is a directory::
     images.npy      [N, C, H, W] uint8       optional, for rendering and occlusion
 
 It is written under a temporary name beside the target and renamed into place, so an
-interrupted run leaves no half bank. :meth:`FeatureBank.load` memory-maps the arrays (a bank
-larger than RAM works) and checks every file against ``meta.json``; anything missing, damaged
+interrupted run leaves no half bank; replacing a bank (``overwrite``) swaps the two folders
+in one step, so a reader finds the old bank or the new one; a killed writer's temporary
+folder is removed by the next write. ``meta.json`` holds its own checksum and the size and
+sha256 of every file. :meth:`FeatureBank.load` memory-maps the arrays (a bank larger than RAM
+works) and checks the bank first (:mod:`glimpse_gym.bank_checks`); anything missing, damaged
 or mismatched raises :class:`~glimpse_gym.errors.BankError` naming the file and the problem.
 """
 
@@ -22,6 +25,7 @@ import json
 import shutil
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +37,24 @@ from tqdm import tqdm
 
 from glimpse_gym.bagnet.common import BagNetBase, cell_boxes, image_logits
 from glimpse_gym.bagnet.inference import iterate_batches, preprocess
+from glimpse_gym.bank_checks import (
+    FORMAT,
+    HEAD,
+    META,
+    META_CHECKSUM,
+    meta_checksum,
+    read_meta,
+    verify_files,
+)
 from glimpse_gym.datasets import ImageDataset
 from glimpse_gym.errors import BankError
-from glimpse_gym.fileio import file_sha256
-
-FORMAT = "glimpse-gym-bank/1"
-META = "meta.json"
-HEAD = "head.npz"
+from glimpse_gym.fileio import (
+    exchange_or_replace,
+    file_sha256,
+    ordinary_mode,
+    remove_stale,
+    temporary_name,
+)
 
 
 @dataclass
@@ -102,42 +117,32 @@ class FeatureBank:
              verify: bool = False) -> FeatureBank:
         """Open a bank, check it, and memory-map its arrays.
 
+        Opening checks ``meta.json`` (its checksum, its fields and their agreement) and every
+        file's size; the first open of a bank also compares every file's sha256 with
+        ``meta.json`` and records that in the user cache, so later opens of the same files
+        skip it (see :mod:`glimpse_gym.bank_checks`).
+
         Args:
             path: the bank directory.
             expect: fields the bank must match, any of ``dataset``, ``split``,
                 ``model_hash``, ``grid``, ``num_classes``, ``feature_dim``.
-            verify: also compare every file's sha256 with ``meta.json`` (reads every byte).
+            verify: compare every file's sha256 with ``meta.json`` even when a record says
+                the files were verified before (reads every byte).
 
         Raises:
             BankError: naming the file and what is wrong.
         """
         path = Path(path).expanduser()
-        if not path.is_dir():
+        try:
+            is_dir = path.is_dir()
+        except OSError as exc:
+            raise BankError(f"{path} cannot be read: {exc.strerror or exc}") from None
+        if not is_dir:
             raise BankError(f"no feature bank at {path} (expected a directory with {META}); "
                             "write one with 'glimpse extract-features'")
-        meta_path = path / META
-        try:
-            meta = json.loads(meta_path.read_text())
-        except FileNotFoundError:
-            raise BankError(f"{meta_path} is missing: {path} is not a complete "
-                            "feature bank") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BankError(f"{meta_path} is damaged (not valid JSON: {exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            found = meta.get("format") if isinstance(meta, dict) else None
-            raise BankError(f"{meta_path}: format is {found!r}, "
-                            f"expected {FORMAT!r}")
-        for key in ("arrays", "grid", "model", "dataset", "checksums"):
-            if key not in meta:
-                raise BankError(f"{meta_path} lacks the field {key!r}")
-        if verify:
-            for name, digest in meta["checksums"].items():
-                f = path / name
-                if not f.is_file():
-                    raise BankError(f"{f} is missing")
-                if file_sha256(f) != digest:
-                    raise BankError(f"{f} is damaged: its sha256 differs from {META}")
-        arrays = {name: _open_array(path, name, spec) for name, spec in meta["arrays"].items()}
+        meta = read_meta(path)
+        verify_files(path, meta, always=verify)
+        arrays = {name: _open_array(path, spec) for name, spec in meta["arrays"].items()}
         head = _open_head(path / HEAD)
         bank = cls(path=path, meta=meta, features=arrays["features"], logits=arrays["logits"],
                    labels=arrays["labels"], head_weight=head[0], head_bias=head[1],
@@ -187,10 +192,8 @@ class FeatureBank:
             raise BankError(f"feature bank {self.path} does not match: " + "; ".join(wrong))
 
 
-def _open_array(path: Path, name: str, spec: dict[str, Any]) -> np.ndarray:
+def _open_array(path: Path, spec: dict[str, Any]) -> np.ndarray:
     f = path / spec["file"]
-    if not f.is_file():
-        raise BankError(f"{f} is missing from the feature bank")
     try:
         arr = np.load(f, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -207,7 +210,7 @@ def _open_head(f: Path) -> tuple[np.ndarray, np.ndarray]:
             return npz["weight"].astype(np.float32), npz["bias"].astype(np.float32)
     except FileNotFoundError:
         raise BankError(f"{f} is missing from the feature bank") from None
-    except (ValueError, OSError, KeyError, EOFError) as exc:
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise BankError(f"{f} is damaged: {exc}") from None
 
 
@@ -237,8 +240,8 @@ def write_bank(model: BagNetBase, dataset: ImageDataset, out: str | Path, *,
     """
     out = Path(out).expanduser()
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) "
-                              "to replace it")
+        raise BankError(f"{out} already exists; pass overwrite=True (--overwrite) to replace "
+                        "it, or write elsewhere")
     model = model.eval().to(device)
     c, hgt, wid = dataset.image_shape
     if c != model.in_channels:
@@ -250,7 +253,9 @@ def write_bank(model: BagNetBase, dataset: ImageDataset, out: str | Path, *,
     n, d, k = len(dataset), model.feature_dim, model.num_classes
     mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    remove_stale(out)  # what killed writes left beside it
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_name(out), dir=out.parent))
+    ordinary_mode(tmp, directory=True)
     try:
         specs = {
             "features": ("features.npy", "float16", (n, d, gh, gw)),
@@ -303,20 +308,16 @@ def write_bank(model: BagNetBase, dataset: ImageDataset, out: str | Path, *,
             "arrays": {name: {"file": f, "dtype": dt, "shape": list(shape)}
                        for name, (f, dt, shape) in specs.items()},
             "checksums": {f: file_sha256(tmp / f) for f in files},
+            "sizes": {f: (tmp / f).stat().st_size for f in files},
             "stats": {"image_acc": correct / max(n, 1),
                       "feature_min": feature_min, "feature_max": feature_max,
                       "cell_acc": cells_correct / max(n * gh * gw, 1),
                       "extract_seconds": seconds, "images_per_s": n / max(seconds, 1e-9)},
         }
+        meta[META_CHECKSUM] = meta_checksum(meta)
         (tmp / META).write_text(json.dumps(meta, indent=1))
-        if out.exists():  # overwrite: move the old bank aside, then swap
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(trash / "bank")
-            tmp.rename(out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        exchange_or_replace(tmp, out)  # readers see the old bank or the new one
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return FeatureBank.load(out)
+    return FeatureBank.load(out)  # hashes the files once more, as read back, and records it

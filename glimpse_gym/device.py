@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from glimpse_gym.errors import UsageError
+
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """``"auto"`` is CUDA when available, else CPU; other strings must name a usable device.
 
     Raises:
-        ValueError: the string is not a device, or names CUDA on a machine without it.
+        UsageError: the string is not a device, or names CUDA on a machine without it.
     """
     if isinstance(spec, torch.device):
         return spec
@@ -18,11 +20,11 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError as exc:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {spec!r}") from exc
+        raise UsageError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {spec!r}") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} asked for CUDA, but torch sees no CUDA device here; "
+        raise UsageError(f"device {spec!r} asked for CUDA, but torch sees no CUDA device here; "
                          "use --device cpu or --device auto")
     count = torch.cuda.device_count()
     if device.type == "cuda" and device.index is not None and device.index >= count:
-        raise ValueError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s)")
+        raise UsageError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s)")
     return device

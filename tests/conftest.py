@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ MNIST_ROOT = SHARED_DATA
 OFFICIAL_JSON = SHARED_DATA / "bagnet" / "official_state_dicts.json"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# records of verified banks go to a throw-away cache, not the user's
+os.environ["GLIMPSE_GYM_CACHE"] = tempfile.mkdtemp(prefix="glimpse-gym-test-cache-")
 
 
 def has_mnist() -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 
 from glimpse_gym.bagnet import bagnet_tiny, image_logits, preprocess
 from glimpse_gym.bank import FeatureBank, write_bank
+from glimpse_gym.bank_checks import meta_checksum
 from glimpse_gym.datasets import make_dataset
 from glimpse_gym.errors import BankError
 from glimpse_gym.fileio import state_dict_hash
@@ -72,7 +75,7 @@ def test_expect_mismatch_names_every_field(tiny_setup) -> None:
 
 def test_refuses_to_overwrite_and_leaves_no_temporary_on_failure(tiny_setup, tmp_path) -> None:
     model, ds, bank, root = tiny_setup
-    with pytest.raises(FileExistsError, match="overwrite"):
+    with pytest.raises(BankError, match="overwrite"):
         write_bank(model, ds, bank.path, checkpoint=_checkpoint(model), progress=False)
     wrong = make_dataset("arrays", "train", images=np.zeros((8, 3, 32, 32), np.uint8),
                          labels=np.zeros(8, np.int64))
@@ -117,36 +120,75 @@ def _damaged(bank_path: Path, tmp_path: Path) -> Path:
         (lambda p: (p / "meta.json").write_text("{not json"), r"meta.json is damaged"),
         (lambda p: (p / "logits.npy").unlink(), r"logits.npy is missing"),
         (lambda p: (p / "head.npz").unlink(), r"head.npz is missing"),
-        (lambda p: _truncate(p / "features.npy"), r"features.npy is damaged"),
+        (lambda p: _truncate(p / "features.npy"), r"features.npy is damaged: \d+ bytes"),
+        (lambda p: _truncate(p / "head.npz"), r"head.npz is damaged"),
         (lambda p: (p / "labels.npy").write_bytes(b"garbage"), r"labels.npy is damaged"),
-        (lambda p: np.save(p / "labels.npy", np.zeros(3, np.int64)),
-         r"labels.npy is int64\[3\], but meta.json says int64\[144\]"),
-        (lambda p: _edit_meta(p, grid=[9, 9]), r"grid 10x10 but meta.json says \[9, 9\]"),
+        (lambda p: np.save(p / "labels.npy", np.zeros(3, np.int64)), r"labels.npy is damaged"),
+        (lambda p: _flip(p / "features.npy"), r"features.npy is damaged: its sha256"),
+        (lambda p: _flip(p / "logits.npy"), r"logits.npy is damaged: its sha256"),
+        (lambda p: _flip(p / "images.npy"), r"images.npy is damaged: its sha256"),
+        (lambda p: _bad_labels(p), r"labels.npy is damaged: its sha256"),
+        (lambda p: _loop(p / "logits.npy"), r"logits.npy cannot be read"),
+        (lambda p: _edit_meta(p, grid=[9, 9]), r"meta.json is damaged or was edited"),
         (lambda p: _edit_meta(p, format="other/1"), r"expected 'glimpse-gym-bank/1'"),
-        (lambda p: _bad_labels(p), r"labels outside 0..9"),
+        (lambda p: _edit_meta(p, stats={"image_acc": 1.0}), r"meta.json is damaged or was"),
+        (lambda p: _edit_meta(p, sign=False, meta_sha256=None), r"has no meta_sha256"),
+        (lambda p: _edit_meta(p, sign=True, grid=[9, 9]), r"grid \[9, 9\] does not follow"),
+        (lambda p: _edit_meta(p, sign=True, grid=None), r"grid must be a list"),
+        (lambda p: _edit_model(p, stride=0), r"model.stride must be a positive integer"),
+        (lambda p: _edit_model(p, rf=5), r"does not follow from image_shape"),
+        (lambda p: _edit_meta(p, sign=True, image_shape=[1, 40, 40]), r"does not follow"),
+        (lambda p: _edit_dataset(p, class_names=["a"]), r"1 class names for model.num_classes"),
+        (lambda p: _edit_arrays(p, "labels"), r"arrays.labels is missing"),
+        (lambda p: _edit_arrays(p, "features", file="../x.npy"), r"must name a file inside"),
     ],
-    ids=["no-meta", "bad-meta", "no-logits", "no-head", "truncated", "garbage", "short-labels",
-         "grid", "format", "labels-range"],
+    ids=["no-meta", "bad-meta", "no-logits", "no-head", "truncated", "truncated-head",
+         "garbage", "short-labels", "flip-features", "flip-logits", "flip-images",
+         "labels-range", "symlink-loop", "grid", "format", "stats", "unsigned", "signed-grid",
+         "grid-null", "stride-0", "rf", "image-shape", "class-names", "no-labels-spec",
+         "path-escape"],
 )
 def test_damage_raises_bank_error_naming_the_file(tiny_setup, tmp_path, damage, message) -> None:
     _, _, bank, _ = tiny_setup
     target = _damaged(bank.path, tmp_path)
     damage(target)
-    with pytest.raises(BankError, match=message):
+    with pytest.raises(BankError, match=message) as e:
         FeatureBank.load(target)
+    assert str(target) in str(e.value)
 
 
-def test_verify_catches_flipped_bytes(tiny_setup, tmp_path) -> None:
+def test_damage_after_a_verified_open_is_caught_at_the_next_open(tiny_setup, tmp_path) -> None:
     _, _, bank, _ = tiny_setup
     target = _damaged(bank.path, tmp_path)
-    raw = bytearray((target / "features.npy").read_bytes())
-    raw[-3] ^= 0xFF
-    (target / "features.npy").write_bytes(bytes(raw))
-    FeatureBank.load(target)  # same shape and dtype: only the checksum can tell
+    FeatureBank.load(target)  # the first open hashes every file and records it
+    f = target / "features.npy"
+    stat = f.stat()
+    _flip(f)  # a write: a new modification time, so the file is hashed again
+    with pytest.raises(BankError, match=r"features.npy is damaged: its sha256"):
+        FeatureBank.load(target)
+    os.utime(f, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same bytes count, old time:
+    FeatureBank.load(target)  # only a full check can tell now
     with pytest.raises(BankError, match=r"features.npy is damaged: its sha256"):
         FeatureBank.load(target, verify=True)
     with pytest.raises(BankError, match="no feature bank at"):
         FeatureBank.load(tmp_path / "nowhere")
+
+
+def test_bank_is_readable_by_others(tiny_setup) -> None:
+    _, _, bank, _ = tiny_setup
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(bank.path.stat().st_mode) == 0o777 & ~umask
+
+
+def test_stale_temporaries_of_killed_writers_are_removed(tiny_setup, tmp_path) -> None:
+    model, ds, _, _ = tiny_setup
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    (tmp_path / f".b.tmp-{dead}-abc").mkdir()
+    (tmp_path / f".b.tmp-{os.getpid()}-live").mkdir()  # a live writer's: kept
+    write_bank(model, ds, tmp_path / "b", checkpoint=_checkpoint(model), progress=False,
+               batch_size=256)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".b.tmp-{os.getpid()}-live", "b"]
 
 
 def _truncate(f: Path) -> None:
@@ -154,10 +196,44 @@ def _truncate(f: Path) -> None:
     f.write_bytes(data[: len(data) // 2])
 
 
-def _edit_meta(p: Path, **changes) -> None:
+def _flip(f: Path, offset: int | None = None) -> None:
+    raw = bytearray(f.read_bytes())
+    raw[len(raw) // 2 if offset is None else offset] ^= 0x10
+    f.write_bytes(bytes(raw))
+
+
+def _loop(f: Path) -> None:
+    f.unlink()
+    f.symlink_to(f.name)
+
+
+def _edit_meta(p: Path, sign: bool = False, **changes) -> None:
     meta = json.loads((p / "meta.json").read_text())
     meta.update(changes)
+    if meta.get("meta_sha256") is None:
+        meta.pop("meta_sha256", None)
+    elif sign:  # a consistent checksum: only the field checks can tell
+        meta["meta_sha256"] = meta_checksum(meta)
     (p / "meta.json").write_text(json.dumps(meta))
+
+
+def _edit_model(p: Path, **changes) -> None:
+    meta = json.loads((p / "meta.json").read_text())
+    _edit_meta(p, sign=True, model={**meta["model"], **changes})
+
+
+def _edit_dataset(p: Path, **changes) -> None:
+    meta = json.loads((p / "meta.json").read_text())
+    _edit_meta(p, sign=True, dataset={**meta["dataset"], **changes})
+
+
+def _edit_arrays(p: Path, name: str, **changes) -> None:
+    arrays = json.loads((p / "meta.json").read_text())["arrays"]
+    if changes:
+        arrays[name] = {**arrays[name], **changes}
+    else:
+        del arrays[name]
+    _edit_meta(p, sign=True, arrays=arrays)
 
 
 def _bad_labels(p: Path) -> None:

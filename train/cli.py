@@ -1,10 +1,19 @@
-"""The ``glimpse`` command: one subcommand per pipeline step."""
+"""The ``glimpse`` command: one subcommand per pipeline step.
+
+A user's mistake (a missing or damaged file, a wrong option, data that cannot be used) is
+answered in one line, ``glimpse: error: ...``, with exit status 2 and no traceback; any
+other exception is a bug and shows its traceback. ``--debug`` shows the traceback of
+mistakes too. An interrupted run (Ctrl-C) says how to continue it and exits with 130.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 
+from glimpse_gym.errors import GlimpseGymError
 from train.config import add_dataclass_arguments, config_from_args
 
 
@@ -55,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Glimpse Gym: hard-attention image classification as reinforcement "
                     "learning. Each subcommand is one step of the pipeline; "
                     "'glimpse SUBCOMMAND --help' explains its options.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of errors that are the user's mistakes "
+                             "(bugs always show theirs)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
     for name, (module, cfg_name, fn_name, summary) in COMMANDS.items():
@@ -82,9 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args._config_cls, args)
     try:
         args._run(cfg)
+    except GlimpseGymError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"glimpse: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        out = getattr(cfg, "out", None)
+        hint = (f"; what was saved is in {out}: run the same command with --resume to "
+                "continue" if hasattr(cfg, "resume") else "")
+        print(f"glimpse: interrupted{hint}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. 'glimpse bank-info | head'
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

@@ -16,6 +16,8 @@ import types
 import typing
 from typing import Any, TypeVar
 
+from glimpse_gym.errors import UsageError
+
 T = TypeVar("T")
 
 
@@ -88,13 +90,14 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     """``["canvas_size=100", "root=~/data"]`` -> ``{"canvas_size": 100, "root": "~/data"}``.
 
     Values are Python literals where they parse as one (numbers, True/False, None), else
-    strings. Raises ValueError for an item without ``=``.
+    strings. Raises :class:`~glimpse_gym.errors.UsageError` for an item without ``=``.
     """
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+            raise UsageError(f"expected KEY=VALUE, got {pair!r} (e.g. --data-option "
+                             "canvas_size=100)")
         try:
             out[key.strip().replace("-", "_")] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):

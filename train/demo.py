@@ -20,6 +20,7 @@ import torch
 from glimpse_gym.bank import FeatureBank
 from glimpse_gym.readout import ordered_logit_cells, predict_from_cells, random_cells
 from train.extract_features import ExtractConfig, extract_features
+from train.run import prepare_out, setup
 
 
 @dataclass
@@ -32,8 +33,12 @@ class DemoConfig:
     """T, cells per image for the glimpse comparisons"""
     seed: int = 0
     """seed of the random-cells baseline"""
+    overwrite: bool = False
+    """replace an earlier demo's outputs in --out"""
     device: str = "auto"
     """auto (CUDA when present), cpu, cuda or cuda:N"""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice)"""
     progress: bool = True
     """show progress bars"""
     agents: bool = True
@@ -60,9 +65,11 @@ def glimpse_table(bank: FeatureBank, glimpses: int, seed: int = 0) -> dict[str, 
 
 def demo(cfg: DemoConfig) -> dict[str, float]:
     """Extract the digits banks with the embedded BagNet and print the comparison."""
+    setup(cfg.device, cfg.threads)
+    prepare_out(cfg.out, finished=("summary.json",), overwrite=cfg.overwrite)
     banks = extract_features(ExtractConfig(checkpoint="default", out=str(Path(cfg.out) / "banks"),
                                            overwrite=True, device=cfg.device,
-                                           progress=cfg.progress))
+                                           threads=cfg.threads, progress=cfg.progress))
     table = print_table(banks["test"], cfg.glimpses, cfg.seed)
     (Path(cfg.out) / "summary.json").write_text(json.dumps(table, indent=1))
     if cfg.agents:
@@ -78,7 +85,8 @@ def train_agents(cfg: DemoConfig) -> dict:
     from train.saccader import SaccaderConfig, train_saccader
 
     out, banks = Path(cfg.out), str(Path(cfg.out) / "banks")
-    common = {"device": cfg.device, "progress": cfg.progress, "seed": cfg.seed}
+    common = {"device": cfg.device, "threads": cfg.threads, "progress": cfg.progress,
+              "seed": cfg.seed, "overwrite": True}  # the demo's own folders (checked above)
     print("\n== Saccader, steps 2 and 3 ==")
     train_saccader(SaccaderConfig(banks=banks, out=str(out / "saccader"), where_channels=32,
                                   mixed_channels=32, batch_size=128, glimpses=cfg.glimpses,
@@ -95,7 +103,7 @@ def train_agents(cfg: DemoConfig) -> dict:
     print("\n== comparison ==")
     return evaluate(EvaluateConfig(
         bank=str(Path(banks) / "test"), checkpoint="default", out=str(out / "eval"),
-        occlusion_glimpses=cfg.glimpses, seed=cfg.seed,
+        occlusion_glimpses=cfg.glimpses, seed=cfg.seed, overwrite=True, threads=cfg.threads,
         policy=["random", "centre", "ordered-logits",
                 f"saccader={out / 'saccader' / 'policy.pt'}",
                 f"maskable-ppo={out / 'maskable-ppo' / 'last.zip'}",

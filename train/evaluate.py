@@ -24,23 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.policies import (
-    FULL_IMAGE,
-    CentrePolicy,
-    GlimpsePolicy,
-    OrderedLogitsPolicy,
-    RandomPolicy,
-    SaccaderAgent,
-    SB3Policy,
-)
+from agents.loading import make_policy
+from agents.policies import FULL_IMAGE
 from agents.suite import occlusion_test, run_policy, summarise
 from glimpse_gym.bagnet import load_bagnet
 from glimpse_gym.envs import load_source
 from glimpse_gym.envs.render import draw_glimpses
-from glimpse_gym.errors import CheckpointError
+from glimpse_gym.errors import CheckpointError, UsageError
 from glimpse_gym.pretrained import resolve_checkpoint
-
-BUILTIN = {"random": RandomPolicy, "centre": CentrePolicy, "ordered-logits": OrderedLogitsPolicy}
+from train.run import prepare_out, report, setup
 
 
 @dataclass
@@ -69,73 +61,68 @@ class EvaluateConfig:
     batch: int = 1024
     """episodes run at once"""
     out: str = "runs/eval"
-    """output folder"""
-    device: str = "cpu"
-    """device of the vector env and of the occlusion BagNet"""
+    """output folder: results.json, results.csv, accuracy.png, glimpses-NAME.png/.gif"""
+    overwrite: bool = False
+    """replace the results of an earlier evaluation in --out"""
     seed: int = 0
     """seed of the random policy and the random occlusion"""
+    device: str = "cpu"
+    """device of the vector env and of the occlusion BagNet: auto, cpu, cuda or cuda:N"""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice)"""
 
 
-def make_policy(spec: str, seed: int = 0) -> GlimpsePolicy:
-    """A policy from its command-line spec (see ``--policy``)."""
-    if spec in BUILTIN:
-        return BUILTIN[spec](seed) if spec == "random" else BUILTIN[spec]()
-    if "=" not in spec:
-        raise ValueError(f"unknown policy {spec!r}: use one of {sorted(BUILTIN)} or NAME=PATH")
-    name, path = spec.split("=", 1)
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"policy {name!r}: no file at {p}")
-    if p.suffix == ".zip":
-        from sb3_contrib import MaskablePPO
-        from stable_baselines3 import PPO
-        observation = "full"
-        results = p.parent / "results.json"
-        if results.exists():
-            observation = json.loads(results.read_text())["config"].get("observation", "full")
-        try:
-            model = MaskablePPO.load(p, device="cpu")
-        except Exception:  # noqa: BLE001  (not a MaskablePPO zip: a plain PPO one)
-            model = PPO.load(p, device="cpu")
-        return SB3Policy(model, name=name, observation=observation)
-    ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
-    if fmt == "glimpse-gym-saccader/1":
-        from agents.saccader import load_saccader
-        return SaccaderAgent(load_saccader(p)[0], name=name)
-    if fmt == "glimpse-gym-reinforce/1":
-        from agents.reinforce import ReinforceAgent, load_reinforce
-        return ReinforceAgent(load_reinforce(p)[0], name=name)
-    raise CheckpointError(f"policy {name!r}: {p} is neither a Saccader nor a REINFORCE "
-                          f"checkpoint (format {fmt!r}) nor an SB3 .zip")
-
-
-def _occlusion_model(cfg: EvaluateConfig, source: Any) -> tuple[Any, dict] | None:
+def _occlusion_model(cfg: EvaluateConfig, source: Any, device: torch.device
+                     ) -> tuple[Any, dict] | None:
     ckpt_name = cfg.checkpoint or (None if cfg.bank else "default")
     if ckpt_name is None or source.images is None:
         return None
-    model, ckpt = load_bagnet(resolve_checkpoint(ckpt_name), cfg.device)
+    model, ckpt = load_bagnet(resolve_checkpoint(ckpt_name), device)
     bank_hash = source.description.get("model_hash")
     if bank_hash and bank_hash != ckpt.get("model_hash"):
-        raise CheckpointError(f"--checkpoint {ckpt_name} is not the BagNet of this bank "
-                              f"(bank model hash {bank_hash})")
+        raise CheckpointError(f"--checkpoint {ckpt_name} (BagNet {ckpt.get('model_hash')}) is "
+                              f"not the BagNet of this bank (BagNet {bank_hash})")
     return model, ckpt
 
 
 def _pictures(source: Any, cells: torch.Tensor, glimpses: int, name: str, out: Path,
-              count: int) -> list[str]:
+              count: int, *, labels: torch.Tensor | None = None,
+              predictions: torch.Tensor | None = None,
+              class_names: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """Write ``glimpses-NAME.png`` and ``glimpses-NAME.gif``; return their file names.
+
+    The PNG shows the first ``count`` images side by side, each with its first ``glimpses``
+    receptive fields outlined and numbered; the GIF shows the first image, one glimpse per
+    frame. With ``labels [N]`` each picture is captioned ``label: 3  pred: 5``, the prediction
+    taken from ``predictions [N, Tmax]`` (``PolicyRun.predictions``) after the glimpses drawn
+    (after k glimpses in the GIF's frame k), green when right and red when wrong;
+    ``class_names`` (default: ``source.class_names``) name the classes.
+    """
     from PIL import Image
+
+    from glimpse_gym.envs.render import outcome_caption
     if source.images is None or count <= 0:
         return []
     boxes = source.cell_boxes()
+    names = class_names if class_names is not None else getattr(source, "class_names", None)
+
+    def picture(i: int, image: np.ndarray, seq: list[tuple[int, ...]]) -> np.ndarray:
+        if labels is None:
+            return draw_glimpses(image, seq)
+        pred = (int(predictions[i, len(seq) - 1]) if predictions is not None and seq
+                else None)
+        text, colour = outcome_caption(int(labels[i]), pred, names)
+        return draw_glimpses(image, seq, caption=text, caption_colour=colour)
+
     frames, finals = [], []
     for i in range(min(count, len(cells))):
         image = np.asarray(source.images[i])
         seq = [tuple(boxes[c]) for c in cells[i, :glimpses].tolist()]
-        finals.append(draw_glimpses(image, seq))
+        finals.append(picture(i, image, seq))
         if i == 0:
-            frames = [draw_glimpses(image, seq[:k]) for k in range(len(seq) + 1)]
-    sheet = np.concatenate(finals, axis=1)
+            frames = [picture(i, image, seq[:k]) for k in range(len(seq) + 1)]
+    gap = np.full((finals[0].shape[0], 6, 3), 255, np.uint8)
+    sheet = np.concatenate([part for f in finals for part in (f, gap)][:-1], axis=1)
     png, gif = out / f"glimpses-{name}.png", out / f"glimpses-{name}.gif"
     Image.fromarray(sheet).save(png)
     Image.fromarray(frames[0]).save(gif, save_all=True, duration=600, loop=0,
@@ -143,52 +130,67 @@ def _pictures(source: Any, cells: torch.Tensor, glimpses: int, name: str, out: P
     return [png.name, gif.name]
 
 
-def _plot(table: dict[str, dict[str, Any]], tmax: int, path: Path, title: str) -> None:
+def _plot(table: dict[str, dict[str, Any]], tmax: int, path: Path, title: str) -> Any:
+    """Error (%) against glimpses T, one line per policy (the full image dashed); saved to
+    ``path``, and the (closed) matplotlib Figure returned.
+
+    The y axis is linear from 0 to 1 % and logarithmic above ('symlog'), so a policy at 0 %
+    error is drawn (just above the bottom of the axes) and small differences stay visible.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
     ts = list(range(1, tmax + 1))
+    top = 1.0
     for name, row in table.items():
         errors = [100 * row["error"][t] for t in ts]
+        top = max(top, *errors)
         style = "--" if name == FULL_IMAGE else "-o"
-        ax.plot(ts, errors, style, label=name, markersize=3)
-    ax.set_yscale("log")
+        ax.plot(ts, errors, style, label=name, markersize=3, linewidth=1.5,
+                zorder=3 if name == FULL_IMAGE else 2)
+    ax.set_yscale("symlog", linthresh=1.0, linscale=1.0)
+    ax.set_ylim(-0.15, min(100.0, top) * 1.3)
+    ticks = [t for t in (0, 0.5, 1, 2, 5, 10, 20, 50, 100) if t <= top * 1.3]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_minor_locator(FixedLocator([]))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xticks(ts if tmax <= 16 else ts[::max(1, tmax // 12)])
     ax.set_xlabel("glimpses T")
     ax.set_ylabel("test error (%)")
     ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Run every policy; write and return the results."""
     start = time.perf_counter()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    env_kwargs: dict[str, Any] = ({"bank": cfg.bank} if cfg.bank else
-                                  {"bank": None, "split": cfg.split})
-    source = load_source(cfg.bank, split=cfg.split) if cfg.bank else load_source(
-        None, split=cfg.split)
+    device = setup(cfg.device, cfg.threads)
+    source = load_source(cfg.bank, split=cfg.split)  # no bank: the embedded default
     specs = cfg.policy or ["random", "centre", "ordered-logits"]
-    policies = [make_policy(s, cfg.seed) for s in specs]  # fail early on a bad spec
+    policies = [make_policy(s, source, cfg.seed) for s in specs]  # fail early on a bad spec
     names = [p.name for p in policies]
     if len(set(names)) != len(names):
-        raise ValueError(f"policy names must be distinct, got {names}")
+        raise UsageError(f"policy names must be distinct, got {names}")
+    out = prepare_out(cfg.out, overwrite=cfg.overwrite)
+    env_kwargs: dict[str, Any] = {"bank": source}
     n = source.num_images if cfg.max_images is None else min(cfg.max_images, source.num_images)
     num_cells = source.grid[0] * source.grid[1]
     labels = torch.from_numpy(np.array(source.labels[:n]))
     logits = torch.from_numpy(np.array(source.logits[:n], dtype=np.float32))
     full_acc = (logits.mean(dim=(2, 3)).argmax(dim=1) == labels).float().mean().item()
-    occ = _occlusion_model(cfg, source)
+    occ = _occlusion_model(cfg, source, device)
     table: dict[str, dict[str, Any]] = {}
     for policy in policies:
         t0 = time.perf_counter()
         run = run_policy(policy, max_glimpses=cfg.max_glimpses, batch=cfg.batch,
-                         max_images=n, device=cfg.device, **env_kwargs)
+                         max_images=n, device=str(device), **env_kwargs)
         row: dict[str, Any] = summarise(run, num_cells)
         row["head"] = "own" if policy.head is not None else "bagnet"
         row["observation"] = policy.observation
@@ -198,9 +200,10 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             row["occlusion"] = occlusion_test(model, norm["mean"], norm["std"],
                                               source.images[:n], labels, run.cells,
                                               source.cell_boxes(), cfg.occlusion_glimpses,
-                                              seed=cfg.seed, device=cfg.device)
+                                              seed=cfg.seed, device=device)
         row["pictures"] = _pictures(source, run.cells, cfg.occlusion_glimpses, policy.name,
-                                    out, cfg.pictures)
+                                    out, cfg.pictures, labels=run.labels,
+                                    predictions=run.predictions)
         row["seconds"] = time.perf_counter() - t0
         table[policy.name] = row
         print(f"{policy.name}: error at T={cfg.occlusion_glimpses} "
@@ -226,6 +229,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     _plot(table, cfg.max_glimpses, out / "accuracy.png",
           f"{source.description.get('dataset', 'digits')} {cfg.split}: {n} images")
     print_table(results)
+    report(out, ["results.json", "results.csv", "accuracy.png",
+                 *(f for row in table.values() for f in row.get("pictures", []))])
     return results
 
 

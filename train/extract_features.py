@@ -6,14 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from glimpse_gym.bagnet import load_bagnet
 from glimpse_gym.bank import FeatureBank, write_bank
 from glimpse_gym.datasets import dataset_options, make_dataset
-from glimpse_gym.device import resolve_device
+from glimpse_gym.errors import UsageError
 from glimpse_gym.pretrained import resolve_checkpoint
 from train.config import parse_options
+from train.run import setup
 
 
 @dataclass
@@ -52,14 +51,12 @@ class ExtractConfig:
 
 def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank]:
     """Write one bank per split; return them by split name."""
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    device = setup(cfg.device, cfg.threads)
     model, ckpt = load_bagnet(resolve_checkpoint(cfg.checkpoint), device)
     trained_on = ckpt.get("dataset", {})
     name = cfg.dataset or trained_on.get("name")
     if not name:
-        raise ValueError("the checkpoint does not record its dataset; pass --dataset")
+        raise UsageError("the checkpoint does not record its dataset; pass --dataset")
     opts: dict[str, Any] = {}
     if name == trained_on.get("name"):
         opts.update(trained_on.get("options", {}))
@@ -83,4 +80,5 @@ def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank]:
               f"{tuple(bank.features.shape)} float16 | image acc {s['image_acc']:.4f} "
               f"cell acc {s['cell_acc']:.4f} | {s['images_per_s']:.0f} img/s")
         banks[split] = bank
+    print(f"wrote: {', '.join(str(b.path) for b in banks.values())}")
     return banks

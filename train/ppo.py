@@ -12,23 +12,24 @@ and saved to ``OUT/results.json``.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecMonitor
 from tqdm import tqdm
 
 from agents.evaluation import evaluate_on_split, sb3_policy
-from agents.extractors import CellExtractor, GridExtractor
-from glimpse_gym.device import resolve_device
+from agents.extractors import extractor_policy_kwargs
+from agents.loading import check_trained_on
+from agents.sb3_io import load_sb3_model, save_sb3
+from glimpse_gym.errors import UsageError
 from glimpse_gym.sb3 import GlimpseRolloutBuffer, MaskableGlimpseRolloutBuffer, SB3VecEnv
+from train.run import prepare_out, report, setup
 
 
 @dataclass
@@ -73,6 +74,8 @@ class PPOConfig:
     """output folder: last.zip, best.zip, results.json, tb/"""
     resume: bool = False
     """continue from OUT/last.zip"""
+    overwrite: bool = False
+    """start again in an --out that holds a run"""
     seed: int = 0
     """seed of the envs and the policy"""
     device: str = "auto"
@@ -96,16 +99,12 @@ def buffer_class(maskable: bool) -> type:
     return MaskableGlimpseRolloutBuffer if maskable else GlimpseRolloutBuffer
 
 
-def _policy_kwargs(cfg: PPOConfig, grid: tuple[int, int]) -> dict[str, Any]:
+def _policy_spec(cfg: PPOConfig) -> dict[str, Any]:
+    """The extractor and its sizes, as the zip's manifest records them."""
     if cfg.extractor == "cell":
-        return {"features_extractor_class": CellExtractor,
-                "features_extractor_kwargs": {"hidden": cfg.channels, "code": cfg.code},
-                "net_arch": {"pi": [], "vf": [64]}}
-    if cfg.extractor == "grid":
-        return {"features_extractor_class": GridExtractor,
-                "features_extractor_kwargs": {"grid": grid, "features_dim": cfg.features_dim,
-                                              "channels": cfg.channels}}
-    raise ValueError(f"extractor must be 'cell' or 'grid', got {cfg.extractor!r}")
+        return {"extractor": "cell", "kwargs": {"channels": cfg.channels, "code": cfg.code}}
+    return {"extractor": cfg.extractor,
+            "kwargs": {"channels": cfg.channels, "features_dim": cfg.features_dim}}
 
 
 def _split_kwargs(cfg: PPOConfig, split: str) -> dict[str, Any]:
@@ -114,18 +113,19 @@ def _split_kwargs(cfg: PPOConfig, split: str) -> dict[str, Any]:
     return {"bank": str(Path(cfg.banks) / split)}
 
 
-def _atomic_save(model: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.zip")
-    model.save(tmp)
-    os.replace(tmp, path)
+def _save(model: Any, path: Path, cfg: PPOConfig, source: Any) -> None:
+    """The zip with its manifest (:func:`agents.sb3_io.save_sb3`), written atomically."""
+    save_sb3(model, path, {"policy": _policy_spec(cfg), "observation": cfg.observation,
+                           "glimpses": cfg.glimpses, "trained_on": source.description,
+                           "grid": source.description["grid"]})
 
 
 class GlimpseCallback(BaseCallback):
     """Episode accuracy and coverage to TensorBoard; periodic val evaluation and checkpoints."""
 
-    def __init__(self, cfg: PPOConfig, out: Path) -> None:
+    def __init__(self, cfg: PPOConfig, out: Path, source: Any) -> None:
         super().__init__()
-        self.cfg, self.out = cfg, out
+        self.cfg, self.out, self.source = cfg, out, source
         self.correct: list[float] = []
         self.coverage: list[float] = []
         self.best = -1.0
@@ -170,36 +170,41 @@ class GlimpseCallback(BaseCallback):
         self.history.append({"timesteps": self.num_timesteps, **result})
         if result["accuracy"] > self.best:
             self.best = result["accuracy"]
-            _atomic_save(self.model, self.out / "best.zip")
-        _atomic_save(self.model, self.out / "last.zip")
+            _save(self.model, self.out / "best.zip", self.cfg, self.source)
+        _save(self.model, self.out / "last.zip", self.cfg, self.source)
         return result
 
 
 def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
     """Train, evaluate on val along the way and on test at the end; return the results."""
     start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    device = setup(cfg.device, cfg.threads)
+    out = prepare_out(cfg.out, checkpoints=("last.zip",), resume=cfg.resume,
+                      overwrite=cfg.overwrite)
     algo = _algo(maskable)
     venv = VecMonitor(SB3VecEnv(num_envs=cfg.num_envs, glimpses=cfg.glimpses,
                                 observation=cfg.observation, **_split_kwargs(cfg, "train")))
     venv.seed(cfg.seed)
     grid = venv.get_attr("feature_shape")[0][:2]
+    source = venv.get_attr("source")[0]
+    hyper = dict(n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
+                 learning_rate=cfg.learning_rate, ent_coef=cfg.ent_coef, gamma=cfg.gamma,
+                 seed=cfg.seed, tensorboard_log=str(out / "tb"),
+                 rollout_buffer_class=buffer_class(maskable))
     if cfg.resume:
-        if not (out / "last.zip").exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {out / 'last.zip'}")
-        model = algo.load(out / "last.zip", env=venv, device=device)
+        model, f = load_sb3_model(out / "last.zip", venv, device, **hyper)
+        check_trained_on(f"--resume {out / 'last.zip'}", f.manifest.get("trained_on"), source)
+        if f.manifest["algorithm"] != algo.__name__:
+            command = "maskable-ppo" if f.manifest["algorithm"] == "MaskablePPO" else "ppo"
+            raise UsageError(f"--resume: {out / 'last.zip'} is a {f.manifest['algorithm']} run; "
+                             f"continue it with 'glimpse train {command}'")
+        print(f"resuming after {model.num_timesteps} of {cfg.total_timesteps} env steps")
     else:
-        model = algo(
-            "MultiInputPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-            n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate, ent_coef=cfg.ent_coef,
-            gamma=cfg.gamma, seed=cfg.seed, device=device, tensorboard_log=str(out / "tb"),
-            policy_kwargs=_policy_kwargs(cfg, tuple(grid)),
-            rollout_buffer_class=buffer_class(maskable))
-    callback = GlimpseCallback(cfg, out)
+        model = algo("MultiInputPolicy", venv, device=device,
+                     policy_kwargs=extractor_policy_kwargs(**_policy_spec(cfg)["kwargs"],
+                                                           extractor=cfg.extractor,
+                                                           grid=tuple(grid)), **hyper)
+    callback = GlimpseCallback(cfg, out, source)
     remaining = cfg.total_timesteps - model.num_timesteps
     learn_start = time.perf_counter()
     steps_before = model.num_timesteps
@@ -207,7 +212,7 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
         model.learn(remaining, callback=callback, reset_num_timesteps=not cfg.resume,
                     tb_log_name="ppo")
     learn_seconds = time.perf_counter() - learn_start
-    _atomic_save(model, out / "last.zip")
+    _save(model, out / "last.zip", cfg, source)
     # ---------------------------------------------------------------- final test
     test = evaluate_on_split(sb3_policy(model), glimpses=cfg.glimpses,
                              observation=cfg.observation, **_split_kwargs(cfg, "test"))
@@ -225,6 +230,7 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
           f"{test['accuracy']:.4f} (error {1 - test['accuracy']:.2%}), coverage "
           f"{test['coverage']:.3f}, {test['num_images']} images; "
           f"{results['env_steps_per_s']:.0f} env-steps/s")
+    report(out, ["last.zip", "best.zip", "results.json", "tb"])
     return results
 
 

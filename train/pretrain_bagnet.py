@@ -30,9 +30,9 @@ from glimpse_gym.bagnet import (
     save_checkpoint,
 )
 from glimpse_gym.datasets import ImageDataset, dataset_options, make_dataset
-from glimpse_gym.device import resolve_device
-from glimpse_gym.errors import CheckpointError
+from glimpse_gym.errors import CheckpointError, UsageError
 from train.config import parse_options
+from train.run import prepare_out, setup
 
 
 @dataclass
@@ -87,6 +87,8 @@ class PretrainConfig:
     """TensorBoard folder (default: tb/ beside the checkpoint)"""
     resume: bool = False
     """continue from the checkpoint at --out"""
+    overwrite: bool = False
+    """start again when a checkpoint exists at --out"""
     device: str = "auto"
     """auto (CUDA when present), cpu, cuda or cuda:N"""
     threads: int | None = None
@@ -121,9 +123,13 @@ def _arch(cfg: PretrainConfig, train: ImageDataset) -> tuple[str, dict[str, Any]
     kwargs: dict[str, Any] = {"num_classes": train.num_classes, "in_channels": train.image_shape[0]}
     if arch == "custom":
         if not (cfg.kernels and cfg.strides and cfg.widths):
-            raise ValueError("--arch custom needs --kernels, --strides and --widths")
+            raise UsageError("--arch custom needs --kernels, --strides and --widths")
         for key in ("kernels", "strides", "widths"):
-            kwargs[key] = [int(v) for v in getattr(cfg, key).split(",")]
+            try:
+                kwargs[key] = [int(v) for v in getattr(cfg, key).split(",")]
+            except ValueError:
+                raise UsageError(f"--{key} must be comma-separated integers, got "
+                                 f"{getattr(cfg, key)!r}") from None
     if arch in ("bagnet-small", "bagnet-tiny", "custom"):
         if cfg.width is not None and arch != "custom":
             kwargs["width"] = cfg.width
@@ -136,17 +142,18 @@ def _arch(cfg: PretrainConfig, train: ImageDataset) -> tuple[str, dict[str, Any]
 def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
     """Train a BagNet with the per-location loss; return the final metrics and timings."""
     wall_start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    device = setup(cfg.device, cfg.threads)
     torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
+    out = Path(cfg.out).expanduser()
+
     logdir = Path(cfg.logdir) if cfg.logdir else out.parent / "tb"
 
     # ---------------------------------------------------------------- data and model
     train_set = _make_split(cfg, "train")
     val_set = _make_split(cfg, "val")
     arch, arch_kwargs = _arch(cfg, train_set)
+    prepare_out(out.parent, finished=(), checkpoints=(out.name,), resume=cfg.resume,
+                overwrite=cfg.overwrite)
     model = build_bagnet(arch, **arch_kwargs).to(device)
     mean, std = list(train_set.mean), list(train_set.std)
     num_train = len(train_set) if cfg.max_train_images is None else min(cfg.max_train_images,
@@ -261,4 +268,6 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
     save_checkpoint(out, model, metrics=metrics, train_state=train_state, **meta)
     (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2))
     writer.close()
+    print(f"wrote: {out} (checkpoint), {out.parent / 'metrics.json'}, TensorBoard logs in "
+          f"{logdir}")
     return metrics

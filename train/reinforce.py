@@ -22,11 +22,12 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from agents.loading import check_trained_on
 from agents.reinforce import FORMAT, RamAgent, ReinforceAgent, cell_features, load_reinforce
 from agents.suite import run_policy, summarise
-from glimpse_gym.device import resolve_device
 from glimpse_gym.envs import GlimpseVectorEnv
-from glimpse_gym.fileio import atomic_torch_save
+from glimpse_gym.fileio import save_payload
+from train.run import prepare_out, report, setup
 
 
 @dataclass
@@ -57,6 +58,8 @@ class ReinforceConfig:
     """output folder: last.pt, best.pt, results.json, tb/"""
     resume: bool = False
     """continue OUT/last.pt"""
+    overwrite: bool = False
+    """start again in an --out that holds a run"""
     seed: int = 0
     """seed of initialisation, images and sampling"""
     device: str = "auto"
@@ -116,11 +119,9 @@ def _evaluate(net: RamAgent, cfg: ReinforceConfig, split: str, limit: int | None
 def train_reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
     """Train, evaluate on val along the way and on test at the end; return the results."""
     start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    device = setup(cfg.device, cfg.threads)
+    out = prepare_out(cfg.out, checkpoints=("last.pt",), resume=cfg.resume,
+                      overwrite=cfg.overwrite)
     envs = GlimpseVectorEnv(cfg.num_envs, glimpses=cfg.glimpses, observation="partial",
                             array_type="torch", copy=False, device=str(device),
                             **_split(cfg, "train"))
@@ -131,6 +132,8 @@ def train_reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
     it, best, history = 0, -1.0, []
     if cfg.resume:
         net_loaded, ckpt = load_reinforce(out / "last.pt")
+        check_trained_on(f"--resume {out / 'last.pt'}", {**ckpt.get("bank", {}),
+                         "feature_dim": ckpt["net"].get("feature_dim")}, envs.source)
         net.load_state_dict(net_loaded.state_dict())
         opt.load_state_dict(ckpt["optimizer"])
         it, best, history = ckpt["iteration"], ckpt["best"], ckpt["history"]
@@ -139,7 +142,7 @@ def train_reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
     writer = SummaryWriter(str(out / "tb"))
 
     def save(path: Path) -> None:
-        atomic_torch_save({"format": FORMAT, "iteration": it, "best": best, "history": history,
+        save_payload({"format": FORMAT, "iteration": it, "best": best, "history": history,
                            "net": {"feature_dim": d, "num_cells": h * w, "hidden": cfg.hidden},
                            "state_dict": net.state_dict(), "optimizer": opt.state_dict(),
                            "config": asdict(cfg), "rng": torch.get_rng_state(),
@@ -181,6 +184,7 @@ def train_reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
     print(f"REINFORCE (best val checkpoint): test accuracy at T={cfg.glimpses} "
           f"{test['accuracy']:.4f} (error {1 - test['accuracy']:.2%}), coverage "
           f"{test['coverage']:.3f}, {test['num_images']} images")
+    report(out, ["last.pt", "best.pt", "results.json", "tb"])
     return results
 
 

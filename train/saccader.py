@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,13 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from agents.loading import check_trained_on
 from agents.saccader import FORMAT, Saccader, load_saccader
-from glimpse_gym.device import resolve_device
 from glimpse_gym.envs.source import GlimpseSource, load_source
-from glimpse_gym.fileio import atomic_torch_save
+from glimpse_gym.errors import UsageError
+from glimpse_gym.fileio import save_payload
 from glimpse_gym.readout import ordered_logit_cells, predict_from_cells, random_cells
+from train.run import prepare_out, report, setup
 
 STAGES = ("all", "locations", "policy", "both", "evaluate")
 
@@ -52,10 +54,12 @@ class SaccaderConfig:
     banks: str | None = None
     """folder with train/, val/ and test/ feature banks (default: the embedded digits model;
     with --stage all: OUT/banks, written by step 1)"""
-    dataset: str = "digits"
-    """--stage all: dataset of step 1 (see 'glimpse datasets')"""
+    dataset: str | None = None
+    """--stage all: dataset of step 1 (see 'glimpse datasets'; default: digits)"""
     root: str | None = None
     """--stage all: folder holding the dataset's files"""
+    data_option: list[str] = field(default_factory=list)
+    """--stage all: dataset option KEY=VALUE, e.g. canvas_size=100, pieces=8, path=my.npz"""
     bagnet_epochs: int = 15
     """--stage all: BagNet epochs of step 1"""
     bagnet_image_loss: float = 1.0
@@ -88,6 +92,8 @@ class SaccaderConfig:
     """output folder: locations.pt, policy.pt, results.json, tb/"""
     resume: bool = False
     """continue the stage's checkpoint in OUT"""
+    overwrite: bool = False
+    """start again in an --out that holds a run"""
     seed: int = 0
     """seed of initialisation, batching and sampling"""
     device: str = "auto"
@@ -223,7 +229,7 @@ def evaluate_through_env(net: Saccader, cfg: SaccaderConfig) -> dict[str, float]
 def _checkpoint(path: Path, net: Saccader, opt: torch.optim.Optimizer, stage: str,
                 epoch: int, cfg: SaccaderConfig, source: GlimpseSource,
                 history: list[dict[str, Any]], sched: Any = None) -> None:
-    atomic_torch_save({
+    save_payload({
         "format": FORMAT, "stage": stage, "epoch": epoch, "config": asdict(cfg),
         "net": {"feature_dim": net.feature_dim, "num_classes": net.num_classes,
                 "where_channels": cfg.where_channels, "mixed_channels": cfg.mixed_channels},
@@ -246,6 +252,8 @@ def _run_stage(stage: str, cfg: SaccaderConfig, net: Saccader, splits: dict[str,
     start_epoch, history = 0, []
     if cfg.resume and path.exists():
         _, ckpt = load_saccader(path)
+        check_trained_on(f"--resume {path}", {**ckpt.get("bank", {}), **ckpt["net"]},
+                         splits["train"].source)
         net.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
         if sched is not None and ckpt["scheduler"] is not None:
@@ -301,7 +309,8 @@ def _step1(cfg: SaccaderConfig, out: Path) -> str:
     from train.pretrain_bagnet import PretrainConfig, pretrain_bagnet
     ckpt, banks = out / "bagnet.pt", out / "banks"
     if not ckpt.exists() or cfg.resume:
-        pretrain_bagnet(PretrainConfig(dataset=cfg.dataset, root=cfg.root,
+        pretrain_bagnet(PretrainConfig(dataset=cfg.dataset or "digits", root=cfg.root,
+                                       data_option=list(cfg.data_option), seed=cfg.seed,
                                        epochs=cfg.bagnet_epochs, out=str(ckpt),
                                        image_loss=cfg.bagnet_image_loss, resume=ckpt.exists(),
                                        device=cfg.device, threads=cfg.threads,
@@ -316,14 +325,22 @@ def _step1(cfg: SaccaderConfig, out: Path) -> str:
 def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
     """Run the stage(s) asked for; return the results (also in OUT/results.json)."""
     if cfg.stage not in STAGES:
-        raise ValueError(f"--stage must be one of {STAGES}, got {cfg.stage!r}")
-    glimpse_list = sorted({int(t) for t in cfg.eval_glimpses.split(",")})
+        raise UsageError(f"--stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
+    if cfg.stage != "all" and (cfg.dataset or cfg.data_option):
+        raise UsageError("--dataset and --data-option choose the data of step 1, which only "
+                         "--stage all runs; the other stages read --banks")
+    try:
+        glimpse_list = sorted({int(t) for t in cfg.eval_glimpses.split(",")})
+    except ValueError:
+        raise UsageError(f"--eval-glimpses must be comma-separated integers, got "
+                         f"{cfg.eval_glimpses!r}") from None
     start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    device = setup(cfg.device, cfg.threads)
     torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
+    out = Path(cfg.out).expanduser()
+    if cfg.stage != "evaluate":  # evaluate rewrites results.json from OUT/policy.pt
+        stage_files = {"policy": ("policy.pt",)}.get(cfg.stage, ("locations.pt", "policy.pt"))
+        prepare_out(out, checkpoints=stage_files, resume=cfg.resume, overwrite=cfg.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.stage == "all":
         cfg.banks = _step1(cfg, out)
@@ -331,10 +348,11 @@ def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
     splits = {s: _Split(src, device) for s, src in sources.items()}
     net = build_saccader(sources["train"], cfg).to(device)
     writer = SummaryWriter(str(out / "tb"))
-    results: dict[str, Any] = {"config": asdict(cfg), "bank": sources["train"].description}
+    results: dict[str, Any] = {"config": asdict(cfg), "bank": sources["train"].description,
+                               "data": {s: src.description for s, src in sources.items()}}
     if cfg.stage == "evaluate":  # keep the training histories of an earlier results.json
         if not (out / "policy.pt").exists():
-            raise FileNotFoundError(f"--stage evaluate needs {out / 'policy.pt'}")
+            raise UsageError(f"--stage evaluate needs {out / 'policy.pt'}; train it first")
         net.load_state_dict(load_saccader(out / "policy.pt")[1]["state_dict"])
         if (out / "results.json").exists():
             earlier = json.loads((out / "results.json").read_text())
@@ -344,8 +362,8 @@ def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
     if cfg.stage in ("all", "both", "policy"):
         if cfg.stage == "policy":  # start from step 2's network
             if not (out / "locations.pt").exists():
-                raise FileNotFoundError(f"--stage policy starts from step 2's "
-                                        f"{out / 'locations.pt'}; run --stage locations first")
+                raise UsageError(f"--stage policy starts from step 2's "
+                                 f"{out / 'locations.pt'}; run --stage locations first")
             net.load_state_dict(load_saccader(out / "locations.pt")[1]["state_dict"])
         results["policy"] = _run_stage("policy", cfg, net, splits, out, writer)
     test = evaluate(net, splits["test"], glimpse_list)
@@ -358,6 +376,7 @@ def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
     print(f"test error ({test['num_images']} images) at T = {glimpse_list}:")
     for name in ("saccader", "saccader_bagnet_head", "ordered_logits", "random"):
         print(f"  {name:21s} " + "  ".join(f"{test[name][t]:7.2%}" for t in glimpse_list))
+    report(out, ["bagnet.pt", "banks", "locations.pt", "policy.pt", "results.json", "tb"])
     return results
 
 

@@ -15,12 +15,14 @@ A checkpoint is a plain dict (loadable with ``weights_only=True``)::
     metrics       the last evaluation (val/test errors, ...)
     config        the options of the run that trained it (pretrain-bagnet's config)
     train_state   optional: optimizer, scheduler, epoch (for --resume)
+    checksum      sha256 of everything above (:func:`glimpse_gym.fileio.payload_checksum`)
+
+Loading checks the checksum and that ``model_hash`` is the hash of ``state_dict``, so a
+changed byte anywhere raises :class:`~glimpse_gym.errors.CheckpointError` naming the file.
 """
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ import torch
 
 from glimpse_gym.bagnet.common import BagNetBase
 from glimpse_gym.errors import CheckpointError, UnknownNameError
-from glimpse_gym.fileio import atomic_torch_save, state_dict_hash
+from glimpse_gym.fileio import load_payload, save_payload, state_dict_hash
 
 FORMAT = "glimpse-gym-bagnet/1"
 REQUIRED = ("arch", "arch_kwargs", "state_dict", "class_names", "normalization", "image_shape")
@@ -69,31 +71,35 @@ def save_checkpoint(path: str | Path, model: BagNetBase, *, arch: str,
     }
     if train_state is not None:
         payload["train_state"] = train_state
-    atomic_torch_save(payload, path)
-    return payload
+    return save_payload(payload, path)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``.
+def load_checkpoint(path: str | Path, *, require_checksum: bool = True) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` and check it.
+
+    Args:
+        path: the ``.pt`` file.
+        require_checksum: refuse a file without a checksum (``export-bagnet`` reads such
+            files to write them again with one).
 
     Raises:
-        CheckpointError: the file is missing, unreadable, or not a glimpse-gym BagNet
-            checkpoint; the message names the path and what is wrong.
+        CheckpointError: the file is missing, unreadable, damaged (checksum or weight hash),
+            or not a glimpse-gym BagNet checkpoint; the message names the path.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"no BagNet checkpoint at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(f"{path} is damaged or not a torch checkpoint: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a glimpse-gym BagNet checkpoint (expected "
-                              f"format {FORMAT!r}); plain state_dicts of the official BagNets "
-                              "load with glimpse_gym.bagnet.load_official_weights")
+    payload = load_payload(path, FORMAT, "BagNet", require_checksum=require_checksum)
     missing = [k for k in REQUIRED if k not in payload]
     if missing:
         raise CheckpointError(f"{path} lacks the field(s) {missing}")
+    kinds = {"arch": str, "arch_kwargs": dict, "state_dict": dict, "class_names": list,
+             "normalization": dict, "image_shape": list}
+    wrong = [k for k, kind in kinds.items() if not isinstance(payload[k], kind)]
+    if wrong:
+        raise CheckpointError(f"{path} is damaged: field(s) {wrong} have the wrong type")
+    stored = payload.get("model_hash")
+    if stored is not None and state_dict_hash(payload["state_dict"]) != stored:
+        raise CheckpointError(f"{path} is damaged: its weights do not match the weight hash "
+                              f"stored with them ({stored})")
     return payload
 
 

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from glimpse_gym.bagnet.common import BagNetBase, receptive_field
+from glimpse_gym.errors import CheckpointError
+from glimpse_gym.fileio import read_torch
 
 EXPANSION = 4
 BN_MOMENTUM = 0.001  # the official value
@@ -134,16 +136,22 @@ def bagnet33(num_classes: int = 1000, in_channels: int = 3) -> OfficialBagNet:
 def load_official_weights(model: OfficialBagNet, path: str | Path) -> OfficialBagNet:
     """Load a published BagNet ``state_dict`` (a local ``.pth`` file) with ``strict=True``.
 
+    The file is read with ``weights_only=True``: tensors and plain data only.
+
     Raises:
-        FileNotFoundError: no file at ``path``.
-        RuntimeError: the keys or shapes differ (torch's message lists them).
+        CheckpointError: no file at ``path``, a file that is not a readable ``state_dict``,
+            or keys or shapes that differ from the model's (torch's message lists them).
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"no BagNet weights at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_torch(path, "BagNet state_dict")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    model.load_state_dict(state, strict=True)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    state = {str(k).removeprefix("module."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not fit {type(model).__name__} "
+                              f"(rf {model.rf}): {exc}") from None
     return model

@@ -18,6 +18,7 @@ unless ``download=True`` is passed.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from glimpse_gym.datasets.base import SPLITS, ImageDataset, TensorImageDataset, 
 from glimpse_gym.datasets.digits import make_digits
 from glimpse_gym.datasets.mnist import make_cluttered_mnist, make_mnist, make_translated_mnist
 from glimpse_gym.datasets.vision import make_cifar10, make_imagefolder
-from glimpse_gym.errors import UnknownNameError
+from glimpse_gym.errors import UnknownNameError, UsageError
 
 __all__ = [
     "SPLITS",
@@ -85,7 +86,10 @@ def dataset_options(name: str) -> dict[str, object]:
 
 def _spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        raise UnknownNameError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+        close = difflib.get_close_matches(name, list(DATASETS), n=1)
+        guess = f"; did you mean {close[0]!r}?" if close else ";"
+        raise UnknownNameError(f"unknown dataset {name!r}{guess} valid names: "
+                               f"{', '.join(DATASETS)}")
     return DATASETS[name]
 
 
@@ -96,14 +100,23 @@ def make_dataset(name: str, split: str = "train", **kwargs: object) -> ImageData
         name: a registry name (see :func:`list_datasets`).
         split: ``"train"``, ``"val"`` or ``"test"``.
         **kwargs: the dataset's options (``root``, ``seed``, ``canvas_size``, ...); an option
-            the dataset does not take raises a TypeError that lists the ones it does.
+            the dataset does not take raises a UsageError that lists the ones it does.
 
     Returns:
         The split as an :class:`ImageDataset`.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered (the message suggests the closest one).
+        UsageError: an option the dataset does not take, or an invalid split.
+        DatasetNotFoundError: the dataset's files are not where ``root`` / ``path`` says.
+        DatasetError: the files or arrays are there but cannot be used as they are.
     """
     spec = _spec(name)
     valid = dataset_options(name)
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise TypeError(f"dataset {name!r} takes no option(s) {unknown}; valid: {sorted(valid)}")
+        close = {k: difflib.get_close_matches(k, list(valid), n=1) for k in unknown}
+        guess = "".join(f"; did you mean {c[0]!r} for {k!r}?" for k, c in close.items() if c)
+        raise UsageError(f"dataset {name!r} takes no option(s) {unknown}{guess} valid options: "
+                         f"{sorted(valid)} (on the command line: --data-option KEY=VALUE)")
     return spec.factory(split, **kwargs)

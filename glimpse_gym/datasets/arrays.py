@@ -2,25 +2,41 @@
 
 Accepted image layouts: ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]`` with C in 1, 3, 4;
 ``uint8`` (0-255) or floating point in [0, 1]. Labels are integers ``0..K-1``. An ``.npz`` may
-also hold ``test_images`` / ``test_labels`` (the test split) and ``class_names``; without a
-test split, a fixed 20 % of the images (the same for every seed) is the test split.
+also hold ``test_images`` / ``test_labels`` (the test split) and ``class_names``, and nothing
+else: a key it does not read (``x_test``, say) is refused rather than ignored. Without a test
+split, a fixed 20 % of the images (the same for every seed) is the test split.
+
+Write one with::
+
+    np.savez("mine.npz", images=x_train, labels=y_train, test_images=x_test,
+             test_labels=y_test, class_names=np.array(["cat", "dog"]))
 """
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from glimpse_gym.datasets.base import TensorImageDataset, check_split, split_indices
-from glimpse_gym.errors import DatasetNotFoundError
+from glimpse_gym.errors import DatasetError, DatasetNotFoundError, UsageError
 
 TEST_FRACTION = 0.2
 TEST_CARVE_SEED = 424_242
+NPZ_KEYS = ("images", "labels", "test_images", "test_labels", "class_names")
+"""The keys :func:`make_arrays` reads from an ``.npz``; any other key is an error."""
+_RENAMES = {"x_train": "images", "y_train": "labels", "x_test": "test_images",
+            "y_test": "test_labels", "X_train": "images", "X_test": "test_images",
+            "train_images": "images", "train_labels": "labels"}
+_HOW_TO_INDEX = ("turn names into indices with "
+                 "`class_names, labels = np.unique(labels, return_inverse=True)` and pass "
+                 "class_names too")
 
 
 def to_nchw_uint8(images: np.ndarray, what: str = "images") -> np.ndarray:
-    """Bring user images to ``[N, C, H, W] uint8``, or raise a ValueError saying why not."""
+    """Bring user images to ``[N, C, H, W] uint8``, or raise a DatasetError saying why not."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[:, None]
@@ -28,33 +44,89 @@ def to_nchw_uint8(images: np.ndarray, what: str = "images") -> np.ndarray:
         if images.shape[1] not in (1, 3, 4) and images.shape[-1] in (1, 3, 4):
             images = images.transpose(0, 3, 1, 2)
     else:
-        raise ValueError(f"{what} must be [N, H, W], [N, H, W, C] or [N, C, H, W]; "
-                         f"got shape {images.shape}")
+        raise DatasetError(f"{what} must be [N, H, W], [N, H, W, C] or [N, C, H, W]; "
+                           f"got shape {images.shape}")
     if images.shape[1] not in (1, 3, 4):
-        raise ValueError(f"{what}: could not find a channel axis of size 1, 3 or 4 in "
-                         f"shape {images.shape}")
+        raise DatasetError(f"{what}: could not find a channel axis of size 1, 3 or 4 in "
+                           f"shape {images.shape}")
     if images.dtype == np.uint8:
         return np.ascontiguousarray(images)
     if np.issubdtype(images.dtype, np.floating):
         if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
-            raise ValueError(f"{what}: floating-point images must be finite and in [0, 1]; got "
-                             f"range [{np.nanmin(images)}, {np.nanmax(images)}]")
+            raise DatasetError(f"{what}: floating-point images must be finite and in [0, 1]; "
+                               f"got range [{np.nanmin(images)}, {np.nanmax(images)}] (divide "
+                               "0-255 images by 255, or pass them as uint8)")
         return np.ascontiguousarray((images * 255).round().astype(np.uint8))
     if np.issubdtype(images.dtype, np.integer):
         if images.min() < 0 or images.max() > 255:
-            raise ValueError(f"{what}: integer images must lie in 0..255")
+            raise DatasetError(f"{what}: integer images must lie in 0..255; got range "
+                               f"[{images.min()}, {images.max()}]")
         return np.ascontiguousarray(images.astype(np.uint8))
-    raise ValueError(f"{what}: unsupported dtype {images.dtype} (use uint8 or float in [0, 1])")
+    raise DatasetError(f"{what}: unsupported dtype {images.dtype} (use uint8 or float in [0, 1])")
 
 
 def _check_labels(labels: np.ndarray, n: int, what: str) -> np.ndarray:
     labels = np.asarray(labels)
+    if labels.dtype.kind in "USO":
+        example = f" (e.g. {str(labels.flat[0])!r})" if labels.size else ""
+        raise DatasetError(f"{what} must be integers 0..K-1 (with the names in class_names); "
+                           f"got dtype {labels.dtype}{example}: "
+                           f"{_HOW_TO_INDEX}")
     if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{what} must be [N] integers with N={n}; got shape {labels.shape} "
-                         f"dtype {labels.dtype}")
+        raise DatasetError(f"{what} must be [N] integers with N={n}; got shape {labels.shape} "
+                           f"dtype {labels.dtype}")
     if n and labels.min() < 0:
-        raise ValueError(f"{what} must be class indices 0..K-1; found {labels.min()}")
+        raise DatasetError(f"{what} must be class indices 0..K-1; found {labels.min()}")
     return labels.astype(np.int64)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` written for :func:`make_arrays`, keyed as in ``NPZ_KEYS``.
+
+    Raises:
+        DatasetError: naming ``path``, when it cannot be read (damaged, truncated, not an
+            ``.npz``, or holding pickled objects), holds a key other than ``NPZ_KEYS``, or
+            lacks ``images`` or ``labels``.
+    """
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy: one bare array
+            raise DatasetError(f"arrays: {path} is a single .npy array, not an .npz; write "
+                               "one with np.savez(FILE.npz, images=..., labels=...)")
+        with loaded as npz:
+            files = list(npz.files)
+            arrays = {k: npz[k] for k in NPZ_KEYS if k in files}
+    except DatasetError:
+        raise
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise DatasetError(f"arrays: cannot read {path} as an .npz ({e}); the file may be "
+                               "damaged or truncated: write it again with np.savez") from e
+        raise DatasetError(f"arrays: {path} holds pickled objects, which are not loaded for "
+                           "safety; save labels as integers and class_names as a str array "
+                           "(np.array(names, dtype=str))") from e
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+        raise DatasetError(f"arrays: cannot read {path} as an .npz ({type(e).__name__}: {e}); "
+                           "the file may be damaged or truncated: write it again with "
+                           "np.savez") from e
+    missing = [k for k in ("images", "labels") if k not in files]
+    if missing:
+        hint = {k: _RENAMES[k] for k in files if k in _RENAMES}
+        how = (f"; rename {', '.join(f'{a!r} to {b!r}' for a, b in hint.items())}" if hint
+               else "; save the images as 'images' and the labels as 'labels'")
+        raise DatasetError(f"arrays: {path} lacks {missing}; it holds {files}; keys read: "
+                           f"{list(NPZ_KEYS)}{how}")
+    unknown = [k for k in files if k not in NPZ_KEYS]
+    if unknown:
+        hint = {k: _RENAMES[k] for k in unknown if k in _RENAMES}
+        how = (f" (rename {', '.join(f'{a!r} to {b!r}' for a, b in hint.items())})" if hint
+               else "")
+        raise DatasetError(f"arrays: {path} holds keys that are not read: {unknown}{how}; the "
+                           f"keys read are {list(NPZ_KEYS)}; remove or rename the others")
+    if ("test_images" in files) != ("test_labels" in files):
+        raise DatasetError(f"arrays: {path} has only one of 'test_images' and 'test_labels'; "
+                           "give both or neither")
+    return arrays
 
 
 def make_arrays(
@@ -69,7 +141,13 @@ def make_arrays(
     seed: int = 0,
     val_fraction: float = 0.1,
 ) -> TensorImageDataset:
-    """The user's images as a dataset, from ``path`` (an ``.npz``) or from arrays."""
+    """The user's images as a dataset, from ``path`` (an ``.npz``) or from arrays.
+
+    Raises:
+        UsageError: neither ``path`` nor both ``images`` and ``labels`` are given.
+        DatasetNotFoundError: no file at ``path``.
+        DatasetError: the file or arrays cannot be used as they are (the message says why).
+    """
     check_split(split)
     if path is not None:
         path = Path(path).expanduser()
@@ -77,27 +155,26 @@ def make_arrays(
             raise DatasetNotFoundError(f"arrays: no file at {path}; expected an .npz with "
                                        "'images' and 'labels' (and optionally 'test_images', "
                                        "'test_labels', 'class_names')")
-        with np.load(path, allow_pickle=False) as npz:
-            missing = {"images", "labels"} - set(npz.files)
-            if missing:
-                raise ValueError(f"{path} lacks {sorted(missing)}; it holds {sorted(npz.files)}")
-            images, labels = npz["images"], npz["labels"]
-            if "test_images" in npz.files:
-                test_images, test_labels = npz["test_images"], npz["test_labels"]
-            if "class_names" in npz.files:
-                class_names = [str(c) for c in npz["class_names"]]
+        data = read_npz(path)
+        images, labels = data["images"], data["labels"]
+        test_images, test_labels = data.get("test_images"), data.get("test_labels")
+        if "class_names" in data:
+            class_names = [str(c) for c in data["class_names"]]
     if images is None or labels is None:
-        raise ValueError("arrays needs path=<file.npz> or both images= and labels=")
+        got = "images= without labels=" if images is not None else (
+            "labels= without images=" if labels is not None else "no data")
+        raise UsageError(f"arrays got {got}: it needs path=FILE.npz (on the command line: "
+                         "--data-option path=FILE.npz) or images= and labels=")
     images = to_nchw_uint8(images)
     labels = _check_labels(labels, len(images), "labels")
+    if (test_images is None) != (test_labels is None):
+        raise UsageError("arrays: give test_images= and test_labels= together, or neither")
     if test_images is not None:
         test_images = to_nchw_uint8(test_images, "test_images")
-        if test_labels is None:
-            raise ValueError("test_images was given without test_labels")
         test_labels = _check_labels(test_labels, len(test_images), "test_labels")
         if test_images.shape[1:] != images.shape[1:]:
-            raise ValueError(f"test_images are {test_images.shape[1:]}, images are "
-                             f"{images.shape[1:]}: both must be the same [C, H, W]")
+            raise DatasetError(f"test_images are {test_images.shape[1:]}, images are "
+                               f"{images.shape[1:]}: both must be the same [C, H, W]")
         rest = np.arange(len(images))
     else:
         rest, test = split_indices(len(images), TEST_FRACTION, TEST_CARVE_SEED)
@@ -106,7 +183,8 @@ def make_arrays(
     if class_names is None:
         class_names = [str(k) for k in range(num_classes)]
     elif len(class_names) < num_classes:
-        raise ValueError(f"{len(class_names)} class names for labels up to {num_classes - 1}")
+        raise DatasetError(f"{len(class_names)} class names for labels up to "
+                           f"{num_classes - 1}: give one name per class index")
     if split == "test":
         return TensorImageDataset("arrays", split, test_images, test_labels, class_names)
     train_pos, val_pos = split_indices(len(rest), val_fraction, seed)

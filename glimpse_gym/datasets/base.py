@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from glimpse_gym.errors import DatasetError, UsageError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -61,11 +63,11 @@ class TensorImageDataset(ImageDataset):
         images = torch.as_tensor(images)
         labels = torch.as_tensor(labels).long()
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(
+            raise DatasetError(
                 f"images must be [N, C, H, W] uint8, got {tuple(images.shape)} {images.dtype}"
             )
         if labels.shape != (images.shape[0],):
-            raise ValueError(
+            raise DatasetError(
                 f"labels must be [N] with N={images.shape[0]} (one per image), "
                 f"got {tuple(labels.shape)}"
             )
@@ -112,13 +114,13 @@ def split_indices(
     Returns sorted index arrays ``(train, val)``; the same seed always gives the same carve.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(num_items)
     num_val = int(round(num_items * val_fraction))
     return np.sort(order[num_val:]), np.sort(order[:num_val])
 
 
 def check_split(split: str) -> None:
-    """Raise a ValueError naming the valid splits when ``split`` is not one of them."""
+    """Raise a UsageError naming the valid splits when ``split`` is not one of them."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise UsageError(f"split must be one of {SPLITS}, got {split!r}")

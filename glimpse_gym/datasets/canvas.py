@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from glimpse_gym.errors import UsageError
+
 
 def _paste_max(canvas: np.ndarray, patches: np.ndarray, top: np.ndarray, left: np.ndarray) -> None:
     """In place: ``canvas[n, top[n]:+h, left[n]:+w] = max(canvas, patches[n])`` for every n.
@@ -51,14 +53,16 @@ def compose_canvases(
     """
     n, h, w = objects.shape
     if canvas_size < max(h, w):
-        raise ValueError(f"canvas_size {canvas_size} is smaller than the objects ({h}x{w})")
+        raise UsageError(f"canvas_size {canvas_size} is smaller than the objects ({h}x{w}); "
+                         f"use canvas_size >= {max(h, w)}")
     canvas = np.zeros((n, canvas_size, canvas_size), dtype=np.uint8)
     if pieces > 0:
         if clutter_pool is None or len(clutter_pool) < 2:
-            raise ValueError("clutter needs a pool of at least 2 images to cut pieces from")
+            raise UsageError("clutter needs a pool of at least 2 images to cut pieces from")
         ph, pw = clutter_pool.shape[1:]
         if piece_size > min(ph, pw, canvas_size):
-            raise ValueError(f"piece_size {piece_size} is larger than the pool images or canvas")
+            raise UsageError(f"piece_size {piece_size} is larger than the pool images ({ph}x{pw}) "
+                             f"or the canvas ({canvas_size})")
         same_pool = clutter_pool is objects
         for _ in range(pieces):
             src = rng.integers(0, len(clutter_pool), n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,11 @@ def check_action(action: Any, num_cells: int) -> int:
     if isinstance(action, (bool, np.bool_)):
         raise InvalidAction(f"action {action!r} is a bool; expected an integer cell index in "
                             f"[0, {num_cells}) (row-major)")
+    if isinstance(action, (list, tuple)):
+        raise InvalidAction(f"action {reprlib.repr(action)} is a {type(action).__name__}; "
+                            f"expected one integer cell index in [0, {num_cells}) (row-major) "
+                            "per step (a list of actions, one per env, is for the vector env, "
+                            "gym.make_vec)")
     if isinstance(action, np.ndarray):
         if action.shape != () or not np.issubdtype(action.dtype, np.integer):
             raise InvalidAction(f"action is an array of shape {action.shape} and dtype "
@@ -41,6 +47,36 @@ def check_action(action: Any, num_cells: int) -> int:
         raise InvalidAction(f"action {cell} is outside the grid; valid cells are 0 to "
                             f"{num_cells - 1} (row-major)")
     return cell
+
+
+def check_seed(seed: Any, name: str = "seed") -> int | None:
+    """``seed`` as a Python int (Gymnasium's seeding takes no numpy integers) or None, else a
+    ValueError saying what is valid: None or an integer >= 0 (Python or numpy, not a bool)."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)):
+        raise ValueError(f"{name} {seed!r} is a bool; pass None or an integer >= 0")
+    if not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"{name} {seed!r} of type {type(seed).__name__} is not an integer; "
+                         "pass None or an integer >= 0 (Python or numpy)")
+    if seed < 0:
+        raise ValueError(f"{name} {seed} is negative; pass None or an integer >= 0")
+    return int(seed)
+
+
+def check_options(options: Any, key: str, usage: str) -> Any:
+    """``options[key]`` (None when absent) after checking that ``options`` is None or a dict
+    with no other key; ``usage`` shows the valid form in the error."""
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise ValueError(f"options must be None or a dict, got {type(options).__name__} "
+                         f"{reprlib.repr(options)}; pass {usage}")
+    unknown = [k for k in options if k != key]
+    if unknown:
+        raise ValueError(f"unknown reset options {unknown}; the only option is {key!r}: pass "
+                         f"{usage}")
+    return options.get(key)
 
 
 class GlimpseEnv(gym.Env):
@@ -95,7 +131,18 @@ class GlimpseEnv(gym.Env):
 
     Invalid actions raise :class:`~glimpse_gym.errors.InvalidAction`, stepping before reset
     or after the end raises :class:`~glimpse_gym.errors.ResetNeeded`; either leaves the state
-    unchanged.
+    unchanged. Both are also Gymnasium's errors of the same names, and the env enforces
+    reset-before-step itself (the id is registered with ``order_enforce=False``).
+
+    ## Reset
+    ``reset(seed=None, options=None)``: ``seed`` is None or an integer >= 0 (Python or
+    numpy); ``options`` is None or ``{"index": i}``, an integer image index in ``[0, N)``.
+    Anything else raises ``ValueError`` before the env (its generator too) changes.
+
+    ## Copies
+    ``copy.deepcopy`` and pickling give an env that continues exactly as the original (same
+    episode, same stream of images); a pickle holds the bank's path (or the dataset
+    settings), not its arrays, and reopens it.
 
     ## Example
     >>> import gymnasium as gym
@@ -163,15 +210,16 @@ class GlimpseEnv(gym.Env):
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict]:
-        """Start an episode on a random image (or ``options={"index": i}``)."""
+        """Start an episode on a random image (or ``options={"index": i}``).
+
+        ``seed`` and ``options`` are checked before anything changes: a ValueError leaves the
+        env (its generator too) as it was.
+        """
+        seed = check_seed(seed)
+        index = self._check_index(options)
         super().reset(seed=seed)
         n = self.source.num_images
-        if options and "index" in options:
-            index = options["index"]
-            if not isinstance(index, (int, np.integer)) or not 0 <= index < n:
-                raise ValueError(f"options['index'] must be an integer in [0, {n}), got {index!r}")
-            index = int(index)
-        else:
+        if index is None:
             if seed is not None or self._key is None:
                 self._key, self._episode = draw_key(self.np_random), 0
             index = episode_image(self._key, self._episode, n)
@@ -217,6 +265,20 @@ class GlimpseEnv(gym.Env):
         info = self._info()
         reward = float(info["correct"]) if terminated else 0.0
         return self._observation(), reward, terminated, False, info
+
+    def _check_index(self, options: Any) -> int | None:
+        """The image of ``options={"index": i}`` (None without one), or a ValueError."""
+        n = self.source.num_images
+        index = check_options(options, "index", f'options={{"index": i}}, i in [0, {n})')
+        if options is None or "index" not in options:
+            return None
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise ValueError(f"options['index'] {index!r} of type {type(index).__name__} is "
+                             f"not an integer; pass an image index in [0, {n})")
+        if not 0 <= index < n:
+            raise ValueError(f"options['index'] {index} is outside [0, {n}); this split has "
+                             f"{n} images, pass an index in [0, {n})")
+        return int(index)
 
     def action_masks(self) -> np.ndarray:
         """``[H*W] bool``: True on the cells not glimpsed yet (for MaskablePPO)."""

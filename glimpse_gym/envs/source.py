@@ -37,7 +37,8 @@ class GlimpseSource:
         rf, stride: receptive field and stride of a cell, in pixels.
         image_shape: ``(C, Hi, Wi)``.
         class_names: one per class.
-        description: dataset, split and model hash (for checks and logs).
+        description: dataset, split, model hash, bank path, grid, feature dim and class
+            count (see :func:`describe`; recorded by trained policies, checked when they run).
     """
 
     features: np.ndarray
@@ -82,9 +83,18 @@ def source_from_bank(bank: FeatureBank) -> GlimpseSource:
         feature_range=bank.feature_range, rf=bank.rf, stride=bank.stride,
         image_shape=tuple(bank.meta["image_shape"]),
         class_names=tuple(bank.meta["dataset"]["class_names"]),
-        description={"dataset": bank.meta["dataset"]["name"],
-                     "split": bank.meta["dataset"]["split"],
-                     "model_hash": bank.meta["model"]["hash"], "bank": str(bank.path)})
+        description=describe(bank.meta["dataset"]["name"], bank.meta["dataset"]["split"],
+                             bank.meta["model"]["hash"], str(bank.path), bank.features.shape,
+                             bank.num_classes))
+
+
+def describe(dataset: str, split: str, model_hash: str, bank: str | None,
+             features_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
+    """A source's :attr:`GlimpseSource.description`: what a policy trained on it records,
+    and what a policy is checked against before it is run on another source."""
+    _, d, h, w = features_shape
+    return {"dataset": dataset, "split": split, "model_hash": model_hash, "bank": bank,
+            "grid": [int(h), int(w)], "feature_dim": int(d), "num_classes": int(num_classes)}
 
 
 @functools.lru_cache(maxsize=8)
@@ -109,8 +119,8 @@ def _computed_source(dataset: str, split: str, checkpoint: str, seed: int) -> Gl
         feature_range=(float(arrays[0].min()), float(arrays[0].max())),
         rf=model.rf, stride=model.stride, image_shape=data.image_shape,
         class_names=tuple(data.class_names),
-        description={"dataset": dataset, "split": split, "model_hash": ckpt["model_hash"],
-                     "bank": None})
+        description=describe(dataset, split, ckpt["model_hash"], None, arrays[0].shape,
+                             arrays[1].shape[1]))
 
 
 def load_source(bank: str | Path | FeatureBank | GlimpseSource | None = None, *,

@@ -13,6 +13,7 @@ next step (or the same one, with ``SameStep``) starts N new episodes at once.
 from __future__ import annotations
 
 import math
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,13 @@ from glimpse_gym.device import resolve_device
 from glimpse_gym.envs import kernels
 from glimpse_gym.envs.coverage import CoverageTable
 from glimpse_gym.envs.episodes import draw_key, episode_images
-from glimpse_gym.envs.glimpse_env import OBSERVATION_MODES, check_head, observation_space
+from glimpse_gym.envs.glimpse_env import (
+    OBSERVATION_MODES,
+    check_head,
+    check_options,
+    check_seed,
+    observation_space,
+)
 from glimpse_gym.envs.memory import large_empty
 from glimpse_gym.envs.render import draw_glimpses
 from glimpse_gym.envs.source import load_source
@@ -59,6 +66,18 @@ class GlimpseVectorEnv(VectorEnv):
     ``label``, ``prediction``, ``correct``, ``coverage``, ``index`` ``[N]``, ``cells``
     ``[N, T]`` (-1 where not glimpsed yet), ``action_mask [N, H*W] int8``, each with its
     ``_key`` mask as in Gymnasium's vector infos. :meth:`action_masks` gives ``[N, H*W] bool``.
+
+    ``reset(seed=None, options=None)``: ``seed`` is None, an integer >= 0 (Python or numpy;
+    env i gets ``seed + i``) or a sequence of N such seeds (or None); ``options`` is None or
+    ``{"indices": [...]}``, N integer indices of the split's M images, in ``[0, M)``.
+    Anything else raises ``ValueError`` before the envs change. ``render_mode`` is None or
+    ``"rgb_array"``.
+    Actions that are not N integer cell indices (ragged lists, floats, bools, out of range)
+    raise :class:`~glimpse_gym.errors.InvalidAction` and leave the state unchanged.
+
+    ``copy.deepcopy`` and pickling give an env that continues exactly as the original: the
+    copy is built anew from the constructor's arguments (a bank is reopened from its path)
+    and takes over the episodes' state.
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -77,10 +96,19 @@ class GlimpseVectorEnv(VectorEnv):
             raise ValueError(f"observation must be one of {OBSERVATION_MODES}, got {observation!r}")
         if array_type not in ("numpy", "torch"):
             raise ValueError(f"array_type must be 'numpy' or 'torch', got {array_type!r}")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         mode = AutoresetMode(autoreset_mode)
         if mode == AutoresetMode.DISABLED:
             raise ValueError("autoreset_mode must be NextStep or SameStep")
         self.device = resolve_device(device)
+        # what a copy re-runs __init__ with (see __getstate__): a bank by its path
+        self._init_kwargs = dict(
+            num_envs=num_envs, bank=str(bank) if isinstance(bank, (str, Path)) else bank,
+            dataset=dataset, split=split, checkpoint=checkpoint, seed=seed, glimpses=glimpses,
+            observation=observation, head=head, expect=expect, render_mode=render_mode,
+            device=str(self.device), array_type=array_type, autoreset_mode=mode, copy=copy,
+            bank_dtype=bank_dtype)
         self.source = load_source(bank, dataset=dataset, split=split, checkpoint=checkpoint,
                                   seed=seed, expect=expect)
         src = self.source
@@ -178,15 +206,12 @@ class GlimpseVectorEnv(VectorEnv):
         ``options={"indices": [...]}`` (one image index per env) starts each env on the given
         image instead, without advancing the envs' episode streams (for evaluating a policy
         on every image of a split exactly once).
+
+        ``seed`` and ``options`` are checked before anything changes: a ValueError leaves the
+        envs as they were (before the first reset, ``step`` still raises ResetNeeded).
         """
-        if seed is None:
-            seeds: list[int | None] = [None] * self.num_envs
-        elif isinstance(seed, int):
-            seeds = [seed + i for i in range(self.num_envs)]
-        else:
-            seeds = list(seed)
-            if len(seeds) != self.num_envs:
-                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
+        seeds = self._check_seeds(seed)
+        images = self._check_indices(options)
         if seed is not None or not self._started:
             keys = []
             for s in seeds:
@@ -195,18 +220,51 @@ class GlimpseVectorEnv(VectorEnv):
             self._keys = torch.tensor(keys, dtype=torch.long, device=self.device)
             self._episode = 0
         self._started = True
-        images = None
-        if options and "indices" in options:
-            # a copy: the infos hand out this array, so it must not be the caller's
-            images = torch.tensor(np.asarray(options["indices"]), dtype=torch.long,
-                                  device=self.device)
-            n = self.source.num_images
-            if images.shape != (self.num_envs,) or bool(((images < 0) | (images >= n)).any()):
-                raise ValueError(f"options['indices'] must hold {self.num_envs} image indices "
-                                 f"in [0, {n}); got shape {tuple(images.shape)}")
         self._start_episodes(images)
         self._autoreset = False
         return self._observation(), self._infos()
+
+    def _check_seeds(self, seed: Any) -> list[int | None]:
+        """One seed per env (Python ints or None) from ``reset``'s ``seed``, or a ValueError."""
+        n = self.num_envs
+        if seed is None:
+            return [None] * n
+        if isinstance(seed, np.ndarray) and seed.ndim == 0:
+            seed = seed.item()
+        if isinstance(seed, (list, tuple, np.ndarray)):
+            if len(seed) != n:
+                raise ValueError(f"seed is a sequence of {len(seed)} seeds for {n} envs; pass "
+                                 f"one seed per env, or one integer (env i gets seed + i)")
+            return [check_seed(s, f"seed[{i}]") for i, s in enumerate(seed)]
+        first = check_seed(seed)
+        return [first + i for i in range(n)]
+
+    def _check_indices(self, options: Any) -> torch.Tensor | None:
+        """The images of ``options={"indices": [...]}`` as a new tensor on the device (the
+        infos hand it out, so it must not be the caller's array), or None; or a ValueError."""
+        n, m = self.num_envs, self.source.num_images
+        usage = f'options={{"indices": [...]}}, {n} integer image indices in [0, {m})'
+        indices = check_options(options, "indices", usage)
+        if options is None or "indices" not in options:
+            return None
+        try:
+            a = indices.detach().cpu().numpy() if torch.is_tensor(indices) else \
+                np.asarray(indices)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"options['indices'] {reprlib.repr(indices)} is not an array of "
+                             f"indices ({exc}); pass {usage}") from None
+        if a.shape != (n,):
+            raise ValueError(f"options['indices'] has shape {a.shape}; expected ({n},), one "
+                             f"image index per env: pass {usage}")
+        if not np.issubdtype(a.dtype, np.integer):  # bools are not integers here
+            raise ValueError(f"options['indices'] has dtype {a.dtype}, not an integer "
+                             f"dtype (no rounding, no bools): pass {usage}")
+        bad = (a < 0) | (a >= m)
+        if bad.any():
+            raise ValueError(f"options['indices'] out of range in envs "
+                             f"{np.flatnonzero(bad)[:5].tolist()} (values {a[bad][:5].tolist()});"
+                             f" this split has {m} images, pass indices in [0, {m})")
+        return torch.tensor(a.astype(np.int64), dtype=torch.long, device=self.device)
 
     def step(self, actions: Any) -> tuple[dict, Any, Any, Any, dict]:
         """Advance every env by one glimpse (or autoreset the envs, whose episodes ended)."""
@@ -314,9 +372,52 @@ class GlimpseVectorEnv(VectorEnv):
             frames.append(draw_glimpses(image, [tuple(boxes[c]) for c in cells]))
         return tuple(frames)
 
+    # ------------------------------------------------------------------ copies
+    # Pickling and copy.deepcopy keep the constructor's arguments and the dynamic state; the
+    # copy re-runs __init__ (the bank is reopened) and writes the state into its own tensors,
+    # so that the compiled loops' numpy views (_host, _views, _positions) are views of the
+    # copy's memory, not of the original's.
+    def __getstate__(self) -> dict[str, Any]:
+        attributes = {k: self.__dict__[k] for k in _COPIED_ATTRIBUTES if k in self.__dict__}
+        state = {"kwargs": self._init_kwargs, "attributes": attributes,
+                 "tensor_path": self._host is None, "compiled_coverage": self._cov.compiled}
+        if self._started:
+            tensors = {name: getattr(self, name).cpu().clone() for name in _DYNAMIC_TENSORS}
+            state["dynamic"] = {
+                **tensors, "bank_rows": self._bases[1].cpu().clone(), "t": self._t,
+                "episode": self._episode, "autoreset": self._autoreset,
+                "prediction": _copy(self._prediction), "correct": _copy(self._correct)}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state["kwargs"])
+        self.__dict__.update(state["attributes"])
+        if state["tensor_path"]:
+            self._host = None
+        self._cov.compiled = state["compiled_coverage"]
+        dynamic = state.get("dynamic")
+        if dynamic is None:  # not reset yet: the fresh env is the state
+            return
+        for name in _DYNAMIC_TENSORS:
+            if name in _REPLACED_TENSORS:  # reset assigns these anew: no views to keep
+                setattr(self, name, dynamic[name].to(self.device))
+            else:  # copied in place: the views of these tensors stay valid
+                getattr(self, name).copy_(dynamic[name])
+        self._bases[1].copy_(dynamic["bank_rows"])
+        self._t, self._episode = dynamic["t"], dynamic["episode"]
+        self._autoreset, self._started = dynamic["autoreset"], True
+        self._prediction, self._correct = dynamic["prediction"], dynamic["correct"]
+        self._episode_info = {"index": self._out(self._index),
+                              "label": self._out(self._env_labels)}
+
     # ------------------------------------------------------------------ helpers
     def _check_actions(self, actions: Any) -> torch.Tensor:
-        a = actions if torch.is_tensor(actions) else np.asarray(actions)
+        try:
+            a = actions if torch.is_tensor(actions) else np.asarray(actions)
+        except (ValueError, TypeError) as exc:  # ragged lists
+            raise InvalidAction(f"actions {reprlib.repr(actions)} are not an array ({exc}); "
+                                f"pass {self.num_envs} integer cell indices, one per env, "
+                                f"shape ({self.num_envs},)") from None
         shape, dtype = tuple(a.shape), a.dtype
         integer = (not a.dtype.is_floating_point and a.dtype != torch.bool
                    and not a.dtype.is_complex) if torch.is_tensor(a) else \
@@ -453,6 +554,14 @@ def _copy(value: Any) -> Any:
 
 
 _CHUNK = 1024  # images per block when loading the bank
+
+# what a copy takes over (see GlimpseVectorEnv.__getstate__): Gymnasium's attributes, and
+# the state tensors that reset and step change (the first three reset replaces, the others
+# it writes in place)
+_COPIED_ATTRIBUTES = ("spec", "closed", "_np_random", "_np_random_seed")
+_REPLACED_TENSORS = ("_keys", "_index", "_env_labels")
+_DYNAMIC_TENSORS = (*_REPLACED_TENSORS, "_visited", "_unvisited", "_cells", "_logit_sum",
+                    "_obs_features")
 
 
 def _channels_last(array: Any, dtype: torch.dtype, device: torch.device,

@@ -14,6 +14,7 @@ from agents.reinforce import RamAgent, ReinforceAgent
 from agents.saccader import Saccader
 from agents.suite import occlude, run_policy, summarise
 from glimpse_gym.envs.source import GlimpseSource
+from glimpse_gym.errors import CheckpointError, UsageError
 
 
 def _synthetic(n: int = 8) -> GlimpseSource:
@@ -108,8 +109,10 @@ def test_evaluate_command_writes_every_output(tmp_path) -> None:
     assert (out / "accuracy.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="unknown policy"):
         evaluate(EvaluateConfig(policy=["oracle"], out=str(out)))
-    with pytest.raises(FileNotFoundError, match="no file"):
+    with pytest.raises(CheckpointError, match="no file"):
         evaluate(EvaluateConfig(policy=["x=missing.pt"], out=str(out)))
+    with pytest.raises(UsageError, match="holds a finished run"):
+        evaluate(EvaluateConfig(out=str(out)))
 
 
 def test_reinforce_resumes_to_the_same_weights(tmp_path) -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from glimpse_gym.bagnet import bagnet9, bagnet17, bagnet33, load_official_weights
+from glimpse_gym.errors import CheckpointError
 from tests.conftest import OFFICIAL_JSON, needs_official_json
 
 FACTORIES = {"bagnet9": bagnet9, "bagnet17": bagnet17, "bagnet33": bagnet33}
@@ -91,7 +92,7 @@ def test_load_official_weights_rejects_wrong_keys(tmp_path) -> None:
     state = bagnet9().state_dict()
     state.pop("fc.bias")
     torch.save(state, path)
-    with pytest.raises(RuntimeError, match="fc.bias"):
+    with pytest.raises(CheckpointError, match="fc.bias"):
         load_official_weights(bagnet9(), path)
-    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+    with pytest.raises(CheckpointError, match="nowhere.pth"):
         load_official_weights(bagnet9(), tmp_path / "nowhere.pth")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from glimpse_gym.datasets import SPLITS, dataset_options, list_datasets, make_dataset
-from glimpse_gym.errors import DatasetNotFoundError, UnknownNameError
+from glimpse_gym.errors import DatasetNotFoundError, UnknownNameError, UsageError
 from tests.conftest import MNIST_ROOT
 
 
@@ -99,9 +99,13 @@ def test_every_dataset_yields_uint8_images_and_int_labels(
 def test_unknown_dataset_and_option_errors_list_the_valid_ones() -> None:
     with pytest.raises(UnknownNameError, match="cluttered-mnist"):
         make_dataset("mnsit")
-    with pytest.raises(TypeError, match="canvas_size"):
+    with pytest.raises(UnknownNameError,
+                       match=r"'clutered-mnist'; did you mean 'cluttered-mnist'\? valid names"):
+        make_dataset("clutered-mnist")
+    with pytest.raises(UsageError, match="canvas_size") as err:
         make_dataset("digits", "train", canvas=40)
-    with pytest.raises(ValueError, match="split must be one of"):
+    assert "did you mean 'canvas_size' for 'canvas'" in str(err.value)
+    with pytest.raises(UsageError, match="split must be one of"):
         make_dataset("digits", "validation")
     assert "pieces" in dataset_options("cluttered-mnist")
 

@@ -168,6 +168,35 @@ def test_step_before_reset_and_after_the_end() -> None:
     assert _state(env) == before
 
 
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_step_before_reset_through_make_raises_the_projects_reset_needed(env_id) -> None:
+    """The ids are registered without Gymnasium's OrderEnforcing, so the env's own errors
+    reach the caller, and they are Gymnasium's errors too."""
+    env = gym.make(env_id)
+    assert env.spec.order_enforce is False
+    with pytest.raises(glimpse_gym.errors.ResetNeeded, match="before reset"):
+        env.step(0)
+    try:
+        env.step(0)
+    except gym.error.ResetNeeded as exc:  # Gymnasium's own class catches it too
+        assert isinstance(exc, glimpse_gym.errors.ResetNeeded)
+    else:
+        pytest.fail("no ResetNeeded")
+    env.reset(seed=0)
+    with pytest.raises(gym.error.InvalidAction, match="outside the grid") as caught:
+        env.step(100)
+    assert isinstance(caught.value, glimpse_gym.errors.InvalidAction)
+
+
+@pytest.mark.parametrize("action", [[[1, 2], [3]], [4], (4, 5)])
+def test_a_list_of_actions_is_refused_with_a_hint(action) -> None:
+    env = gym.make("Glimpse-v0")
+    env.reset(seed=0)
+    with pytest.raises(InvalidAction, match=r"expected one integer cell index in \[0, 100\).*"
+                                            r"one per env, is for the vector env"):
+        env.step(action)
+
+
 def test_bad_arguments_and_mismatched_banks(tmp_path) -> None:
     with pytest.raises(ValueError, match="observation must be one of"):
         GlimpseEnv(observation="fovea")

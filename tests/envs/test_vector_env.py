@@ -84,12 +84,25 @@ def test_vector_actions_are_checked_before_anything_changes() -> None:
     for bad, message in [(np.array([0, 1, 2]), r"shape \(4,\)"),
                          (np.array([0.0, 1.0, 2.0, 3.0]), "dtype float64"),
                          (np.array([0, 1, 100, -1]), r"envs \[2, 3\]"),
-                         (np.array([True, False, True, True]), "dtype bool")]:
+                         (np.array([True, False, True, True]), "dtype bool"),
+                         ([[1, 2], [3], [4], [5]], r"are not an array \(.*\); pass 4 integer "
+                                                   r"cell indices, one per env, shape \(4,\)")]:
         with pytest.raises(InvalidAction, match=message):
             envs.step(bad)
         assert envs._t == t
         assert all(torch.equal(a, b) for a, b in
                    zip(before, (envs._visited, envs._cells, envs._logit_sum), strict=True))
+
+
+def test_vector_errors_are_gymnasiums_errors_and_render_mode_is_checked() -> None:
+    envs = GlimpseVectorEnv(num_envs=2, glimpses=2)
+    with pytest.raises(gym.error.ResetNeeded, match="before reset"):
+        envs.step(np.array([0, 1]))
+    envs.reset(seed=0)
+    with pytest.raises(gym.error.InvalidAction, match="are not an array"):
+        envs.step([[1, 2], [3]])
+    with pytest.raises(ValueError, match="render_mode must be None or 'rgb_array', got 'human'"):
+        GlimpseVectorEnv(num_envs=1, render_mode="human")
 
 
 def test_coverage_of_checks_its_cells() -> None:

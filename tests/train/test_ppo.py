@@ -8,6 +8,7 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from glimpse_gym.errors import UsageError
 from train.ppo import PPOConfig, train_maskable_ppo, train_ppo
 
 
@@ -40,5 +41,5 @@ def test_train_evaluate_checkpoint_and_resume(tmp_path, train) -> None:
 
 
 def test_resume_without_a_checkpoint_says_where_it_looked(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="last.zip"):
+    with pytest.raises(UsageError, match="last.zip"):
         train_ppo(tiny(tmp_path / "none", resume=True))

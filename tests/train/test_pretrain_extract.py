@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import train.pretrain_bagnet as pretrain_module
 from glimpse_gym.bagnet import load_bagnet, load_checkpoint
 from glimpse_gym.bank import FeatureBank
-from glimpse_gym.errors import CheckpointError
+from glimpse_gym.errors import CheckpointError, UsageError
 from train.cli import COMMANDS, build_parser, main
 from train.config import field_docs
 from train.extract_features import ExtractConfig, extract_features
@@ -83,14 +83,18 @@ def test_resume_refuses_a_different_architecture(tmp_path) -> None:
     pretrain_bagnet(cfg)
     with pytest.raises(CheckpointError, match="holds bagnet-tiny"):
         pretrain_bagnet(dataclasses.replace(cfg, width=8, resume=True))
-    with pytest.raises(CheckpointError, match="no BagNet checkpoint"):
+    with pytest.raises(UsageError, match="nothing to continue.*none.pt"):
         pretrain_bagnet(dataclasses.replace(cfg, out=str(tmp_path / "none.pt"), resume=True))
+    with pytest.raises(UsageError, match="holds an unfinished run"):
+        pretrain_bagnet(cfg)  # the checkpoint is there: --resume or --overwrite
+    pretrain_bagnet(dataclasses.replace(cfg, overwrite=True))
 
 
 def test_damaged_checkpoint_names_the_path(tmp_path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="bad.pt is damaged"):
+    with pytest.raises(CheckpointError, match="bad.pt is not a readable BagNet checkpoint "
+                       r"\(not a torch checkpoint\)"):
         load_bagnet(bad)
 
 

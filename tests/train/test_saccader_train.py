@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from agents import SaccaderPolicy, load_saccader_weights
+from glimpse_gym.errors import UsageError
 from train.saccader import SaccaderConfig, load_saccader, train_saccader
 
 
@@ -65,7 +66,7 @@ def test_policy_stage_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None
 def test_bad_stage_and_missing_step_two(tmp_path) -> None:
     with pytest.raises(ValueError, match="--stage must be one of"):
         train_saccader(_cfg(tmp_path, stage="everything"))
-    with pytest.raises(FileNotFoundError, match="run --stage locations first"):
+    with pytest.raises(UsageError, match="run --stage locations first"):
         train_saccader(_cfg(tmp_path, stage="policy"))
 
 
