@@ -240,3 +240,44 @@ def _bad_labels(p: Path) -> None:
     labels = np.load(p / "labels.npy")
     labels[0] = 10
     np.save(p / "labels.npy", labels)
+
+
+def test_overwrite_never_leaves_the_path_without_a_bank(tiny_setup, tmp_path) -> None:
+    import threading
+
+    model, ds, bank, _ = tiny_setup
+    target = tmp_path / "b"
+    shutil.copytree(bank.path, target)
+    gaps, done = [], threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            if not (target / "meta.json").exists():
+                gaps.append(1)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(3):
+            write_bank(model, ds, target, checkpoint=_checkpoint(model), overwrite=True,
+                       progress=False, batch_size=256)
+    finally:
+        done.set()
+        thread.join()
+    assert gaps == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_overwrite_without_an_atomic_exchange_still_replaces(tiny_setup, tmp_path,
+                                                              monkeypatch) -> None:
+    import glimpse_gym.fileio
+
+    model, ds, bank, _ = tiny_setup
+    target = tmp_path / "b"
+    shutil.copytree(bank.path, target)
+    monkeypatch.setattr(glimpse_gym.fileio, "_rename_exchange", lambda a, b: False)
+    other = bagnet_tiny(num_classes=10).eval()
+    new = write_bank(other, ds, target, checkpoint=_checkpoint(other), overwrite=True,
+                     progress=False, batch_size=256)
+    assert new.meta["model"]["hash"] == state_dict_hash(other.state_dict())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]

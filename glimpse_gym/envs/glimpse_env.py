@@ -114,7 +114,8 @@ class GlimpseEnv(gym.Env):
     ``label``, ``prediction`` and ``correct`` (from the cells so far), ``cells`` (tuple of the
     glimpsed cells), ``action_mask`` (``[H*W] int8``, 1 = unvisited), ``index`` (of the
     image); on the last step also ``coverage`` (fraction of image pixels inside the
-    glimpses' receptive fields).
+    glimpses' receptive fields) and ``label_name`` / ``prediction_name`` (the class names
+    the dataset gave, carried in the bank; ``env.unwrapped.class_names`` lists them).
     :meth:`action_masks` gives the mask as bool for MaskablePPO.
 
     ## Arguments
@@ -183,6 +184,7 @@ class GlimpseEnv(gym.Env):
         self.render_mode = render_mode
         self.head = None if head is None else check_head(head, self.source)
         self.feature_shape = (h, w, self.source.feature_dim)
+        self.class_names = self.source.class_names
         self.action_space = spaces.Discrete(self.num_cells)
         self.observation_space = observation_space(self.source)
         self._boxes = self.source.cell_boxes()
@@ -312,7 +314,9 @@ class GlimpseEnv(gym.Env):
             "correct": prediction == self._label,
             "cells": tuple(self._cells),
             "action_mask": self._mask.copy(),
-        } | ({"coverage": self._covered_bits.bit_count() / self._num_pixels}
+        } | ({"coverage": self._covered_bits.bit_count() / self._num_pixels,
+              "label_name": self.class_names[self._label],
+              "prediction_name": self.class_names[prediction]}
              if self._t == self.glimpses else {})
 
     # pickling: keep the spec, not the arrays (a bank is re-opened, the default re-made)

@@ -64,7 +64,8 @@ class GlimpseVectorEnv(VectorEnv):
     Observations: ``features [N, H*W*D] float32`` (channels-last) and ``visited [N, H*W]
     int8``. Infos:
     ``label``, ``prediction``, ``correct``, ``coverage``, ``index`` ``[N]``, ``cells``
-    ``[N, T]`` (-1 where not glimpsed yet), ``action_mask [N, H*W] int8``, each with its
+    ``[N, T]`` (-1 where not glimpsed yet), ``action_mask [N, H*W] int8``, and at the end of
+    the episodes ``label_name`` / ``prediction_name`` (object arrays of class names), each with its
     ``_key`` mask as in Gymnasium's vector infos. :meth:`action_masks` gives ``[N, H*W] bool``.
 
     ``reset(seed=None, options=None)``: ``seed`` is None, an integer >= 0 (Python or numpy;
@@ -122,6 +123,8 @@ class GlimpseVectorEnv(VectorEnv):
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         d = src.feature_dim
         self.feature_shape = (h, w, d)
+        self.class_names = src.class_names
+        self._class_names = np.array(src.class_names, dtype=object)  # names[labels]: [N]
         self.single_observation_space = observation_space(src)
         self.single_action_space = spaces.Discrete(self.num_cells)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -524,6 +527,9 @@ class GlimpseVectorEnv(VectorEnv):
         }
         if finished:
             values["coverage"] = self._out(self._cov.union(self._cells))
+            names = self._class_names
+            values["label_name"] = names[_host_array(self._episode_info["label"])]
+            values["prediction_name"] = names[_host_array(self._prediction)]
         masks = np.ones((len(values), self.num_envs), dtype=bool)  # one allocation, rows
         infos: dict[str, Any] = {}
         for (key, value), mask in zip(values.items(), masks, strict=True):
@@ -547,6 +553,10 @@ class _HostViews:
         self.unvisited = env._unvisited.view(-1).numpy()
         self.cells = env._cells.numpy()
         self.logit_sum = env._logit_sum.numpy()
+
+
+def _host_array(value: Any) -> np.ndarray:
+    return value.cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
 
 
 def _copy(value: Any) -> Any:

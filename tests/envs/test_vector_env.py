@@ -50,11 +50,12 @@ def test_identical_to_sync_vector_env(observation, autoreset, path) -> None:
                                           err_msg=f"info {key} @ {step}")
         np.testing.assert_array_equal(_cells_array(info_s["cells"], t), info_n["cells"])
         assert ("coverage" in info_s) == ("coverage" in info_n)
-        if "coverage" in info_s:  # end-of-episode key: same envs marked, same values
-            np.testing.assert_array_equal(info_s["_coverage"], info_n["_coverage"])
-            np.testing.assert_array_equal(info_s["coverage"], info_n["coverage"])
+        if "coverage" in info_s:  # end-of-episode keys: same envs marked, same values
+            for key in ("coverage", "label_name", "prediction_name"):
+                np.testing.assert_array_equal(info_s[f"_{key}"], info_n[f"_{key}"])
+                np.testing.assert_array_equal(info_s[key], info_n[key])
         if "final_info" in info_s:
-            for key in (*INFO_KEYS, "coverage"):
+            for key in (*INFO_KEYS, "coverage", "label_name", "prediction_name"):
                 np.testing.assert_array_equal(info_s["final_info"][key],
                                               info_n["final_info"][key], err_msg=key)
         actions = rng.integers(0, 100, n)

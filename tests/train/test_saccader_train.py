@@ -78,3 +78,33 @@ def test_stage_all_runs_steps_one_to_three(tmp_path) -> None:
     assert all((run / "banks" / s / "meta.json").exists() for s in ("train", "val", "test"))
     assert (run / "locations.pt").exists() and (run / "policy.pt").exists()
     assert results["config"]["banks"] == str(run / "banks")
+
+
+def test_stage_all_takes_dataset_options_and_records_the_data(tmp_path) -> None:
+    import gymnasium as gym
+    import numpy as np
+
+    from glimpse_gym.datasets import make_dataset
+
+    digits = make_dataset("digits", "train")
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    npz = tmp_path / "mine.npz"
+    np.savez(npz, images=digits.images.numpy()[:600], labels=digits.labels.numpy()[:600],
+             class_names=np.array(names))
+    results = train_saccader(_cfg(tmp_path, stage="all", dataset="arrays",
+                                  data_option=[f"path={npz}"], bagnet_epochs=1,
+                                  policy_epochs=1, eval_glimpses="6"))
+    assert {s: d["dataset"] for s, d in results["data"].items()} == {
+        "train": "arrays", "val": "arrays", "test": "arrays"}
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["data"]["test"]["bank"].endswith("banks/test")
+    # the class names travel from the dataset through the bank into the env's info
+    env = gym.make("Glimpse-v0", bank=str(tmp_path / "run" / "banks" / "test"), glimpses=2)
+    env.reset(seed=0)
+    env.step(0)
+    *_, info = env.step(1)
+    assert info["label_name"] == names[info["label"]]
+    assert info["prediction_name"] == names[info["prediction"]]
+    assert env.unwrapped.class_names == tuple(names)
+    with pytest.raises(UsageError, match="only --stage all runs"):
+        train_saccader(_cfg(tmp_path, dataset="arrays"))
