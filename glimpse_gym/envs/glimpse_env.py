@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -11,72 +10,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from glimpse_gym.envs.checks import check_action, check_head, check_options, check_seed
 from glimpse_gym.envs.episodes import draw_key, episode_image
 from glimpse_gym.envs.render import draw_glimpses
 from glimpse_gym.envs.source import GlimpseSource, load_source
-from glimpse_gym.errors import InvalidAction, ResetNeeded
+from glimpse_gym.errors import ResetNeeded
 
 OBSERVATION_MODES = ("full", "partial")
-
-
-def check_action(action: Any, num_cells: int) -> int:
-    """The cell index of ``action``, or :class:`InvalidAction` saying what is valid.
-
-    Valid: a Python or numpy integer (or a 0-d integer array) in ``[0, num_cells)``. Invalid:
-    bools, floats (even whole ones), NaN, arrays with a shape, out-of-range or negative values.
-    """
-    if isinstance(action, (bool, np.bool_)):
-        raise InvalidAction(f"action {action!r} is a bool; expected an integer cell index in "
-                            f"[0, {num_cells}) (row-major)")
-    if isinstance(action, (list, tuple)):
-        raise InvalidAction(f"action {reprlib.repr(action)} is a {type(action).__name__}; "
-                            f"expected one integer cell index in [0, {num_cells}) (row-major) "
-                            "per step (a list of actions, one per env, is for the vector env, "
-                            "gym.make_vec)")
-    if isinstance(action, np.ndarray):
-        if action.shape != () or not np.issubdtype(action.dtype, np.integer):
-            raise InvalidAction(f"action is an array of shape {action.shape} and dtype "
-                                f"{action.dtype}; expected one integer cell index in "
-                                f"[0, {num_cells})")
-        action = action.item()
-    if not isinstance(action, (int, np.integer)):
-        raise InvalidAction(f"action {action!r} of type {type(action).__name__} is not an "
-                            f"integer; expected a cell index in [0, {num_cells}) (row-major)")
-    cell = int(action)
-    if not 0 <= cell < num_cells:
-        raise InvalidAction(f"action {cell} is outside the grid; valid cells are 0 to "
-                            f"{num_cells - 1} (row-major)")
-    return cell
-
-
-def check_seed(seed: Any, name: str = "seed") -> int | None:
-    """``seed`` as a Python int (Gymnasium's seeding takes no numpy integers) or None, else a
-    ValueError saying what is valid: None or an integer >= 0 (Python or numpy, not a bool)."""
-    if seed is None:
-        return None
-    if isinstance(seed, (bool, np.bool_)):
-        raise ValueError(f"{name} {seed!r} is a bool; pass None or an integer >= 0")
-    if not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"{name} {seed!r} of type {type(seed).__name__} is not an integer; "
-                         "pass None or an integer >= 0 (Python or numpy)")
-    if seed < 0:
-        raise ValueError(f"{name} {seed} is negative; pass None or an integer >= 0")
-    return int(seed)
-
-
-def check_options(options: Any, key: str, usage: str) -> Any:
-    """``options[key]`` (None when absent) after checking that ``options`` is None or a dict
-    with no other key; ``usage`` shows the valid form in the error."""
-    if options is None:
-        return None
-    if not isinstance(options, dict):
-        raise ValueError(f"options must be None or a dict, got {type(options).__name__} "
-                         f"{reprlib.repr(options)}; pass {usage}")
-    unknown = [k for k in options if k != key]
-    if unknown:
-        raise ValueError(f"unknown reset options {unknown}; the only option is {key!r}: pass "
-                         f"{usage}")
-    return options.get(key)
 
 
 class GlimpseEnv(gym.Env):
@@ -377,13 +317,3 @@ def observation_space(source: GlimpseSource) -> spaces.Dict:
                                np.float32),
         "visited": spaces.Box(0, 1, (h * w,), np.int8),
     })
-
-
-def check_head(head: tuple[np.ndarray, np.ndarray],
-                source: GlimpseSource) -> tuple[np.ndarray, np.ndarray]:
-    weight, bias = (np.asarray(h, dtype=np.float32) for h in head)
-    k, d = source.num_classes, source.feature_dim
-    if weight.shape != (k, d) or bias.shape != (k,):
-        raise ValueError(f"head must be (weight [{k}, {d}], bias [{k}]) for this bank; got "
-                         f"{weight.shape} and {bias.shape}")
-    return weight, bias

@@ -26,15 +26,10 @@ from gymnasium.vector.utils import batch_space
 
 from glimpse_gym.device import resolve_device
 from glimpse_gym.envs import kernels
+from glimpse_gym.envs.checks import check_head, check_indices, check_seeds
 from glimpse_gym.envs.coverage import CoverageTable
 from glimpse_gym.envs.episodes import draw_key, episode_images
-from glimpse_gym.envs.glimpse_env import (
-    OBSERVATION_MODES,
-    check_head,
-    check_options,
-    check_seed,
-    observation_space,
-)
+from glimpse_gym.envs.glimpse_env import OBSERVATION_MODES, observation_space
 from glimpse_gym.envs.memory import large_empty
 from glimpse_gym.envs.render import draw_glimpses
 from glimpse_gym.envs.source import load_source
@@ -213,8 +208,8 @@ class GlimpseVectorEnv(VectorEnv):
         ``seed`` and ``options`` are checked before anything changes: a ValueError leaves the
         envs as they were (before the first reset, ``step`` still raises ResetNeeded).
         """
-        seeds = self._check_seeds(seed)
-        images = self._check_indices(options)
+        seeds = check_seeds(seed, self.num_envs)
+        images = check_indices(options, self.num_envs, self.source.num_images, self.device)
         if seed is not None or not self._started:
             keys = []
             for s in seeds:
@@ -226,48 +221,6 @@ class GlimpseVectorEnv(VectorEnv):
         self._start_episodes(images)
         self._autoreset = False
         return self._observation(), self._infos()
-
-    def _check_seeds(self, seed: Any) -> list[int | None]:
-        """One seed per env (Python ints or None) from ``reset``'s ``seed``, or a ValueError."""
-        n = self.num_envs
-        if seed is None:
-            return [None] * n
-        if isinstance(seed, np.ndarray) and seed.ndim == 0:
-            seed = seed.item()
-        if isinstance(seed, (list, tuple, np.ndarray)):
-            if len(seed) != n:
-                raise ValueError(f"seed is a sequence of {len(seed)} seeds for {n} envs; pass "
-                                 f"one seed per env, or one integer (env i gets seed + i)")
-            return [check_seed(s, f"seed[{i}]") for i, s in enumerate(seed)]
-        first = check_seed(seed)
-        return [first + i for i in range(n)]
-
-    def _check_indices(self, options: Any) -> torch.Tensor | None:
-        """The images of ``options={"indices": [...]}`` as a new tensor on the device (the
-        infos hand it out, so it must not be the caller's array), or None; or a ValueError."""
-        n, m = self.num_envs, self.source.num_images
-        usage = f'options={{"indices": [...]}}, {n} integer image indices in [0, {m})'
-        indices = check_options(options, "indices", usage)
-        if options is None or "indices" not in options:
-            return None
-        try:
-            a = indices.detach().cpu().numpy() if torch.is_tensor(indices) else \
-                np.asarray(indices)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"options['indices'] {reprlib.repr(indices)} is not an array of "
-                             f"indices ({exc}); pass {usage}") from None
-        if a.shape != (n,):
-            raise ValueError(f"options['indices'] has shape {a.shape}; expected ({n},), one "
-                             f"image index per env: pass {usage}")
-        if not np.issubdtype(a.dtype, np.integer):  # bools are not integers here
-            raise ValueError(f"options['indices'] has dtype {a.dtype}, not an integer "
-                             f"dtype (no rounding, no bools): pass {usage}")
-        bad = (a < 0) | (a >= m)
-        if bad.any():
-            raise ValueError(f"options['indices'] out of range in envs "
-                             f"{np.flatnonzero(bad)[:5].tolist()} (values {a[bad][:5].tolist()});"
-                             f" this split has {m} images, pass indices in [0, {m})")
-        return torch.tensor(a.astype(np.int64), dtype=torch.long, device=self.device)
 
     def step(self, actions: Any) -> tuple[dict, Any, Any, Any, dict]:
         """Advance every env by one glimpse (or autoreset the envs, whose episodes ended)."""
