@@ -15,7 +15,10 @@ def register_envs() -> None:
         if env_id in registry:
             continue
         # order_enforce=False: the env raises its own ResetNeeded on a step before reset
-        # (Gymnasium's OrderEnforcing would raise gymnasium's first)
+        # (Gymnasium's OrderEnforcing would raise gymnasium's first). disable_env_checker:
+        # Gymnasium's passive checker, after a reset that raised (bad options), fails the
+        # next step with a TypeError of its own; the full checker (check_env) runs in the
+        # tests instead, and gym.make(..., disable_env_checker=False) still adds it.
         register(id=env_id, entry_point="glimpse_gym.envs:GlimpseEnv",
                  vector_entry_point="glimpse_gym.envs:make_vector_env", kwargs=dict(kwargs),
-                 order_enforce=False)
+                 order_enforce=False, disable_env_checker=True)

@@ -219,6 +219,7 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
     results = {
         "algorithm": "MaskablePPO" if maskable else "PPO",
         "config": asdict(cfg),
+        "data": {"train": source.description},
         "test": test,
         "val_history": callback.history,
         "timesteps": model.num_timesteps,

@@ -177,7 +177,8 @@ def train_reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
     bar.close()
     best_net = load_reinforce(out / "best.pt")[0] if (out / "best.pt").exists() else net
     test = _evaluate(best_net, cfg, "test", None)
-    results = {"config": asdict(cfg), "test": test, "val_history": history,
+    results = {"config": asdict(cfg), "data": {"train": envs.source.description},
+               "test": test, "val_history": history,
                "iterations": it, "wall_time_s": time.perf_counter() - start}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     writer.close()

@@ -13,6 +13,7 @@ from gymnasium.vector import AutoresetMode
 
 import glimpse_gym
 from glimpse_gym.envs import GlimpseEnv, GlimpseVectorEnv
+from glimpse_gym.errors import ResetNeeded
 
 COPIERS = {"deepcopy": copy.deepcopy, "pickle": lambda env: pickle.loads(pickle.dumps(env))}
 
@@ -202,3 +203,14 @@ def test_numpy_integer_seeds_act_like_python_ints() -> None:
     _assert_same(env.reset(seed=np.int32(5)), env.reset(seed=5))
     # env i of the vector env is seeded seed + i
     assert env.reset(seed=np.int64(6))[1]["index"] == envs.reset(seed=5)[1]["index"][1]
+
+
+def test_through_make_a_failed_first_reset_leaves_a_usable_env() -> None:
+    env = gym.make("Glimpse-v0", glimpses=2)
+    with pytest.raises(ValueError, match="options"):
+        env.reset(options={"index": -1})
+    with pytest.raises(ResetNeeded):
+        env.step(0)
+    env.reset(seed=0)
+    *_, info = env.step(3)
+    assert info["cells"] == (3,)
