@@ -265,31 +265,63 @@ def damaged_files(tally: Tally, rng: np.random.Generator, files: dict[str, tuple
 
 
 # ---------------------------------------------------------------- crafted files
-def crafted(tally: Tally, runs: Path, work: Path) -> None:
+def crafted_pt(path: Path, marker: Path, fmt: str = "glimpse-gym-bagnet/1") -> Path:
+    """A ``.pt`` of format ``fmt`` whose unpickling runs ``touch MARKER``."""
+    torch.save({"format": fmt, "state_dict": {}, "payload": Command(marker)}, path)
+    return path
+
+
+def crafted_zip(source: Path, path: Path, marker: Path, member: str = "data") -> Path:
+    """A copy of the ``glimpse train ppo`` zip ``source`` whose pickled ``data`` entries
+    (``member="data"``: SB3's policy class, space and schedule) or whose ``policy.pth`` run
+    ``touch MARKER``, with the manifest's checksums made to match, as an attacker would."""
+    from agents.sb3_io import MANIFEST, _manifest_checksum, _sha256
+
+    with zipfile.ZipFile(source) as z:
+        raw = {n: z.read(n) for n in z.namelist()}
+    if member == "data":
+        data = json.loads(raw["data"])
+        for key in ("policy_class", "observation_space", "lr_schedule"):
+            data[key] = {":serialized:": base64.b64encode(pickle.dumps(Command(marker))).decode()}
+        raw["data"] = json.dumps(data).encode()
+    else:
+        buf = path.with_name(path.name + ".pth")
+        torch.save({"payload": Command(marker)}, buf)
+        raw["policy.pth"] = buf.read_bytes()
+        buf.unlink()
+    manifest = json.loads(raw[MANIFEST])
+    manifest["files"] = {n: _sha256(b) for n, b in raw.items() if n != MANIFEST}
+    manifest["checksum"] = _manifest_checksum(manifest)
+    raw[MANIFEST] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, b in raw.items():
+            z.writestr(n, b)
+    return path
+
+
+def pt_loaders(pt: Path, marker: Path, runs: Path, work: Path) -> dict[str, Callable[[], Any]]:
+    """Every loader of a ``.pt`` the project exposes, each reading ``pt`` (or, for the
+    ``--resume`` of a training command, a crafted checkpoint in its output folder)."""
     import gymnasium as gym
 
     from agents.loading import make_policy
     from agents.reinforce import load_reinforce
     from agents.saccader import load_saccader
-    from agents.sb3_io import MANIFEST, _manifest_checksum, _sha256
     from glimpse_gym.bagnet import bagnet9, load_bagnet, load_checkpoint, load_official_weights
     from glimpse_gym.envs import load_source
     from train.cli import main
 
-    marker = work / "command-ran"
     bank = runs / "banks" / "test"
     source = load_source(bank)
-    pt = work / "crafted.pt"
-    torch.save({"format": "glimpse-gym-bagnet/1", "payload": Command(marker)}, pt)
 
     def resume(command: list[str], name: str, fmt: str) -> list[str]:
         out = work / f"resume-{name}"
         out.mkdir(exist_ok=True)
-        torch.save({"format": fmt, "payload": Command(marker)}, out / name)
+        crafted_pt(out / name, marker, fmt)
         return [*command, "--banks", str(runs / "banks"), "--out", str(out), "--resume",
                 "--device", "cpu", "--no-progress"]
 
-    pt_loaders: dict[str, Callable[[], Any]] = {
+    return {
         "load_checkpoint": lambda: load_checkpoint(pt),
         "load_bagnet": lambda: load_bagnet(pt),
         "load_saccader": lambda: load_saccader(pt),
@@ -317,46 +349,42 @@ def crafted(tally: Tally, runs: Path, work: Path) -> None:
             ["train", "reinforce"], "last.pt", "glimpse-gym-reinforce/1")),
     }
 
-    def crafted_zip(path: Path, member: str) -> Path:
-        with zipfile.ZipFile(runs / "ppo" / "last.zip") as z:
-            raw = {n: z.read(n) for n in z.namelist()}
-        if member == "data":
-            data = json.loads(raw["data"])
-            for key in ("policy_class", "observation_space", "lr_schedule"):
-                data[key] = {":serialized:": base64.b64encode(
-                    pickle.dumps(Command(marker))).decode()}
-            raw["data"] = json.dumps(data).encode()
-        else:
-            buf = work / "policy.pth"
-            torch.save({"payload": Command(marker)}, buf)
-            raw["policy.pth"] = buf.read_bytes()
-        manifest = json.loads(raw[MANIFEST])
-        manifest["files"] = {n: _sha256(b) for n, b in raw.items() if n != MANIFEST}
-        manifest["checksum"] = _manifest_checksum(manifest)
-        raw[MANIFEST] = json.dumps(manifest).encode()
-        with zipfile.ZipFile(path, "w") as z:
-            for n, b in raw.items():
-                z.writestr(n, b)
-        return path
 
-    zip_loaders: dict[str, Callable[[], Any]] = {}
+def zip_loaders(runs: Path, work: Path, marker: Path) -> dict[str, Callable[[], Any]]:
+    """The command line's readers of a PPO zip, each given a crafted one (both kinds)."""
+    from train.cli import main
+
+    bank = runs / "banks" / "test"
+    loaders: dict[str, Callable[[], Any]] = {}
     for member in ("data", "policy.pth"):
-        z = crafted_zip(work / f"crafted-{member}.zip", member)
+        z = crafted_zip(runs / "ppo" / "last.zip", work / f"crafted-{member}.zip", marker,
+                        member)
         out = work / f"resume-zip-{member}"
         out.mkdir(exist_ok=True)
-        crafted_zip(out / "last.zip", member)
-        zip_loaders[f"glimpse evaluate --policy NAME=.zip ({member})"] = lambda z=z: main(
+        crafted_zip(runs / "ppo" / "last.zip", out / "last.zip", marker, member)
+        loaders[f"glimpse evaluate --policy NAME=.zip ({member})"] = lambda z=z: main(
             ["evaluate", "--bank", str(bank), "--policy", f"x={z}", "--out",
              str(work / f"ez-{z.stem}"), "--pictures", "0", "--max-images", "16"])
-        zip_loaders[f"glimpse train maskable-ppo --resume ({member})"] = lambda o=out: main(
+        loaders[f"glimpse train maskable-ppo --resume ({member})"] = lambda o=out: main(
             ["train", "maskable-ppo", "--banks", str(runs / "banks"), "--out", str(o),
              "--resume", "--total-timesteps", "1", "--num-envs", "4", "--eval-images", "8",
              "--glimpses", "3", "--device", "cpu", "--no-progress"])
-    for kind, loaders in (("crafted .pt", pt_loaders), ("crafted .zip", zip_loaders)):
+    return loaders
+
+
+def crafted(tally: Tally, runs: Path, work: Path) -> None:
+    marker = work / "command-ran"
+    pt = crafted_pt(work / "crafted.pt", marker)
+    for kind, loaders in (("crafted .pt", pt_loaders(pt, marker, runs, work)),
+                          ("crafted .zip", zip_loaders(runs, work, marker))):
         for name, load in loaders.items():
+            # a crafted .pt is refused (exit status 2 or the project's error); a crafted zip
+            # is refused (pickled weights) or loads from its manifest and weights (pickled
+            # data entries, never decoded): exit status 0 or 2, and no command ran
+            accepted = (2,) if kind == "crafted .pt" else (0, 2)
             try:
                 result = load()
-                refused = result in (0, 2) if isinstance(result, int) else False
+                refused = isinstance(result, int) and result in accepted
             except GlimpseGymError:
                 refused = True
             except Exception as exc:  # noqa: BLE001
