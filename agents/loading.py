@@ -65,8 +65,11 @@ def make_policy(spec: str, source: GlimpseSource, seed: int = 0) -> GlimpsePolic
         raise UsageError(f"--policy {spec!r}: give the policy a name, as NAME=PATH")
     if not p.is_file():
         raise CheckpointError(f"{what}: no file there")
-    with open(p, "rb") as f:
-        head = f.read(4)
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"{what}: cannot be read ({exc.strerror or exc})") from None
     if head.startswith(ZIP_MAGIC) and _is_sb3_zip(p):
         return _sb3_policy(p, name, what, source)
     ckpt = read_torch(p, "policy checkpoint")

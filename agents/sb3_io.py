@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ import torch
 
 from agents.extractors import extractor_policy_kwargs
 from glimpse_gym.errors import CheckpointError
-from glimpse_gym.fileio import describe_file, ordinary_mode, remove_stale, temporary_name
+from glimpse_gym.fileio import READ_ERRORS, atomic_write, describe_file, json_checksum
 
 MANIFEST = "glimpse-gym.json"
 FORMAT = "glimpse-gym-sb3/1"
@@ -54,32 +52,21 @@ def _sha256(raw: bytes) -> str:
 
 
 def _manifest_checksum(manifest: dict[str, Any]) -> str:
-    body = {k: v for k, v in manifest.items() if k != "checksum"}
-    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    return json_checksum(manifest, "checksum")
 
 
 def save_sb3(model: Any, path: str | Path, manifest: dict[str, Any]) -> Path:
-    """``model.save`` to a temporary zip beside ``path``, add the manifest (``manifest`` plus
-    format, algorithm, step count and member checksums), then ``os.replace`` into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(path)
-    fd, tmp = tempfile.mkstemp(prefix=temporary_name(path), suffix=".zip", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        ordinary_mode(tmp)
-        with zipfile.ZipFile(tmp, "a") as z:
-            files = {name: _sha256(z.read(name)) for name in z.namelist()}
-            body = {**manifest, "format": FORMAT, "algorithm": type(model).__name__,
-                    "num_timesteps": int(model.num_timesteps), "files": files}
-            body["checksum"] = _manifest_checksum(body)
-            z.writestr(MANIFEST, json.dumps(body, indent=1))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``model.save`` into memory, add the manifest (``manifest`` plus format, algorithm,
+    step count and member checksums), and write the zip atomically (:func:`atomic_write`)."""
+    buffer = io.BytesIO()
+    model.save(buffer)
+    with zipfile.ZipFile(buffer, "a") as z:
+        files = {name: _sha256(z.read(name)) for name in z.namelist()}
+        body = {**manifest, "format": FORMAT, "algorithm": type(model).__name__,
+                "num_timesteps": int(model.num_timesteps), "files": files}
+        body["checksum"] = _manifest_checksum(body)
+        z.writestr(MANIFEST, json.dumps(body, indent=1))
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def read_sb3(path: str | Path) -> SB3File:
@@ -95,7 +82,7 @@ def read_sb3(path: str | Path) -> SB3File:
         with zipfile.ZipFile(path) as z:
             names = set(z.namelist())
             raw = {name: z.read(name) for name in names} if MANIFEST in names else {}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
+    except (*READ_ERRORS, RuntimeError) as exc:
         raise CheckpointError(f"{path} is {describe_file(path)}, not a readable "
                               f"Stable-Baselines3 zip ({exc})") from None
     if MANIFEST not in names:
@@ -103,7 +90,7 @@ def read_sb3(path: str | Path) -> SB3File:
                               f"written by 'glimpse train ppo'. {TRUST_HINT}")
     try:
         manifest = json.loads(raw[MANIFEST])
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise CheckpointError(f"{path}: {MANIFEST} is damaged ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path}: {MANIFEST} is not of format {FORMAT!r}")
@@ -169,18 +156,20 @@ def load_sb3_policy(f: SB3File, observation_space: Any, action_space: Any) -> to
     return policy
 
 
-def load_sb3_model(path: str | Path, env: Any, device: Any, **algo_kwargs: Any
-                   ) -> tuple[Any, SB3File]:
-    """The whole algorithm of a zip on ``env`` (to continue training): built with the
-    project's classes and ``algo_kwargs``, then the policy, its optimizer and the step
-    counters are loaded."""
-    f = read_sb3(path)
+def load_sb3_model(f: SB3File, env: Any, device: Any, **algo_kwargs: Any) -> Any:
+    """The whole algorithm of a zip read by :func:`read_sb3` on ``env`` (to continue
+    training): built with the project's classes and ``algo_kwargs``, then the policy, its
+    optimizer and the step counters are loaded."""
     if f.manifest["algorithm"] == "MaskablePPO":
         from sb3_contrib import MaskablePPO as algo
     else:
         from stable_baselines3 import PPO as algo
-    model = algo("MultiInputPolicy", env, device=device, policy_kwargs=_policy_kwargs(f),
-                 **algo_kwargs)
+    try:
+        model = algo("MultiInputPolicy", env, device=device, policy_kwargs=_policy_kwargs(f),
+                     **algo_kwargs)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{f.path}: the policy it describes does not fit this "
+                              f"environment ({exc})") from None
     _load_weights(f, model.policy)
     if isinstance(f.params.get("policy.optimizer"), dict):
         try:
@@ -190,7 +179,7 @@ def load_sb3_model(path: str | Path, env: Any, device: Any, **algo_kwargs: Any
                 from None
     model.num_timesteps = int(f.manifest["num_timesteps"])
     model._n_updates = int(f.data.get("_n_updates", 0))
-    return model, f
+    return model
 
 
 __all__ = ["MANIFEST", "SB3File", "TRUST_HINT", "load_sb3_model", "load_sb3_policy",

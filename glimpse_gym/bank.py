@@ -25,7 +25,6 @@ import json
 import shutil
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,9 @@ from glimpse_gym.bank_checks import (
     verify_files,
 )
 from glimpse_gym.datasets import ImageDataset
-from glimpse_gym.errors import BankError
+from glimpse_gym.errors import BankError, UsageError
 from glimpse_gym.fileio import (
+    READ_ERRORS,
     exchange_or_replace,
     file_sha256,
     ordinary_mode,
@@ -196,7 +196,7 @@ def _open_array(path: Path, spec: dict[str, Any]) -> np.ndarray:
     f = path / spec["file"]
     try:
         arr = np.load(f, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise BankError(f"{f} is damaged (cannot be read as .npy: {exc})") from None
     if str(arr.dtype) != spec["dtype"] or list(arr.shape) != list(spec["shape"]):
         raise BankError(f"{f} is {arr.dtype}{list(arr.shape)}, but {META} says "
@@ -210,7 +210,7 @@ def _open_head(f: Path) -> tuple[np.ndarray, np.ndarray]:
             return npz["weight"].astype(np.float32), npz["bias"].astype(np.float32)
     except FileNotFoundError:
         raise BankError(f"{f} is missing from the feature bank") from None
-    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    except (*READ_ERRORS, KeyError) as exc:
         raise BankError(f"{f} is damaged: {exc}") from None
 
 
@@ -242,14 +242,18 @@ def write_bank(model: BagNetBase, dataset: ImageDataset, out: str | Path, *,
     if out.exists() and not overwrite:
         raise BankError(f"{out} already exists; pass overwrite=True (--overwrite) to replace "
                         "it, or write elsewhere")
+    if out.exists() and not (out / META).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise BankError(f"{out} is not a feature bank (no {META}); refusing to replace it: "
+                        "write the bank elsewhere")
     model = model.eval().to(device)
     c, hgt, wid = dataset.image_shape
     if c != model.in_channels:
-        raise ValueError(f"the model takes {model.in_channels}-channel images, the dataset "
+        raise UsageError(f"the model takes {model.in_channels}-channel images, the dataset "
                          f"{dataset.name!r} has {c}")
     gh, gw = model.grid_size(hgt, wid)
     if gh < 1 or gw < 1:
-        raise ValueError(f"images of {hgt}x{wid} are smaller than the receptive field {model.rf}")
+        raise UsageError(f"images of {hgt}x{wid} are smaller than the receptive field "
+                         f"{model.rf}")
     n, d, k = len(dataset), model.feature_dim, model.num_classes
     mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
     out.parent.mkdir(parents=True, exist_ok=True)

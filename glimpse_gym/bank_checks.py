@@ -25,7 +25,7 @@ from typing import Any
 
 from glimpse_gym.cache import cache_dir
 from glimpse_gym.errors import BankError
-from glimpse_gym.fileio import atomic_write, file_sha256
+from glimpse_gym.fileio import atomic_write, file_sha256, json_checksum
 
 FORMAT = "glimpse-gym-bank/1"
 META = "meta.json"
@@ -37,9 +37,7 @@ ARRAY_DTYPES = {"features": ("float16", "float32"), "logits": ("float32",),
 
 def meta_checksum(meta: dict[str, Any]) -> str:
     """sha256 of ``meta`` without its ``meta_sha256`` entry, as canonical JSON."""
-    body = {k: v for k, v in meta.items() if k != META_CHECKSUM}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json_checksum(meta, META_CHECKSUM)
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -52,7 +50,7 @@ def read_meta(path: Path) -> dict[str, Any]:
             from None
     except OSError as exc:
         raise BankError(f"{meta_path} cannot be read: {exc.strerror or exc}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BankError(f"{meta_path} is damaged (not valid JSON: {exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
@@ -79,8 +77,8 @@ def _ints(value: Any, length: int, minimum: int = 1) -> bool:
 
 
 def _plain_name(name: Any) -> bool:
-    return (isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name
-            and not name.startswith("."))
+    return (isinstance(name, str) and bool(name) and name.isprintable() and "/" not in name
+            and "\\" not in name and not name.startswith("."))
 
 
 def check_meta(meta: dict[str, Any], meta_path: Path) -> None:

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,8 @@ from glimpse_gym.errors import CheckpointError
 
 CHECKSUM = "checksum"
 ZIP_MAGIC = b"PK\x03\x04"
+# how reading a damaged file can fail (zip, deflate, npy, JSON nested too deep, I/O)
+READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, RecursionError)
 
 
 def ordinary_mode(path: str | Path, directory: bool = False) -> None:
@@ -41,9 +47,13 @@ def ordinary_mode(path: str | Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+
+
 def temporary_name(path: Path, kind: str = "tmp") -> str:
-    """The prefix of a temporary sibling of ``path``: ``.NAME.KIND-PID-``."""
-    return f".{path.name}.{kind}-{os.getpid()}-"
+    """The prefix of a temporary sibling of ``path``: ``.NAME.KIND-HOST-PID-``."""
+    return f".{path.name}.{kind}-{_host()}-{os.getpid()}-"
 
 
 def _alive(pid: int) -> bool:
@@ -51,21 +61,23 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's live process
+    except (PermissionError, OverflowError, ValueError):  # another user's, or not a pid
         return True
     return True
 
 
 def remove_stale(path: Path) -> list[Path]:
-    """Remove the temporary siblings of ``path`` left by killed writers (their process id is
-    in the name and no longer runs); return what was removed."""
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(tmp|old)-(\d+)-")
+    """Remove the temporary siblings of ``path`` left by killed writers of this machine
+    (the host name and process id are in the name, and that process no longer runs; another
+    machine's writers on a shared folder are left alone); return what was removed."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(tmp|old)-([A-Za-z0-9]+)-(\d+)-")
     removed = []
     if not path.parent.is_dir():
         return removed
+    host = _host()
     for entry in path.parent.iterdir():
         m = pattern.match(entry.name)
-        if not m or _alive(int(m.group(2))):
+        if not m or m.group(2) != host or _alive(int(m.group(3))):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -100,6 +112,20 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def write_json(path: str | Path, obj: Any) -> Path:
+    """``obj`` as indented JSON through :func:`atomic_write` (a results file is whole or
+    absent)."""
+    return atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+
+
+def json_checksum(obj: dict[str, Any], exclude: str) -> str:
+    """sha256 of ``obj`` without its ``exclude`` entry, as canonical JSON (sorted keys, no
+    spaces): the checksum a JSON file carries of itself."""
+    body = {k: v for k, v in obj.items() if k != exclude}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
 def exchange_or_replace(new: Path, target: Path) -> None:
     """Put the folder ``new`` at ``target``. When ``target`` exists, the two are swapped in
     one step (Linux ``renameat2(RENAME_EXCHANGE)``: a reader sees the old folder or the new
@@ -111,7 +137,12 @@ def exchange_or_replace(new: Path, target: Path) -> None:
     if not _rename_exchange(new, target):
         aside = Path(tempfile.mkdtemp(prefix=temporary_name(target, "old"), dir=target.parent))
         os.rename(target, aside / target.name)
-        os.rename(new, target)
+        try:
+            os.rename(new, target)
+        except BaseException:  # put the old folder back before giving up
+            os.rename(aside / target.name, target)
+            aside.rmdir()
+            raise
         new = aside
     shutil.rmtree(new, ignore_errors=True)  # now holds the old folder
 
@@ -197,11 +228,10 @@ def describe_file(path: Path) -> str:
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
     if head.startswith(ZIP_MAGIC):
-        import zipfile
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError):
+        except READ_ERRORS:
             return "a damaged zip archive"
         if "data" in names and "policy.pth" in names:
             return "a Stable-Baselines3 .zip"
@@ -262,7 +292,7 @@ def load_payload(path: str | Path, fmt: str, what: str,
     else:
         try:
             actual = payload_checksum(payload)
-        except TypeError as exc:
+        except Exception as exc:  # noqa: BLE001  (a value the checksum cannot read)
             raise CheckpointError(f"{path} is damaged: {exc}") from None
         if actual != stored:
             raise CheckpointError(f"{path} is damaged: its contents do not match the checksum "

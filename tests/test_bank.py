@@ -183,12 +183,19 @@ def test_bank_is_readable_by_others(tiny_setup) -> None:
 
 def test_stale_temporaries_of_killed_writers_are_removed(tiny_setup, tmp_path) -> None:
     model, ds, _, _ = tiny_setup
+    from glimpse_gym.fileio import _host
+
     dead = 2**22 + 12345  # above the default pid_max: no such process
-    (tmp_path / f".b.tmp-{dead}-abc").mkdir()
-    (tmp_path / f".b.tmp-{os.getpid()}-live").mkdir()  # a live writer's: kept
+    here = _host()
+    (tmp_path / f".b.tmp-{here}-{dead}-abc").mkdir()
+    (tmp_path / f".b.tmp-{here}-{2**70}-x").mkdir()  # not a process id: kept, no error
+    (tmp_path / f".b.tmp-{here}-{os.getpid()}-live").mkdir()  # a live writer's: kept
+    (tmp_path / f".b.tmp-otherhost-{dead}-abc").mkdir()  # another machine's: kept
     write_bank(model, ds, tmp_path / "b", checkpoint=_checkpoint(model), progress=False,
                batch_size=256)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f".b.tmp-{os.getpid()}-live", "b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        f".b.tmp-{here}-{2**70}-x", f".b.tmp-{here}-{os.getpid()}-live",
+        f".b.tmp-otherhost-{dead}-abc", "b"])
 
 
 def _truncate(f: Path) -> None:
@@ -280,4 +287,29 @@ def test_overwrite_without_an_atomic_exchange_still_replaces(tiny_setup, tmp_pat
     new = write_bank(other, ds, target, checkpoint=_checkpoint(other), overwrite=True,
                      progress=False, batch_size=256)
     assert new.meta["model"]["hash"] == state_dict_hash(other.state_dict())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_a_failed_fallback_replacement_keeps_the_old_bank(tiny_setup, tmp_path,
+                                                          monkeypatch) -> None:
+    import glimpse_gym.fileio
+
+    model, ds, bank, _ = tiny_setup
+    target = tmp_path / "b"
+    shutil.copytree(bank.path, target)
+    before = json.loads((target / "meta.json").read_text())
+    monkeypatch.setattr(glimpse_gym.fileio, "_rename_exchange", lambda a, b: False)
+    rename = os.rename
+
+    def killed_while_renaming_in(src, dst):
+        if Path(dst) == target and ".tmp-" in Path(src).name:
+            raise KeyboardInterrupt
+        return rename(src, dst)
+
+    monkeypatch.setattr(glimpse_gym.fileio.os, "rename", killed_while_renaming_in)
+    with pytest.raises(KeyboardInterrupt):
+        write_bank(bagnet_tiny(num_classes=10).eval(), ds, target,
+                   checkpoint=_checkpoint(model), overwrite=True, progress=False)
+    monkeypatch.undo()
+    assert json.loads((target / "meta.json").read_text()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]

@@ -1,8 +1,9 @@
 """The ``glimpse`` command: one subcommand per pipeline step.
 
-A user's mistake (a missing or damaged file, a wrong option, data that cannot be used) is
-answered in one line, ``glimpse: error: ...``, with exit status 2 and no traceback; any
-other exception is a bug and shows its traceback. ``--debug`` shows the traceback of
+A user's mistake (a missing or damaged file, a wrong option, data that cannot be used) and
+a file system's refusal (no space, no permission) are answered in one line,
+``glimpse: error: ...``, with exit status 2 and no traceback; any other exception is a bug
+and shows its traceback. ``--debug`` shows the traceback of
 mistakes too. An interrupted run (Ctrl-C) says how to continue it and exits with 130.
 """
 
@@ -88,22 +89,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resume_hint(cfg: object) -> str:
+    """How to continue an interrupted run of a command that can resume."""
+    if not hasattr(cfg, "resume"):
+        return ""
+    again = "with --resume instead of --overwrite" if getattr(cfg, "overwrite", False) else (
+        "with --resume")
+    return (f"; if a checkpoint was saved, it is in {cfg.out}: run the same command {again} "
+            "to continue")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg = config_from_args(args._config_cls, args)
     try:
         args._run(cfg)
-    except GlimpseGymError as exc:
+    except (GlimpseGymError, OSError) as exc:  # OSError: a file system's no (space, rights)
         if args.debug:
             traceback.print_exc()
         print(f"glimpse: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        out = getattr(cfg, "out", None)
-        hint = (f"; what was saved is in {out}: run the same command with --resume to "
-                "continue" if hasattr(cfg, "resume") else "")
-        print(f"glimpse: interrupted{hint}", file=sys.stderr)
+        print(f"glimpse: interrupted{_resume_hint(cfg)}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. 'glimpse bank-info | head'
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -10,7 +10,6 @@ comparison of all of them with the non-learned policies on the digits test split
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from glimpse_gym.bank import FeatureBank
+from glimpse_gym.fileio import write_json
 from glimpse_gym.readout import ordered_logit_cells, predict_from_cells, random_cells
 from train.extract_features import ExtractConfig, extract_features
 from train.run import prepare_out, setup
@@ -71,7 +71,7 @@ def demo(cfg: DemoConfig) -> dict[str, float]:
                                            overwrite=True, device=cfg.device,
                                            threads=cfg.threads, progress=cfg.progress))
     table = print_table(banks["test"], cfg.glimpses, cfg.seed)
-    (Path(cfg.out) / "summary.json").write_text(json.dumps(table, indent=1))
+    write_json(Path(cfg.out) / "summary.json", table)
     if cfg.agents:
         train_agents(cfg)
     return table

@@ -15,7 +15,6 @@ receptive fields) and ``glimpses-NAME.gif`` (the sequence, one glimpse per frame
 from __future__ import annotations
 
 import csv
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from glimpse_gym.bagnet import load_bagnet
 from glimpse_gym.envs import load_source
 from glimpse_gym.envs.render import draw_glimpses
 from glimpse_gym.errors import CheckpointError, UsageError
+from glimpse_gym.fileio import write_json
 from glimpse_gym.pretrained import resolve_checkpoint
 from train.run import prepare_out, report, setup
 
@@ -216,7 +216,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                          "observation": "image"}
     results = {"config": asdict(cfg), "bank": source.description, "num_images": n,
                "policies": table, "wall_time_s": time.perf_counter() - start}
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_json(out / "results.json", results)
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["policy", "T", "error", "accuracy", "coverage", "diversity", "head"])

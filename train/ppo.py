@@ -11,7 +11,6 @@ and saved to ``OUT/results.json``.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,8 +25,9 @@ from tqdm import tqdm
 from agents.evaluation import evaluate_on_split, sb3_policy
 from agents.extractors import extractor_policy_kwargs
 from agents.loading import check_trained_on
-from agents.sb3_io import load_sb3_model, save_sb3
+from agents.sb3_io import load_sb3_model, read_sb3, save_sb3
 from glimpse_gym.errors import UsageError
+from glimpse_gym.fileio import write_json
 from glimpse_gym.sb3 import GlimpseRolloutBuffer, MaskableGlimpseRolloutBuffer, SB3VecEnv
 from train.run import prepare_out, report, setup
 
@@ -192,12 +192,13 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
                  seed=cfg.seed, tensorboard_log=str(out / "tb"),
                  rollout_buffer_class=buffer_class(maskable))
     if cfg.resume:
-        model, f = load_sb3_model(out / "last.zip", venv, device, **hyper)
+        f = read_sb3(out / "last.zip")
         check_trained_on(f"--resume {out / 'last.zip'}", f.manifest.get("trained_on"), source)
         if f.manifest["algorithm"] != algo.__name__:
             command = "maskable-ppo" if f.manifest["algorithm"] == "MaskablePPO" else "ppo"
             raise UsageError(f"--resume: {out / 'last.zip'} is a {f.manifest['algorithm']} run; "
                              f"continue it with 'glimpse train {command}'")
+        model = load_sb3_model(f, venv, device, **hyper)
         print(f"resuming after {model.num_timesteps} of {cfg.total_timesteps} env steps")
     else:
         model = algo("MultiInputPolicy", venv, device=device,
@@ -226,7 +227,7 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
         "env_steps_per_s": (model.num_timesteps - steps_before) / max(learn_seconds, 1e-9),
         "wall_time_s": time.perf_counter() - start,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_json(out / "results.json", results)
     print(f"{results['algorithm']}: test accuracy at T={cfg.glimpses} "
           f"{test['accuracy']:.4f} (error {1 - test['accuracy']:.2%}), coverage "
           f"{test['coverage']:.3f}, {test['num_images']} images; "

@@ -8,7 +8,6 @@ decay, TensorBoard scalars, a progress bar, an atomic checkpoint every epoch and
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ from glimpse_gym.bagnet import (
 )
 from glimpse_gym.datasets import ImageDataset, dataset_options, make_dataset
 from glimpse_gym.errors import CheckpointError, UsageError
+from glimpse_gym.fileio import write_json
 from train.config import parse_options
 from train.run import prepare_out, setup
 
@@ -266,7 +266,7 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
         metrics["train_images_per_s"] = train_images_seen / train_time
     metrics["wall_time_s"] = time.perf_counter() - wall_start  # this invocation, end to end
     save_checkpoint(out, model, metrics=metrics, train_state=train_state, **meta)
-    (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out.parent / "metrics.json", metrics)
     writer.close()
     print(f"wrote: {out} (checkpoint), {out.parent / 'metrics.json'}, TensorBoard logs in "
           f"{logdir}")

@@ -12,7 +12,6 @@ error, minus an entropy bonus. TensorBoard (``OUT/tb``), periodic val evaluation
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from agents.loading import check_trained_on
 from agents.reinforce import FORMAT, RamAgent, ReinforceAgent, cell_features, load_reinforce
 from agents.suite import run_policy, summarise
 from glimpse_gym.envs import GlimpseVectorEnv
-from glimpse_gym.fileio import save_payload
+from glimpse_gym.fileio import save_payload, write_json
 from train.run import prepare_out, report, setup
 
 
@@ -180,7 +179,7 @@ def train_reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
     results = {"config": asdict(cfg), "data": {"train": envs.source.description},
                "test": test, "val_history": history,
                "iterations": it, "wall_time_s": time.perf_counter() - start}
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_json(out / "results.json", results)
     writer.close()
     print(f"REINFORCE (best val checkpoint): test accuracy at T={cfg.glimpses} "
           f"{test['accuracy']:.4f} (error {1 - test['accuracy']:.2%}), coverage "

@@ -62,7 +62,11 @@ def prepare_out(out: str | Path, *, finished: Iterable[str] = ("results.json",),
         if begun:
             raise UsageError(f"{out} holds an unfinished run ({', '.join(begun)}); pass --resume "
                              "to continue it, --overwrite to start again, or another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, no permission, ...
+        raise UsageError(f"cannot use {out} as the output folder: "
+                         f"{exc.strerror or exc}") from None
     return out
 
 

@@ -37,7 +37,7 @@ from agents.loading import check_trained_on
 from agents.saccader import FORMAT, Saccader, load_saccader
 from glimpse_gym.envs.source import GlimpseSource, load_source
 from glimpse_gym.errors import UsageError
-from glimpse_gym.fileio import save_payload
+from glimpse_gym.fileio import save_payload, write_json
 from glimpse_gym.readout import ordered_logit_cells, predict_from_cells, random_cells
 from train.run import prepare_out, report, setup
 
@@ -251,10 +251,7 @@ def _run_stage(stage: str, cfg: SaccaderConfig, net: Saccader, splits: dict[str,
              if stage == "policy" else None)
     start_epoch, history = 0, []
     if cfg.resume and path.exists():
-        _, ckpt = load_saccader(path)
-        check_trained_on(f"--resume {path}", {**ckpt.get("bank", {}), **ckpt["net"]},
-                         splits["train"].source)
-        net.load_state_dict(ckpt["state_dict"])
+        ckpt = _load_trained(net, path, splits["train"].source)
         opt.load_state_dict(ckpt["optimizer"])
         if sched is not None and ckpt["scheduler"] is not None:
             sched.load_state_dict(ckpt["scheduler"])
@@ -303,19 +300,31 @@ def _run_stage(stage: str, cfg: SaccaderConfig, net: Saccader, splits: dict[str,
     return history
 
 
+def _load_trained(net: Saccader, path: Path, source: GlimpseSource) -> dict[str, Any]:
+    """Load a stage's checkpoint into ``net``, after checking it was trained on banks like
+    ``source``; return the checkpoint."""
+    _, ckpt = load_saccader(path)
+    check_trained_on(str(path), {**ckpt.get("bank", {}), **ckpt["net"]}, source)
+    net.load_state_dict(ckpt["state_dict"])
+    return ckpt
+
+
 def _step1(cfg: SaccaderConfig, out: Path) -> str:
-    """BagNet and banks into OUT (skipped where they exist already)."""
+    """BagNet and banks into OUT: made anew with --overwrite, continued with --resume (the
+    BagNet's own --resume, then the banks that are missing)."""
     from train.extract_features import ExtractConfig, extract_features
     from train.pretrain_bagnet import PretrainConfig, pretrain_bagnet
     ckpt, banks = out / "bagnet.pt", out / "banks"
-    if not ckpt.exists() or cfg.resume:
+    if cfg.overwrite or not ckpt.exists() or cfg.resume:
         pretrain_bagnet(PretrainConfig(dataset=cfg.dataset or "digits", root=cfg.root,
                                        data_option=list(cfg.data_option), seed=cfg.seed,
                                        epochs=cfg.bagnet_epochs, out=str(ckpt),
-                                       image_loss=cfg.bagnet_image_loss, resume=ckpt.exists(),
-                                       device=cfg.device, threads=cfg.threads,
-                                       progress=cfg.progress))
-    if not all((banks / s / "meta.json").exists() for s in ("train", "val", "test")):
+                                       image_loss=cfg.bagnet_image_loss,
+                                       resume=ckpt.exists() and not cfg.overwrite,
+                                       overwrite=cfg.overwrite, device=cfg.device,
+                                       threads=cfg.threads, progress=cfg.progress))
+    if cfg.overwrite or not all((banks / s / "meta.json").exists()
+                                for s in ("train", "val", "test")):
         extract_features(ExtractConfig(checkpoint=str(ckpt), out=str(banks), root=cfg.root,
                                        overwrite=True, device=cfg.device, threads=cfg.threads,
                                        progress=cfg.progress))
@@ -339,7 +348,8 @@ def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out).expanduser()
     if cfg.stage != "evaluate":  # evaluate rewrites results.json from OUT/policy.pt
-        stage_files = {"policy": ("policy.pt",)}.get(cfg.stage, ("locations.pt", "policy.pt"))
+        stage_files = {"policy": ("policy.pt",), "all": ("bagnet.pt", "locations.pt", "policy.pt")
+                       }.get(cfg.stage, ("locations.pt", "policy.pt"))
         prepare_out(out, checkpoints=stage_files, resume=cfg.resume, overwrite=cfg.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.stage == "all":
@@ -353,10 +363,12 @@ def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
     if cfg.stage == "evaluate":  # keep the training histories of an earlier results.json
         if not (out / "policy.pt").exists():
             raise UsageError(f"--stage evaluate needs {out / 'policy.pt'}; train it first")
-        net.load_state_dict(load_saccader(out / "policy.pt")[1]["state_dict"])
-        if (out / "results.json").exists():
+        _load_trained(net, out / "policy.pt", sources["train"])
+        try:
             earlier = json.loads((out / "results.json").read_text())
-            results.update({k: earlier[k] for k in ("locations", "policy") if k in earlier})
+        except (OSError, ValueError):  # none, or unreadable: the histories are not kept
+            earlier = {}
+        results.update({k: earlier[k] for k in ("locations", "policy") if k in earlier})
     if cfg.stage in ("all", "both", "locations"):
         results["locations"] = _run_stage("locations", cfg, net, splits, out, writer)
     if cfg.stage in ("all", "both", "policy"):
@@ -364,7 +376,7 @@ def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
             if not (out / "locations.pt").exists():
                 raise UsageError(f"--stage policy starts from step 2's "
                                  f"{out / 'locations.pt'}; run --stage locations first")
-            net.load_state_dict(load_saccader(out / "locations.pt")[1]["state_dict"])
+            _load_trained(net, out / "locations.pt", sources["train"])
         results["policy"] = _run_stage("policy", cfg, net, splits, out, writer)
     test = evaluate(net, splits["test"], glimpse_list)
     results["test_error"] = {k: v for k, v in test.items() if k != "num_images"}
@@ -372,7 +384,7 @@ def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
     results["through_env"] = evaluate_through_env(net, cfg)
     results["wall_time_s"] = time.perf_counter() - start
     writer.close()
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_json(out / "results.json", results)
     print(f"test error ({test['num_images']} images) at T = {glimpse_list}:")
     for name in ("saccader", "saccader_bagnet_head", "ordered_logits", "random"):
         print(f"  {name:21s} " + "  ".join(f"{test[name][t]:7.2%}" for t in glimpse_list))

@@ -33,7 +33,8 @@ from glimpse_gym.errors import CheckpointError, UnknownNameError
 from glimpse_gym.fileio import load_payload, save_payload, state_dict_hash
 
 FORMAT = "glimpse-gym-bagnet/1"
-REQUIRED = ("arch", "arch_kwargs", "state_dict", "class_names", "normalization", "image_shape")
+REQUIRED = ("arch", "arch_kwargs", "state_dict", "model_hash", "class_names", "normalization",
+            "image_shape")
 
 
 def build_bagnet(arch: str, **kwargs: Any) -> BagNetBase:
@@ -96,8 +97,8 @@ def load_checkpoint(path: str | Path, *, require_checksum: bool = True) -> dict[
     wrong = [k for k, kind in kinds.items() if not isinstance(payload[k], kind)]
     if wrong:
         raise CheckpointError(f"{path} is damaged: field(s) {wrong} have the wrong type")
-    stored = payload.get("model_hash")
-    if stored is not None and state_dict_hash(payload["state_dict"]) != stored:
+    stored = payload["model_hash"]
+    if state_dict_hash(payload["state_dict"]) != stored:
         raise CheckpointError(f"{path} is damaged: its weights do not match the weight hash "
                               f"stored with them ({stored})")
     return payload
@@ -111,11 +112,15 @@ def load_bagnet(source: str | Path | dict[str, Any],
         ``(model, checkpoint)``; the checkpoint dict carries class names, normalisation, ...
     """
     ckpt = source if isinstance(source, dict) else load_checkpoint(source)
-    model = build_bagnet(ckpt["arch"], **ckpt["arch_kwargs"])
+    where = source if not isinstance(source, dict) else "checkpoint"
+    try:
+        model = build_bagnet(ckpt["arch"], **ckpt["arch_kwargs"])
+    except (TypeError, ValueError) as exc:  # UnknownNameError is a GlimpseGymError: kept
+        raise CheckpointError(f"{where}: cannot build {ckpt['arch']} {ckpt['arch_kwargs']}: "
+                              f"{exc}") from None
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as exc:
-        where = source if not isinstance(source, dict) else "checkpoint"
         raise CheckpointError(f"{where}: weights do not fit {ckpt['arch']} "
                               f"{ckpt['arch_kwargs']}: {exc}") from exc
     return model.to(device).eval(), ckpt

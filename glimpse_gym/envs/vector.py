@@ -100,7 +100,8 @@ class GlimpseVectorEnv(VectorEnv):
         self.device = resolve_device(device)
         # what a copy re-runs __init__ with (see __getstate__): a bank by its path
         self._init_kwargs = dict(
-            num_envs=num_envs, bank=str(bank) if isinstance(bank, (str, Path)) else bank,
+            num_envs=num_envs,
+            bank=str(Path(bank).expanduser().resolve()) if isinstance(bank, (str, Path)) else bank,
             dataset=dataset, split=split, checkpoint=checkpoint, seed=seed, glimpses=glimpses,
             observation=observation, head=head, expect=expect, render_mode=render_mode,
             device=str(self.device), array_type=array_type, autoreset_mode=mode, copy=copy,

@@ -137,4 +137,4 @@ def test_an_interrupted_run_says_how_to_resume(monkeypatch, tmp_path, capsys) ->
     monkeypatch.setattr(train.reinforce, "train_reinforce", interrupted)
     assert main(["train", "reinforce", "--out", str(tmp_path)]) == 130
     err = capsys.readouterr().err
-    assert f"what was saved is in {tmp_path}" in err and "--resume" in err
+    assert f"if a checkpoint was saved, it is in {tmp_path}" in err and "--resume" in err
