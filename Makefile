@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SHARED_DATA ?= ../shared/data
 MNIST_ROOT ?= $(SHARED_DATA)
 
-.PHONY: demo test test-slow lint bench bench-env bench-ppo default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean
+.PHONY: demo test test-slow lint bench bench-env bench-ppo bench-bank-open robustness default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean
 
 $(BIN)/glimpse: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ bench-env: $(BIN)/glimpse
 bench-ppo: $(BIN)/glimpse
 	$(BIN)/python benchmarks/ppo_throughput.py --bank runs/banks/cluttered-mnist/train \
 		--out runs/bench/ppo_throughput.json
+
+## bench-bank-open: the cost of opening a feature bank (first open hashes it, later ones stat it)
+bench-bank-open: $(BIN)/glimpse
+	$(BIN)/python benchmarks/bank_open.py --out runs/bench/bank_open.json
+
+## robustness: fuzz and damage trials (invalid input, bit flips, crafted files), counted
+robustness: $(BIN)/glimpse
+	$(BIN)/python benchmarks/robustness.py --out runs/bench/robustness.json
 
 ## default-weights: retrain and export the embedded digits BagNet
 default-weights: $(BIN)/glimpse
