@@ -20,7 +20,7 @@ from glimpse_gym.bank import FeatureBank
 from glimpse_gym.fileio import write_json
 from glimpse_gym.readout import ordered_logit_cells, predict_from_cells, random_cells
 from train.extract_features import ExtractConfig, extract_features
-from train.run import prepare_out, setup
+from train.run import prepare_out, report, setup
 
 
 @dataclass
@@ -74,6 +74,8 @@ def demo(cfg: DemoConfig) -> dict[str, float]:
     write_json(Path(cfg.out) / "summary.json", table)
     if cfg.agents:
         train_agents(cfg)
+    report(cfg.out, ["banks", "summary.json", "saccader", "maskable-ppo", "ppo", "reinforce",
+                     "eval"])
     return table
 
 

@@ -66,8 +66,9 @@ class EvaluateConfig:
     """replace the results of an earlier evaluation in --out"""
     seed: int = 0
     """seed of the random policy and the random occlusion"""
-    device: str = "cpu"
-    """device of the vector env and of the occlusion BagNet: auto, cpu, cuda or cuda:N"""
+    device: str = "auto"
+    """device of the vector env and of the occlusion BagNet: auto (CUDA when present), cpu,
+    cuda or cuda:N"""
     threads: int | None = None
     """torch CPU threads (default: torch's choice)"""
 
