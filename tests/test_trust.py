@@ -27,26 +27,26 @@ from glimpse_gym.pretrained import DEFAULT_CHECKPOINT
 from train.cli import main
 from train.extract_features import ExtractConfig, extract_features
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "robustness.py"
-_spec = importlib.util.spec_from_file_location("robustness", SCRIPT)
-robustness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(robustness)  # the crafted-file builders and the list of loaders
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "crafted.py"
+_spec = importlib.util.spec_from_file_location("crafted", SCRIPT)
+crafted = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(crafted)  # the crafted-file builders and the list of loaders
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Tiny trained agents and the digits banks they were trained on."""
     root = tmp_path_factory.mktemp("runs")
-    robustness.make_runs(root)
+    crafted.make_runs(root)
     return root
 
 
 def _crafted_pt(path: Path, marker: Path) -> Path:
-    return robustness.crafted_pt(path, marker)
+    return crafted.crafted_pt(path, marker)
 
 
 def _crafted_zip(source: Path, path: Path, marker: Path, member: str = "data") -> Path:
-    return robustness.crafted_zip(source, path, marker, member)
+    return crafted.crafted_zip(source, path, marker, member)
 
 
 def test_the_crafted_files_are_live(runs, tmp_path) -> None:
@@ -64,7 +64,7 @@ def test_a_crafted_pt_runs_nothing_through_any_loader(runs, tmp_path, capsys) ->
     marker = tmp_path / "ran"
     pt = _crafted_pt(tmp_path / "crafted.pt", marker)
     outcomes = {}
-    for name, load in robustness.pt_loaders(pt, marker, runs, tmp_path).items():
+    for name, load in crafted.pt_loaders(pt, marker, runs, tmp_path).items():
         try:
             result = load()
         except GlimpseGymError as exc:
@@ -135,7 +135,7 @@ def test_a_flipped_byte_in_a_zip_is_caught(runs, tmp_path) -> None:
 
 def test_crafted_arrays_are_refused(tmp_path) -> None:
     npz = tmp_path / "a.npz"
-    np.savez(npz, images=np.array([robustness.Command(tmp_path / "ran")], dtype=object),
+    np.savez(npz, images=np.array([crafted.Command(tmp_path / "ran")], dtype=object),
              labels=np.zeros(1, np.int64))
     with pytest.raises(DatasetError):
         make_dataset("arrays", "train", path=npz)
@@ -146,7 +146,7 @@ def test_crafted_bank_array_is_refused(runs, tmp_path) -> None:
     import shutil
     bank = tmp_path / "bank"
     shutil.copytree(runs / "banks" / "test", bank)
-    np.save(bank / "labels.npy", np.array([robustness.Command(tmp_path / "ran")], dtype=object),
+    np.save(bank / "labels.npy", np.array([crafted.Command(tmp_path / "ran")], dtype=object),
             allow_pickle=True)
     with pytest.raises(BankError):
         FeatureBank.load(bank)
