@@ -75,13 +75,13 @@ def make_policy(spec: str, source: GlimpseSource, seed: int = 0) -> GlimpsePolic
     ckpt = read_torch(p, "policy checkpoint")
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
     if fmt == "glimpse-gym-saccader/1":
-        from agents.saccader import load_saccader
-        net, ckpt = load_saccader(p)
+        from agents.saccader import saccader_from_payload
+        net, ckpt = saccader_from_payload(ckpt, p)
         check_trained_on(what, {**ckpt.get("bank", {}), **ckpt["net"]}, source)
         return SaccaderAgent(net, name=name)
     if fmt == "glimpse-gym-reinforce/1":
-        from agents.reinforce import ReinforceAgent, load_reinforce
-        net, ckpt = load_reinforce(p)
+        from agents.reinforce import ReinforceAgent, reinforce_from_payload
+        net, ckpt = reinforce_from_payload(ckpt, p)
         check_trained_on(what, {**ckpt.get("bank", {}),
                                 "feature_dim": ckpt["net"].get("feature_dim")}, source)
         h, w = source.grid

@@ -19,7 +19,7 @@ from torch import nn
 from agents.policies import GlimpsePolicy
 from agents.saccader import build_from_checkpoint
 from glimpse_gym.envs.source import GlimpseSource
-from glimpse_gym.fileio import load_payload
+from glimpse_gym.fileio import check_payload, load_payload
 
 FORMAT = "glimpse-gym-reinforce/1"
 MASK = 1e9
@@ -99,4 +99,12 @@ def load_reinforce(path: str | Path) -> tuple[RamAgent, dict[str, Any]]:
     return build_from_checkpoint(RamAgent, ckpt, path), ckpt
 
 
-__all__ = ["FORMAT", "RamAgent", "ReinforceAgent", "cell_features", "load_reinforce"]
+def reinforce_from_payload(payload: dict[str, Any], path: str | Path
+                           ) -> tuple[RamAgent, dict[str, Any]]:
+    """:func:`load_reinforce` for a payload already read (``weights_only``) from ``path``."""
+    ckpt = check_payload(payload, Path(path), FORMAT, "REINFORCE")
+    return build_from_checkpoint(RamAgent, ckpt, path), ckpt
+
+
+__all__ = ["FORMAT", "RamAgent", "ReinforceAgent", "cell_features", "load_reinforce",
+           "reinforce_from_payload"]

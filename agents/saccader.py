@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glimpse_gym.errors import CheckpointError
-from glimpse_gym.fileio import load_payload
+from glimpse_gym.fileio import check_payload, load_payload
 
 FORMAT = "glimpse-gym-saccader/1"  # checkpoints of ``glimpse train saccader``
 MASK = 1e5  # subtracted from the logits of visited cells, as in the paper
@@ -181,6 +181,13 @@ def load_saccader(path: str | Path, map_location: str | torch.device = "cpu"
     return build_from_checkpoint(Saccader, ckpt, path), ckpt
 
 
+def saccader_from_payload(payload: dict[str, Any], path: str | Path
+                          ) -> tuple[Saccader, dict[str, Any]]:
+    """:func:`load_saccader` for a payload already read (``weights_only``) from ``path``."""
+    ckpt = check_payload(payload, Path(path), FORMAT, "Saccader")
+    return build_from_checkpoint(Saccader, ckpt, path), ckpt
+
+
 def build_from_checkpoint(cls: type[nn.Module], ckpt: dict[str, Any],
                           path: str | Path) -> nn.Module:
     """``cls(**ckpt["net"])`` with ``ckpt["state_dict"]`` loaded; a checkpoint whose sizes or
@@ -194,4 +201,5 @@ def build_from_checkpoint(cls: type[nn.Module], ckpt: dict[str, Any],
     return net
 
 
-__all__ = ["FORMAT", "MASK", "Rollout", "Saccader", "build_from_checkpoint", "load_saccader"]
+__all__ = ["FORMAT", "MASK", "Rollout", "Saccader", "build_from_checkpoint", "load_saccader",
+           "saccader_from_payload"]

@@ -280,6 +280,12 @@ def load_payload(path: str | Path, fmt: str, what: str,
     """
     path = Path(path).expanduser()
     payload = read_torch(path, f"{what} checkpoint", map_location)
+    return check_payload(payload, path, fmt, what, require_checksum=require_checksum)
+
+
+def check_payload(payload: Any, path: Path, fmt: str, what: str, *,
+                  require_checksum: bool = True) -> dict[str, Any]:
+    """The checks of :func:`load_payload` on a payload already read from ``path``."""
     found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
     if not isinstance(payload, dict) or found != fmt:
         raise CheckpointError(f"{path} is not a {what} checkpoint (expected format {fmt!r}, "

@@ -80,6 +80,13 @@ def _check_labels(labels: np.ndarray, n: int, what: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def _rename_hint(keys: list[str], template: str) -> str:
+    """``template`` filled with "'x_train' to 'images', ..." for the keys with a known
+    rename, or "" when there is none."""
+    pairs = [f"{k!r} to {_RENAMES[k]!r}" for k in keys if k in _RENAMES]
+    return template.format(", ".join(pairs)) if pairs else ""
+
+
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` written for :func:`make_arrays`, keyed as in ``NPZ_KEYS``.
 
@@ -111,16 +118,13 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
                            "np.savez") from e
     missing = [k for k in ("images", "labels") if k not in files]
     if missing:
-        hint = {k: _RENAMES[k] for k in files if k in _RENAMES}
-        how = (f"; rename {', '.join(f'{a!r} to {b!r}' for a, b in hint.items())}" if hint
-               else "; save the images as 'images' and the labels as 'labels'")
+        how = _rename_hint(files, "; rename {}") or (
+            "; save the images as 'images' and the labels as 'labels'")
         raise DatasetError(f"arrays: {path} lacks {missing}; it holds {files}; keys read: "
                            f"{list(NPZ_KEYS)}{how}")
     unknown = [k for k in files if k not in NPZ_KEYS]
     if unknown:
-        hint = {k: _RENAMES[k] for k in unknown if k in _RENAMES}
-        how = (f" (rename {', '.join(f'{a!r} to {b!r}' for a, b in hint.items())})" if hint
-               else "")
+        how = _rename_hint(unknown, " (rename {})")
         raise DatasetError(f"arrays: {path} holds keys that are not read: {unknown}{how}; the "
                            f"keys read are {list(NPZ_KEYS)}; remove or rename the others")
     if ("test_images" in files) != ("test_labels" in files):
