@@ -10,7 +10,7 @@ MNIST_ROOT ?= $(SHARED_DATA)
 $(BIN)/glimpse: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[rl,dev]'
 	touch $(BIN)/glimpse
 
 ## demo: the main job on the embedded default (offline)

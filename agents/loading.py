@@ -1,12 +1,12 @@
 """Policies from the command line's specs, read safely and checked against the bank.
 
-:func:`make_policy` turns ``random``, ``centre``, ``ordered-logits`` or ``NAME=PATH`` into a
-:class:`~agents.policies.GlimpsePolicy`. A path is recognised by its contents, not its name:
-a Saccader or REINFORCE checkpoint (read with ``weights_only=True``, checksum checked) or a
-``glimpse train ppo`` zip (:mod:`agents.sb3_io`: nothing unpickled). Anything else (a BagNet
-checkpoint, a ``results.json``, SB3 zips from elsewhere) is refused with a message that says
-what the file is. :func:`check_trained_on` refuses a policy trained on a bank of another
-BagNet, grid or class count, naming both.
+:func:`make_policy` turns ``random``, ``centre``, ``ordered-logits``, ``true-label`` or
+``NAME=PATH`` into a :class:`~agents.policies.GlimpsePolicy`. A path is recognised by its
+contents, not its name: a Saccader or REINFORCE checkpoint (read with ``weights_only=True``,
+checksum checked) or a ``glimpse train ppo`` zip (:mod:`agents.sb3_io`: nothing unpickled).
+Anything else (a BagNet checkpoint, a ``results.json``, SB3 zips from elsewhere) is refused with
+a message that says what the file is. :func:`check_trained_on` refuses a policy trained on a
+bank of another BagNet, grid or class count, naming both.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from agents.policies import (
     RandomPolicy,
     SaccaderAgent,
     SB3Policy,
+    TrueLabelPolicy,
 )
 from glimpse_gym.envs.source import GlimpseSource
 from glimpse_gym.errors import CheckpointError, UsageError
 from glimpse_gym.fileio import ZIP_MAGIC, read_torch
 
-BUILTIN = {"random": RandomPolicy, "centre": CentrePolicy, "ordered-logits": OrderedLogitsPolicy}
+BUILTIN = {"random": RandomPolicy, "centre": CentrePolicy, "ordered-logits": OrderedLogitsPolicy,
+           "true-label": TrueLabelPolicy}
 
 
 def _bank_text(d: dict[str, Any]) -> str:

@@ -1,16 +1,17 @@
 """The one interface every glimpse policy shares, and the non-learned policies.
 
-A :class:`GlimpsePolicy` is driven by :func:`agents.evaluate.run_policy` through the native
-vector env (torch arrays): ``begin(source, indices)`` announces a batch of episodes on the
-given images, then ``act(obs, mask)`` is called once per glimpse and returns one cell per env.
-``mask [N, H*W] bool`` is True on the cells not glimpsed yet. A policy says which
-observation mode it needs (``observation``) and which classifier the env should read its
-glimpses with (``head``: None for BagNet's own logits).
+A :class:`GlimpsePolicy` is driven by :func:`agents.evaluation.run_policy` through the native
+vector env (torch arrays): ``begin(source, indices)`` announces a batch of episodes on the given
+images, then ``act(obs, mask)`` is called once per glimpse and returns one cell per env. ``mask
+[N, H*W] bool`` is True on the cells not glimpsed yet. A policy says which observation mode it
+needs (``observation``) and which classifier the env should read its glimpses with (``head``:
+None for BagNet's own logits).
 
 Non-learned policies here: :class:`RandomPolicy`, :class:`CentrePolicy`,
-:class:`OrderedLogitsPolicy`; the full-image BagNet (:data:`FULL_IMAGE`) is the upper bound,
-not a glimpse policy. Trained agents: :class:`SB3Policy` (PPO, MaskablePPO),
-:class:`SaccaderAgent`, and :class:`agents.reinforce.ReinforceAgent`.
+:class:`OrderedLogitsPolicy`, and the oracle :class:`TrueLabelPolicy`; the full-image BagNet
+(:data:`FULL_IMAGE`) is the reference row, not a glimpse policy. Trained agents:
+:class:`SB3Policy` (PPO, MaskablePPO), :class:`SaccaderAgent`, and
+:class:`agents.reinforce.ReinforceAgent`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import torch
 
 from agents.saccader import Saccader
 from glimpse_gym.envs.source import GlimpseSource
+from glimpse_gym.readout import class_scores, ordered_logit_scores
+from glimpse_gym.rules import mask_visited
 
 FULL_IMAGE = "full-image"  # the name of the upper-bound row in evaluations
 
@@ -45,7 +48,7 @@ class GlimpsePolicy:
 
 
 def _masked_argmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return scores.masked_fill(~mask, float("-inf")).argmax(dim=1)
+    return mask_visited(scores, ~mask).argmax(dim=1)
 
 
 class RandomPolicy(GlimpsePolicy):
@@ -92,13 +95,33 @@ class OrderedLogitsPolicy(GlimpsePolicy):
         self._scores: torch.Tensor | None = None
 
     def begin(self, source: GlimpseSource, indices: torch.Tensor) -> None:
-        logits = torch.from_numpy(np.asarray(source.logits[indices.cpu().numpy()],
-                                             dtype=np.float32)).flatten(2)  # [N, K, H*W]
-        predicted = logits.mean(dim=2).argmax(dim=1)
-        self._scores = logits[torch.arange(len(predicted)), predicted]  # [N, H*W]
+        self._scores = ordered_logit_scores(_logits(source, indices))
 
     def act(self, obs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         return _masked_argmax(self._scores.to(mask.device), mask)
+
+
+class TrueLabelPolicy(GlimpsePolicy):
+    """An oracle: the cells with the largest BagNet logit of the image's true label, best
+    first. It reads the label, so it is a reference for what ranking cells by this
+    classifier's logits can reach, not a policy one could deploy."""
+
+    name = "true-label"
+
+    def __init__(self) -> None:
+        self._scores: torch.Tensor | None = None
+
+    def begin(self, source: GlimpseSource, indices: torch.Tensor) -> None:
+        labels = torch.from_numpy(np.asarray(source.labels[indices.cpu().numpy()]))
+        self._scores = class_scores(_logits(source, indices), labels)
+
+    def act(self, obs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        return _masked_argmax(self._scores.to(mask.device), mask)
+
+
+def _logits(source: GlimpseSource, indices: torch.Tensor) -> torch.Tensor:
+    """``[N, K, H, W]`` float32 BagNet logits of images ``indices``."""
+    return torch.from_numpy(np.asarray(source.logits[indices.cpu().numpy()], dtype=np.float32))
 
 
 class SB3Policy(GlimpsePolicy):
@@ -140,4 +163,4 @@ class SaccaderAgent(GlimpsePolicy):
 
 
 __all__ = ["FULL_IMAGE", "CentrePolicy", "GlimpsePolicy", "OrderedLogitsPolicy",
-           "RandomPolicy", "SB3Policy", "SaccaderAgent"]
+           "RandomPolicy", "SB3Policy", "SaccaderAgent", "TrueLabelPolicy"]

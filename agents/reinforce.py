@@ -20,9 +20,9 @@ from agents.policies import GlimpsePolicy
 from agents.saccader import build_from_checkpoint
 from glimpse_gym.envs.source import GlimpseSource
 from glimpse_gym.fileio import check_payload, load_payload
+from glimpse_gym.rules import mask_visited
 
 FORMAT = "glimpse-gym-reinforce/1"
-MASK = 1e9
 
 
 class RamAgent(nn.Module):
@@ -57,7 +57,7 @@ class RamAgent(nn.Module):
         """One step: -> ``(location logits [N, H*W] (visited masked), value [N], new h)``."""
         g = self.encoder(torch.cat([last_features, self.where(last_cell)], dim=1))
         h = self.core(g, h)
-        logits = self.location(h) - MASK * visited.float()
+        logits = mask_visited(self.location(h), visited)
         return logits, self.value(h)[:, 0], h
 
 

@@ -34,9 +34,9 @@ from torch import nn
 
 from glimpse_gym.errors import CheckpointError
 from glimpse_gym.fileio import check_payload, load_payload
+from glimpse_gym.rules import mask_visited
 
 FORMAT = "glimpse-gym-saccader/1"  # checkpoints of ``glimpse train saccader``
-MASK = 1e5  # subtracted from the logits of visited cells, as in the paper
 
 
 @dataclass
@@ -109,11 +109,11 @@ class Saccader(nn.Module):
         """The Saccader cell: ``M [B, C, H*W]``, ``state [B, H*W]`` (1 = visited) ->
         masked location logits ``[B, H*W]``."""
         state = state.to(mixed.dtype)
-        spatial = (F.conv1d(mixed, self.spatial.weight[..., 0])[:, 0]
-                   / math.sqrt(self.mixed_channels)) - MASK * state
+        spatial = mask_visited(F.conv1d(mixed, self.spatial.weight[..., 0])[:, 0]
+                               / math.sqrt(self.mixed_channels), state)
         weights = spatial.softmax(dim=1)  # [B, H*W]
         channel = torch.einsum("bcn,bn->bc", mixed, weights).softmax(dim=1)  # [B, C]
-        return torch.einsum("bcn,bc->bn", mixed, channel) - MASK * state
+        return mask_visited(torch.einsum("bcn,bc->bn", mixed, channel), state)
 
     def rollout(self, what: torch.Tensor, glimpses: int, sample: bool,
                 state: torch.Tensor | None = None,
@@ -201,5 +201,5 @@ def build_from_checkpoint(cls: type[nn.Module], ckpt: dict[str, Any],
     return net
 
 
-__all__ = ["FORMAT", "MASK", "Rollout", "Saccader", "build_from_checkpoint", "load_saccader",
+__all__ = ["FORMAT", "Rollout", "Saccader", "build_from_checkpoint", "load_saccader",
            "saccader_from_payload"]

@@ -1,5 +1,6 @@
 """The user cache folder: ``$GLIMPSE_GYM_CACHE``, else ``$XDG_CACHE_HOME/glimpse-gym``, else
-``~/.cache/glimpse-gym``. It holds only what can be made again (records of verified banks)."""
+``~/.cache/glimpse-gym``. It holds only what can be made again: records of verified banks, and
+the embedded default's feature banks (``banks/``)."""
 
 from __future__ import annotations
 

@@ -1,40 +1,31 @@
-"""Classifying an image from a few glimpsed cells, as Saccader does.
+"""Rankings of cells that policies and trainers share (batched, on tensors).
 
-The prediction after glimpses at cells ``c_1..c_T`` is the argmax of the mean of the BagNet
-logits at those cells. Cells are row-major indices into the ``H' x W'`` grid.
+The readout itself, what the env predicts from the glimpsed cells, is a rule: see
+:mod:`glimpse_gym.rules`. Cells are row-major indices into the ``H x W`` grid.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 
-def cell_logits(logits: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-    """Gather per-cell logits: ``logits [N, K, H, W]``, ``cells [N, T]`` -> ``[N, T, K]``."""
-    n, k = logits.shape[:2]
-    flat = logits.reshape(n, k, -1)
-    return flat.gather(2, cells[:, None, :].expand(-1, k, -1)).transpose(1, 2)
+def class_scores(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """``[N, H*W]``: each cell's logit of ``classes [N]`` in ``logits [N, K, H, W]``."""
+    flat = logits.reshape(*logits.shape[:2], -1).float()
+    return flat.gather(1, classes[:, None, None].expand(-1, 1, flat.shape[2]))[:, 0]
 
 
-def predict_from_cells(logits: torch.Tensor | np.ndarray,
-                       cells: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """``[N]`` predictions: argmax over classes of the mean logits at ``cells [N, T]``."""
-    logits = logits if torch.is_tensor(logits) else torch.from_numpy(np.array(logits))
-    cells = torch.as_tensor(cells).long()
-    return cell_logits(logits.float(), cells).mean(dim=1).argmax(dim=1)
+def ordered_logit_scores(logits: torch.Tensor) -> torch.Tensor:
+    """``[N, H*W]``: each cell's logit of the class the whole image predicts (the argmax of
+    the mean of all cells' logits). Ranking cells by it is Elsayed et al. 2019's greedy
+    "ordered logits" policy."""
+    predicted = logits.reshape(*logits.shape[:2], -1).float().mean(dim=2).argmax(dim=1)
+    return class_scores(logits, predicted)
 
 
 def ordered_logit_cells(logits: torch.Tensor, num: int) -> torch.Tensor:
-    """``[N, num]`` cells with the largest logit of the image-level predicted class, best first.
-
-    The "ordered logits" policy of Elsayed et al. 2019 (greedy, no learning).
-    """
-    n, k = logits.shape[:2]
-    flat = logits.reshape(n, k, -1).float()
-    predicted = flat.mean(dim=2).argmax(dim=1)
-    class_map = flat.gather(1, predicted[:, None, None].expand(-1, 1, flat.shape[2]))[:, 0]
-    return class_map.topk(num, dim=1).indices
+    """``[N, num]`` cells with the largest :func:`ordered_logit_scores`, best first."""
+    return ordered_logit_scores(logits).topk(num, dim=1).indices
 
 
 def random_cells(num_images: int, num_cells: int, num: int,

@@ -1,11 +1,18 @@
-"""Environment ids, registered with Gymnasium when ``glimpse_gym`` is imported."""
+"""Environment ids, registered with Gymnasium when ``glimpse_gym`` is imported.
+
+A variant is an id with other default arguments (any argument can still be passed to
+``gym.make`` / ``gym.make_vec``); every id has the single env and the native vector env.
+"""
 
 from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-ENV_IDS = {
+ENV_IDS: dict[str, dict] = {
+    # the whole feature grid is observed; the agent chooses where to read out
     "Glimpse-v0": {},
+    # only the glimpsed cells' features are observed (zeros elsewhere), as in RAM
+    "Glimpse-Partial-v0": {"observation": "partial"},
 }
 
 

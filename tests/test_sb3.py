@@ -120,7 +120,7 @@ def test_glimpse_rollout_buffer_gives_sb3s_samples(maskable: bool) -> None:
     from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
     from stable_baselines3.common.buffers import DictRolloutBuffer
 
-    from glimpse_gym.sb3 import GlimpseRolloutBuffer, MaskableGlimpseRolloutBuffer
+    from agents.buffers import GlimpseRolloutBuffer, MaskableGlimpseRolloutBuffer
 
     space = spaces.Dict({"features": spaces.Box(0, 1, (12,), np.float32),
                          "visited": spaces.Box(0, 1, (6,), np.int8)})

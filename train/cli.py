@@ -99,8 +99,19 @@ def _resume_hint(cfg: object) -> str:
             "to continue")
 
 
+RL_MODULES = ("stable_baselines3", "sb3_contrib", "tensorboard", "matplotlib")
+"""What the ``rl`` extra installs; the ``glimpse`` command needs all of it."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in RL_MODULES:
+            raise
+        print(f"glimpse: error: the glimpse command needs the RL extra ({exc.name} is not "
+              "installed): pip install 'glimpse-gym[rl]'", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     cfg = config_from_args(args._config_cls, args)
     try:

@@ -2,7 +2,7 @@
 
 Loads the shipped digits BagNet, extracts feature banks of the ``digits`` splits, and prints
 what a glimpse policy can get out of them: the full-image BagNet against classifying from T
-cells chosen at random, by ordered logits, and by the true label's logits (an upper bound).
+cells chosen at random, by ordered logits, and by the true label's logits (an oracle).
 Then (unless ``--no-agents``) it trains every agent briefly on those banks, the Saccader
 (steps 2 and 3), MaskablePPO, PPO and REINFORCE, and ends with ``glimpse evaluate``'s
 comparison of all of them with the non-learned policies on the digits test split.
@@ -13,12 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from glimpse_gym.bank import FeatureBank
+from glimpse_gym.envs import load_source
 from glimpse_gym.fileio import write_json
-from glimpse_gym.readout import ordered_logit_cells, predict_from_cells, random_cells
+from train.evaluate import print_baselines
 from train.extract_features import ExtractConfig, extract_features
 from train.run import prepare_out, report, setup
 
@@ -45,32 +42,14 @@ class DemoConfig:
     """also train every agent briefly and print the comparison of all policies"""
 
 
-def glimpse_table(bank: FeatureBank, glimpses: int, seed: int = 0) -> dict[str, float]:
-    """Test accuracy of the full image and of T cells chosen three ways, from a bank."""
-    logits = torch.from_numpy(np.array(bank.logits))
-    labels = torch.from_numpy(np.array(bank.labels))
-    n, k, h, w = logits.shape
-    t = min(glimpses, h * w)
-    true_map = logits.reshape(n, k, -1).gather(1, labels[:, None, None].expand(-1, 1, h * w))[:, 0]
-    choices = {
-        f"random {t} cells": random_cells(n, h * w, t, torch.Generator().manual_seed(seed)),
-        f"ordered logits {t} cells": ordered_logit_cells(logits, t),
-        f"true-label top {t} cells (upper bound)": true_map.topk(t, dim=1).indices,
-    }
-    table = {"full image": (logits.mean(dim=(2, 3)).argmax(1) == labels).float().mean().item()}
-    for name, cells in choices.items():
-        table[name] = (predict_from_cells(logits, cells) == labels).float().mean().item()
-    return table
-
-
 def demo(cfg: DemoConfig) -> dict[str, float]:
     """Extract the digits banks with the embedded BagNet and print the comparison."""
-    setup(cfg.device, cfg.threads)
+    device = setup(cfg.device, cfg.threads)
     prepare_out(cfg.out, finished=("summary.json",), overwrite=cfg.overwrite)
     banks = extract_features(ExtractConfig(checkpoint="default", out=str(Path(cfg.out) / "banks"),
                                            overwrite=True, device=cfg.device,
                                            threads=cfg.threads, progress=cfg.progress))
-    table = print_table(banks["test"], cfg.glimpses, cfg.seed)
+    table = print_baselines(load_source(banks["test"]), cfg.glimpses, cfg.seed, device)
     write_json(Path(cfg.out) / "summary.json", table)
     if cfg.agents:
         train_agents(cfg)
@@ -111,16 +90,3 @@ def train_agents(cfg: DemoConfig) -> dict:
                 f"maskable-ppo={out / 'maskable-ppo' / 'last.zip'}",
                 f"ppo={out / 'ppo' / 'last.zip'}",
                 f"reinforce={out / 'reinforce' / 'best.pt'}"]))
-
-
-def print_table(bank: FeatureBank, glimpses: int, seed: int = 0) -> dict[str, float]:
-    """Print :func:`glimpse_table` for a bank; return it."""
-    table = glimpse_table(bank, glimpses, seed)
-    h, w = bank.grid
-    print(f"\n{bank.meta['dataset']['name']} {bank.meta['dataset']['split']} split: "
-          f"{bank.num_images} images, {h}x{w} grid, receptive field {bank.rf} px, "
-          f"stride {bank.stride} px")
-    print(f"{'policy':42s} {'accuracy':>9s} {'error':>8s}")
-    for name, acc in table.items():
-        print(f"{name:42s} {acc:9.2%} {1 - acc:8.2%}")
-    return table

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.evaluation import Occlusion, baseline_table, compare
 from agents.loading import make_policy
 from agents.policies import FULL_IMAGE
-from agents.suite import occlusion_test, run_policy, summarise
 from glimpse_gym.bagnet import load_bagnet
 from glimpse_gym.envs import load_source
 from glimpse_gym.envs.render import draw_glimpses
@@ -73,8 +73,7 @@ class EvaluateConfig:
     """torch CPU threads (default: torch's choice)"""
 
 
-def _occlusion_model(cfg: EvaluateConfig, source: Any, device: torch.device
-                     ) -> tuple[Any, dict] | None:
+def _occlusion(cfg: EvaluateConfig, source: Any, device: torch.device) -> Occlusion | None:
     ckpt_name = cfg.checkpoint or (None if cfg.bank else "default")
     if ckpt_name is None or source.images is None:
         return None
@@ -83,7 +82,8 @@ def _occlusion_model(cfg: EvaluateConfig, source: Any, device: torch.device
     if bank_hash and bank_hash != ckpt.get("model_hash"):
         raise CheckpointError(f"--checkpoint {ckpt_name} (BagNet {ckpt.get('model_hash')}) is "
                               f"not the BagNet of this bank (BagNet {bank_hash})")
-    return model, ckpt
+    norm = ckpt["normalization"]
+    return Occlusion(model, norm["mean"], norm["std"])
 
 
 def _pictures(source: Any, cells: torch.Tensor, glimpses: int, name: str, out: Path,
@@ -180,41 +180,19 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     if len(set(names)) != len(names):
         raise UsageError(f"policy names must be distinct, got {names}")
     out = prepare_out(cfg.out, overwrite=cfg.overwrite)
-    env_kwargs: dict[str, Any] = {"bank": source}
     n = source.num_images if cfg.max_images is None else min(cfg.max_images, source.num_images)
-    num_cells = source.grid[0] * source.grid[1]
-    labels = torch.from_numpy(np.array(source.labels[:n]))
-    logits = torch.from_numpy(np.array(source.logits[:n], dtype=np.float32))
-    full_acc = (logits.mean(dim=(2, 3)).argmax(dim=1) == labels).float().mean().item()
-    occ = _occlusion_model(cfg, source, device)
-    table: dict[str, dict[str, Any]] = {}
-    for policy in policies:
-        t0 = time.perf_counter()
-        run = run_policy(policy, max_glimpses=cfg.max_glimpses, batch=cfg.batch,
-                         max_images=n, device=str(device), **env_kwargs)
-        row: dict[str, Any] = summarise(run, num_cells)
-        row["head"] = "own" if policy.head is not None else "bagnet"
-        row["observation"] = policy.observation
-        if occ is not None:
-            model, ckpt = occ
-            norm = ckpt["normalization"]
-            row["occlusion"] = occlusion_test(model, norm["mean"], norm["std"],
-                                              source.images[:n], labels, run.cells,
-                                              source.cell_boxes(), cfg.occlusion_glimpses,
-                                              seed=cfg.seed, device=device)
+
+    def pictures(policy: Any, run: Any, row: dict[str, Any]) -> None:
         row["pictures"] = _pictures(source, run.cells, cfg.occlusion_glimpses, policy.name,
                                     out, cfg.pictures, labels=run.labels,
                                     predictions=run.predictions)
-        row["seconds"] = time.perf_counter() - t0
-        table[policy.name] = row
-        print(f"{policy.name}: error at T={cfg.occlusion_glimpses} "
-              f"{row['error'][min(cfg.occlusion_glimpses, cfg.max_glimpses)]:.2%} "
-              f"({row['seconds']:.0f} s)")
+        t = min(cfg.occlusion_glimpses, cfg.max_glimpses)
+        print(f"{policy.name}: error at T={t} {row['error'][t]:.2%}")
+
+    table = compare(policies, source, max_glimpses=cfg.max_glimpses, batch=cfg.batch,
+                    max_images=n, device=device, occlusion=_occlusion(cfg, source, device),
+                    occlusion_glimpses=cfg.occlusion_glimpses, seed=cfg.seed, on_run=pictures)
     ts = range(1, cfg.max_glimpses + 1)
-    table[FULL_IMAGE] = {"accuracy": dict.fromkeys(ts, full_acc),
-                         "error": dict.fromkeys(ts, 1 - full_acc),
-                         "coverage": dict.fromkeys(ts, 1.0), "head": "bagnet",
-                         "observation": "image"}
     results = {"config": asdict(cfg), "bank": source.description, "num_images": n,
                "policies": table, "wall_time_s": time.perf_counter() - start}
     write_json(out / "results.json", results)
@@ -256,4 +234,20 @@ def print_table(results: dict[str, Any], columns: tuple[int, ...] = (1, 2, 4, 6,
         print(f"{name:20s}{errs}{cov:10.3f}{drops}")
 
 
-__all__ = ["EvaluateConfig", "evaluate", "make_policy", "print_table"]
+def print_baselines(source: Any, glimpses: int, seed: int = 0,
+                    device: str | torch.device = "cpu") -> dict[str, float]:
+    """Print :func:`agents.evaluation.baseline_table` for a source (e.g. a bank's test
+    split) with a line saying what it is; return the table."""
+    table = baseline_table(source, glimpses, seed=seed, device=device)
+    t = min(glimpses, source.grid[0] * source.grid[1])
+    d = source.description
+    print(f"\n{d.get('dataset')} {d.get('split')} split: {source.num_images} images, "
+          f"{source.grid[0]}x{source.grid[1]} grid, receptive field {source.rf} px, stride "
+          f"{source.stride} px; accuracy from T = {t} cells")
+    print(f"{'policy':20s} {'accuracy':>9s} {'error':>8s}")
+    for name, acc in table.items():
+        print(f"{name:20s} {acc:9.2%} {1 - acc:8.2%}")
+    return table
+
+
+__all__ = ["EvaluateConfig", "evaluate", "make_policy", "print_baselines", "print_table"]

@@ -22,13 +22,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecMonitor
 from tqdm import tqdm
 
+from agents.buffers import GlimpseRolloutBuffer, MaskableGlimpseRolloutBuffer
 from agents.evaluation import evaluate_on_split, sb3_policy
 from agents.extractors import extractor_policy_kwargs
 from agents.loading import check_trained_on
 from agents.sb3_io import load_sb3_model, read_sb3, save_sb3
 from glimpse_gym.errors import UsageError
 from glimpse_gym.fileio import write_json
-from glimpse_gym.sb3 import GlimpseRolloutBuffer, MaskableGlimpseRolloutBuffer, SB3VecEnv
+from glimpse_gym.sb3 import SB3VecEnv
 from train.run import prepare_out, report, setup
 
 
@@ -95,7 +96,7 @@ def _algo(maskable: bool) -> type:
 
 
 def buffer_class(maskable: bool) -> type:
-    """The rollout buffer: SB3's Dict buffer with fewer copies (glimpse_gym.sb3)."""
+    """The rollout buffer: SB3's Dict buffer with fewer copies (agents.buffers)."""
     return MaskableGlimpseRolloutBuffer if maskable else GlimpseRolloutBuffer
 
 

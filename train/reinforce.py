@@ -21,9 +21,9 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from agents.evaluation import run_policy, summarise
 from agents.loading import check_trained_on
 from agents.reinforce import FORMAT, RamAgent, ReinforceAgent, cell_features, load_reinforce
-from agents.suite import run_policy, summarise
 from glimpse_gym.envs import GlimpseVectorEnv
 from glimpse_gym.fileio import save_payload, write_json
 from train.run import prepare_out, report, setup

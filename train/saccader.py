@@ -15,7 +15,8 @@
 Every stage logs to TensorBoard (``OUT/tb``), evaluates on val after each epoch, checkpoints
 atomically (``OUT/locations.pt``, ``OUT/policy.pt``; ``--resume`` continues one) and the
 last stage writes ``OUT/results.json``: test error at each T of ``--eval-glimpses`` for the
-Saccader (argmax cells, its own classifier), ordered logits and random cells (BagNet's logits).
+Saccader (argmax cells, its own classifier), its cells read with BagNet's logits, ordered
+logits, random cells and the full image, measured by :func:`agents.evaluation.compare`.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from agents.evaluation import compare
 from agents.loading import check_trained_on
+from agents.policies import OrderedLogitsPolicy, RandomPolicy, SaccaderAgent
 from agents.saccader import FORMAT, Saccader, load_saccader
 from glimpse_gym.envs.source import GlimpseSource, load_source
 from glimpse_gym.errors import UsageError
 from glimpse_gym.fileio import save_payload, write_json
-from glimpse_gym.readout import ordered_logit_cells, predict_from_cells, random_cells
+from glimpse_gym.readout import ordered_logit_cells
 from train.run import prepare_out, report, setup
 
 STAGES = ("all", "locations", "policy", "both", "evaluate")
@@ -169,35 +172,33 @@ def policy_loss(net: Saccader, what: torch.Tensor, labels: torch.Tensor, glimpse
 
 
 @torch.no_grad()
-def evaluate(net: Saccader, split: _Split, glimpses: list[int], batch_size: int = 1024,
-             limit: int | None = None, seed: int = 0) -> dict[str, dict[int, float]]:
-    """Error at each T in ``glimpses`` for the Saccader (argmax cells, its own classifier;
-    and the same cells read with BagNet's logits) and, with BagNet's logits, ordered logits
-    and random cells. Greedy rollouts are prefixes of
-    each other, so one rollout of max(T) glimpses serves every T."""
+def val_error(net: Saccader, split: _Split, glimpses: int, batch_size: int = 1024,
+              limit: int | None = None) -> float:
+    """The Saccader's error after ``glimpses`` argmax glimpses, classified by its own head,
+    on the first ``limit`` images of ``split`` (the per-epoch check; the final numbers come
+    from :func:`final_errors`)."""
     net.eval()
-    tmax = max(glimpses)
-    g = torch.Generator().manual_seed(seed)
-    names = ("saccader", "saccader_bagnet_head", "ordered_logits", "random")
-    wrong = {name: dict.fromkeys(glimpses, 0) for name in names}
-    n = 0
-    for what, logits, labels in split.batches(batch_size, limit=limit):
-        cells = net.rollout(what, tmax, sample=False).cells
-        per_glimpse = net.classify(what, cells)  # [B, Tmax, K]
-        ordered = ordered_logit_cells(logits, tmax)
-        rand = random_cells(len(labels), logits[0, 0].numel(), tmax, g).to(labels.device)
-        for t in glimpses:
-            sacc = per_glimpse[:, :t].mean(dim=1).argmax(dim=1)
-            wrong["saccader"][t] += int((sacc != labels).sum())
-            wrong["saccader_bagnet_head"][t] += int((predict_from_cells(logits, cells[:, :t])
-                                                     != labels).sum())
-            wrong["ordered_logits"][t] += int((predict_from_cells(logits, ordered[:, :t])
-                                               != labels).sum())
-            wrong["random"][t] += int((predict_from_cells(logits, rand[:, :t]) != labels).sum())
+    wrong, n = 0, 0
+    for what, _, labels in split.batches(batch_size, limit=limit):
+        cells = net.rollout(what, glimpses, sample=False).cells
+        prediction = net.classify(what, cells).mean(dim=1).argmax(dim=1)
+        wrong += int((prediction != labels).sum())
         n += len(labels)
     net.train()
-    return {name: {t: w / n for t, w in row.items()} for name, row in wrong.items()} | {
-        "num_images": n}
+    return wrong / n
+
+
+def final_errors(net: Saccader, source: GlimpseSource, glimpses: list[int], seed: int = 0,
+                device: str | torch.device = "cpu") -> dict[str, dict[int, float]]:
+    """Test error at each T of ``glimpses``, by :func:`agents.evaluation.compare`: the
+    Saccader (its argmax cells, its own head), its cells read with BagNet's logits, ordered
+    logits, random cells and the full image."""
+    policies = [SaccaderAgent(net, "saccader", device=device),
+                SaccaderAgent(net, "saccader-bagnet-head", own_head=False, device=device),
+                OrderedLogitsPolicy(), RandomPolicy(seed)]
+    table = compare(policies, source, max_glimpses=max(glimpses), device=device)
+    net.train()
+    return {name: {t: row["error"][t] for t in glimpses} for name, row in table.items()}
 
 
 def evaluate_through_env(net: Saccader, cfg: SaccaderConfig) -> dict[str, float]:
@@ -286,9 +287,9 @@ def _run_stage(stage: str, cfg: SaccaderConfig, net: Saccader, splits: dict[str,
                 sums[k] = sums.get(k, 0.0) + v * len(labels)
                 writer.add_scalar(f"{stage}/{k}", v, step)
             bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k in ("loss", "reward")})
-        val = evaluate(net, splits["val"], [cfg.glimpses], limit=cfg.eval_images)
         row = {"epoch": epoch + 1, **{k: v / seen for k, v in sums.items()},
-               "val_error": val["saccader"][cfg.glimpses],
+               "val_error": val_error(net, splits["val"], cfg.glimpses,
+                                      limit=cfg.eval_images),
                "images_per_s": seen / (time.perf_counter() - t0)}
         history.append(row)
         writer.add_scalar(f"{stage}/val_error", row["val_error"], step)
@@ -378,19 +379,19 @@ def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
                                  f"{out / 'locations.pt'}; run --stage locations first")
             _load_trained(net, out / "locations.pt", sources["train"])
         results["policy"] = _run_stage("policy", cfg, net, splits, out, writer)
-    test = evaluate(net, splits["test"], glimpse_list)
-    results["test_error"] = {k: v for k, v in test.items() if k != "num_images"}
-    results["test_images"] = test["num_images"]
+    results["test_error"] = test = final_errors(net, sources["test"], glimpse_list,
+                                                cfg.seed, device)
+    results["test_images"] = sources["test"].num_images
     results["through_env"] = evaluate_through_env(net, cfg)
     results["wall_time_s"] = time.perf_counter() - start
     writer.close()
     write_json(out / "results.json", results)
-    print(f"test error ({test['num_images']} images) at T = {glimpse_list}:")
-    for name in ("saccader", "saccader_bagnet_head", "ordered_logits", "random"):
-        print(f"  {name:21s} " + "  ".join(f"{test[name][t]:7.2%}" for t in glimpse_list))
+    print(f"test error ({results['test_images']} images) at T = {glimpse_list}:")
+    for name, row in test.items():
+        print(f"  {name:21s} " + "  ".join(f"{row[t]:7.2%}" for t in glimpse_list))
     report(out, ["bagnet.pt", "banks", "locations.pt", "policy.pt", "results.json", "tb"])
     return results
 
 
-__all__ = ["SaccaderConfig", "evaluate", "load_saccader", "location_loss", "policy_loss",
-           "train_saccader"]
+__all__ = ["SaccaderConfig", "final_errors", "load_saccader", "location_loss", "policy_loss",
+           "train_saccader", "val_error"]

@@ -40,7 +40,7 @@ class BankInfoConfig:
     """check every file's sha256 against meta.json"""
     glimpses: int = 0
     """also print the accuracy from T cells chosen at random / by ordered logits / by the
-    true label (an upper bound), T = this value (0: skip)"""
+    true label's logits (an oracle), T = this value (0: skip)"""
 
 
 def bank_info(cfg: BankInfoConfig) -> None:
@@ -51,9 +51,10 @@ def bank_info(cfg: BankInfoConfig) -> None:
     print(json.dumps(summary, indent=1))
     print(f"ok: {bank.path}" + (" (checksums verified)" if cfg.verify else ""))
     if cfg.glimpses:
-        from train.demo import print_table
+        from glimpse_gym.envs.source import source_from_bank
+        from train.evaluate import print_baselines
 
-        print_table(bank, cfg.glimpses)
+        print_baselines(source_from_bank(bank), cfg.glimpses)
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """The Glimpse environments: the single ``GlimpseEnv`` and its native vector form."""
 
-from glimpse_gym.envs.checks import check_action
-from glimpse_gym.envs.glimpse_env import OBSERVATION_MODES, GlimpseEnv
+from glimpse_gym.envs.checks import OBSERVATION_MODES
+from glimpse_gym.envs.glimpse_env import GlimpseEnv
 from glimpse_gym.envs.source import GlimpseSource, load_source
 from glimpse_gym.envs.vector import GlimpseVectorEnv, make_vector_env
+from glimpse_gym.rules import check_action
 
 __all__ = [
     "OBSERVATION_MODES",

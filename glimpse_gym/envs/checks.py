@@ -1,6 +1,7 @@
-"""The checks of what a user passes to the environments: actions, seeds, reset options and
-classifier heads. Each raises an error that says what was passed, what is valid and what to
-do, before the environment changes anything."""
+"""The checks of what a user passes to the environments: constructor arguments, seeds, reset
+options, classifier heads and the vector env's actions (one action is checked by the rule
+:func:`glimpse_gym.rules.check_action`). Each raises an error that says what was passed, what
+is valid and what to do, before the environment changes anything."""
 
 from __future__ import annotations
 
@@ -13,35 +14,20 @@ import torch
 from glimpse_gym.envs.source import GlimpseSource
 from glimpse_gym.errors import InvalidAction
 
+OBSERVATION_MODES = ("full", "partial")
+RENDER_MODES = (None, "rgb_array")
 
-def check_action(action: Any, num_cells: int) -> int:
-    """The cell index of ``action``, or :class:`InvalidAction` saying what is valid.
 
-    Valid: a Python or numpy integer (or a 0-d integer array) in ``[0, num_cells)``. Invalid:
-    bools, floats (even whole ones), NaN, arrays with a shape, out-of-range or negative values.
-    """
-    if isinstance(action, (bool, np.bool_)):
-        raise InvalidAction(f"action {action!r} is a bool; expected an integer cell index in "
-                            f"[0, {num_cells}) (row-major)")
-    if isinstance(action, (list, tuple)):
-        raise InvalidAction(f"action {reprlib.repr(action)} is a {type(action).__name__}; "
-                            f"expected one integer cell index in [0, {num_cells}) (row-major) "
-                            "per step (a list of actions, one per env, is for the vector env, "
-                            "gym.make_vec)")
-    if isinstance(action, np.ndarray):
-        if action.shape != () or not np.issubdtype(action.dtype, np.integer):
-            raise InvalidAction(f"action is an array of shape {action.shape} and dtype "
-                                f"{action.dtype}; expected one integer cell index in "
-                                f"[0, {num_cells})")
-        action = action.item()
-    if not isinstance(action, (int, np.integer)):
-        raise InvalidAction(f"action {action!r} of type {type(action).__name__} is not an "
-                            f"integer; expected a cell index in [0, {num_cells}) (row-major)")
-    cell = int(action)
-    if not 0 <= cell < num_cells:
-        raise InvalidAction(f"action {cell} is outside the grid; valid cells are 0 to "
-                            f"{num_cells - 1} (row-major)")
-    return cell
+def check_env_args(observation: Any, render_mode: Any, glimpses: Any, num_cells: int) -> int:
+    """Check the constructor arguments both envs share; returns T as a Python int."""
+    if observation not in OBSERVATION_MODES:
+        raise ValueError(f"observation must be one of {OBSERVATION_MODES}, got {observation!r}")
+    if render_mode not in RENDER_MODES:
+        raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+    if (isinstance(glimpses, (bool, np.bool_)) or not isinstance(glimpses, (int, np.integer))
+            or not 1 <= glimpses <= num_cells):
+        raise ValueError(f"glimpses must be an integer in [1, {num_cells}], got {glimpses!r}")
+    return int(glimpses)
 
 
 def check_seed(seed: Any, name: str = "seed") -> int | None:
@@ -124,3 +110,30 @@ def check_head(head: tuple[np.ndarray, np.ndarray],
         raise ValueError(f"head must be (weight [{k}, {d}], bias [{k}]) for this bank; got "
                          f"{weight.shape} and {bias.shape}")
     return weight, bias
+
+
+def check_actions(actions: Any, n: int) -> np.ndarray | torch.Tensor:
+    """``actions`` for ``n`` envs as an integer array or tensor of shape ``(n,)`` (not yet
+    range-checked: see :func:`raise_out_of_range`), or :class:`InvalidAction`."""
+    try:
+        a = actions if torch.is_tensor(actions) else np.asarray(actions)
+    except (ValueError, TypeError) as exc:  # ragged lists
+        raise InvalidAction(f"actions {reprlib.repr(actions)} are not an array ({exc}); "
+                            f"pass {n} integer cell indices, one per env, shape ({n},)") from None
+    if torch.is_tensor(a):
+        integer = not (a.dtype.is_floating_point or a.dtype.is_complex or a.dtype == torch.bool)
+    else:
+        integer = np.issubdtype(a.dtype, np.integer)
+    if tuple(a.shape) != (n,) or not integer:
+        raise InvalidAction(f"actions must be {n} integer cell indices, shape ({n},); got "
+                            f"shape {tuple(a.shape)} dtype {a.dtype}")
+    return a
+
+
+def raise_out_of_range(actions: torch.Tensor, num_cells: int) -> None:
+    """Raise :class:`InvalidAction` naming the envs whose actions are outside the grid."""
+    bad = ((actions < 0) | (actions >= num_cells)).cpu()
+    envs = torch.arange(len(actions))[bad][:5].tolist()
+    raise InvalidAction(f"actions out of range in envs {envs} (values "
+                        f"{actions.cpu()[bad][:5].tolist()}); valid cells are 0 to "
+                        f"{num_cells - 1} (row-major)")

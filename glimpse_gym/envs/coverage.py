@@ -1,8 +1,8 @@
-"""Exact image coverage of glimpse sequences: the union area of their receptive fields.
+"""Exact image coverage of glimpse sequences: fast forms of :func:`glimpse_gym.rules.coverage`
+(tested against it), for thousands of episodes at once.
 
-The vector env reports ``info["coverage"]`` for thousands of episodes at once at every
-episode's end; :class:`CoverageTable` computes it with bit masks and a popcount (the single
-env uses Python-int pixel masks; a test checks both against painted pixels).
+The vector env reports ``info["coverage"]`` of every episode at every episode's end;
+:class:`CoverageTable` computes it with bit masks and a popcount.
 """
 
 from __future__ import annotations

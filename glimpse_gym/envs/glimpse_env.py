@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 from typing import Any
@@ -10,20 +11,24 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from glimpse_gym.envs.checks import check_action, check_head, check_options, check_seed
-from glimpse_gym.envs.episodes import draw_key, episode_image
-from glimpse_gym.envs.render import draw_glimpses
+from glimpse_gym import rules
+from glimpse_gym.envs.checks import (
+    check_env_args,
+    check_head,
+    check_options,
+    check_seed,
+)
+from glimpse_gym.envs.render import render_cells
 from glimpse_gym.envs.source import GlimpseSource, load_source
 from glimpse_gym.errors import ResetNeeded
-
-OBSERVATION_MODES = ("full", "partial")
 
 
 class GlimpseEnv(gym.Env):
     """Hard-attention classification: look at T cells of an image's BagNet grid, then classify.
 
     Each episode is one image of the chosen split, drawn with the env's seeded generator
-    (``reset(options={"index": i})`` picks image i).
+    (``reset(options={"index": i})`` picks image i). The env plays by :mod:`glimpse_gym.rules`
+    (action check, episode schedule, readout, reward, coverage).
     A BagNet (run once per image, see feature banks) gives an ``H x W`` grid of cells; cell
     ``c = row * W + col`` sees the pixels ``[row*stride, row*stride + rf) x [col*stride,
     col*stride + rf)``. After T glimpses the image is classified as the argmax of the mean of
@@ -107,35 +112,24 @@ class GlimpseEnv(gym.Env):
                  glimpses: int = 6, observation: str = "full",
                  head: tuple[np.ndarray, np.ndarray] | None = None,
                  expect: dict[str, Any] | None = None, render_mode: str | None = None) -> None:
-        if observation not in OBSERVATION_MODES:
-            raise ValueError(f"observation must be one of {OBSERVATION_MODES}, got {observation!r}")
-        if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         spec_bank = bank if bank is None or isinstance(bank, GlimpseSource) else str(bank)
         self._spec_kwargs = dict(bank=spec_bank, dataset=dataset,
                                  split=split, checkpoint=checkpoint, seed=seed, expect=expect)
         self.source: GlimpseSource = load_source(**self._spec_kwargs)
         h, w = self.source.grid
         self.num_cells = h * w
-        if not isinstance(glimpses, (int, np.integer)) or not 1 <= glimpses <= self.num_cells:
-            raise ValueError(f"glimpses must be an integer in [1, {self.num_cells}], got "
-                             f"{glimpses!r}")
-        self.glimpses, self.observation_mode = int(glimpses), observation
+        self.glimpses = check_env_args(observation, render_mode, glimpses, self.num_cells)
+        self.observation_mode = observation
         self.render_mode = render_mode
         self.head = None if head is None else check_head(head, self.source)
         self.feature_shape = (h, w, self.source.feature_dim)
         self.class_names = self.source.class_names
         self.action_space = spaces.Discrete(self.num_cells)
         self.observation_space = observation_space(self.source)
-        self._boxes = self.source.cell_boxes()
-        _, ih, iw = self.source.image_shape
-        self._num_pixels = ih * iw
-        self._pixel_bits = _pixel_bits(self._boxes, ih, iw)
         self._index: int | None = None
-        self._key: int | None = None  # episode k shows image episode_image(key, k, N)
+        self._key: int | None = None  # episode k shows image rules.episode_image(key, k, N)
         self._episode = 0
-        self._t = 0
-        self._cells: list[int] = []
+        self._game: rules.Episode | None = None  # the episode's glimpses and readout
         self._bind_source()
 
     def _bind_source(self) -> None:
@@ -163,50 +157,38 @@ class GlimpseEnv(gym.Env):
         n = self.source.num_images
         if index is None:
             if seed is not None or self._key is None:
-                self._key, self._episode = draw_key(self.np_random), 0
-            index = episode_image(self._key, self._episode, n)
+                self._key, self._episode = rules.draw_key(self.np_random), 0
+            index = rules.episode_image(self._key, self._episode, n)
             self._episode += 1
-        if self.observation_mode == "partial":  # blank the last episode's revealed rows
-            self._features[self._cells] = 0.0
-        self._index, self._t = index, 0
-        self._cells = []
-        self._visited = np.zeros(self.num_cells, np.int8)  # row-major, as the actions
+        if self.observation_mode == "partial" and self._game is not None:
+            self._features[self._game.cells] = 0.0  # blank the last episode's revealed rows
+        self._index = index
         self._mask = np.ones(self.num_cells, np.int8)  # 1 - visited, kept in step
         self._image_features = self._feature_bank[index]  # [D, H*W] float16, a view
         if self.observation_mode == "full":  # [H*W, D] float32: one row per cell
             self._features = _float32_rows(self._image_features)
-        self._label = int(self._labels[index])
         if self.head is None:  # [K, H*W]: column c holds cell c's logits (a view)
-            self._image_logits = self._logit_bank[index]
+            cell_logits = self._logit_bank[index]
         else:
             weight, bias = self.head
-            cell_features = _float32_rows(self._image_features)
-            self._image_logits = (cell_features @ weight.T + bias).T
-        self._logit_sum = np.zeros(self.source.num_classes, np.float64)
-        self._covered_bits = 0  # pixels covered so far, as a bitmask (see _pixel_bits)
+            cell_logits = (_float32_rows(self._image_features) @ weight.T + bias).T
+        self._game = rules.Episode(cell_logits, int(self._labels[index]), self.glimpses)
         return self._observation(), self._info()
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
         """Glimpse at one cell; the episode ends after T glimpses."""
         if self._index is None:
             raise ResetNeeded("step() was called before reset(); call env.reset() first")
-        if self._t >= self.glimpses:
+        if self._game.done:
             raise ResetNeeded(f"the episode ended after {self.glimpses} glimpses; call "
                               "env.reset() to start a new one")
-        cell = check_action(action, self.num_cells)  # validate before changing anything
-        self._cells.append(cell)
-        self._t += 1
-        if not self._visited[cell]:  # a revisit brings nothing new
-            self._visited[cell] = 1
+        cell = rules.check_action(action, self.num_cells)  # validate before changing anything
+        if self._game.glimpse(cell):  # a revisit brings nothing new
             self._mask[cell] = 0
             if self.observation_mode == "partial":
                 self._features[cell] = self._image_features[:, cell]
-            self._covered_bits |= self._pixel_bits[cell]
-            self._logit_sum += self._image_logits[:, cell]
-        terminated = self._t == self.glimpses
-        info = self._info()
-        reward = float(info["correct"]) if terminated else 0.0
-        return self._observation(), reward, terminated, False, info
+        return (self._observation(), self._game.reward(), self._game.done, False,
+                self._info())
 
     def _check_index(self, options: Any) -> int | None:
         """The image of ``options={"index": i}`` (None without one), or a ValueError."""
@@ -224,48 +206,46 @@ class GlimpseEnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """``[H*W] bool``: True on the cells not glimpsed yet (for MaskablePPO)."""
-        if self._index is None:
+        if self._game is None:
             return np.ones(self.num_cells, bool)
-        return self._visited == 0
+        return self._game.visited == 0
 
     def render(self) -> np.ndarray | None:
         """``rgb_array``: the image with each glimpse's receptive field outlined and numbered."""
         if self.render_mode is None:
             gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array'")
             return None
-        if self.source.images is None:
-            raise ValueError("this feature bank holds no images (extracted with "
-                             "--no-store-images), so there is nothing to draw")
         if self._index is None:
             raise ResetNeeded("render() before reset(): there is no image yet")
-        image = np.asarray(self.source.images[self._index])
-        return draw_glimpses(image, [tuple(self._boxes[c]) for c in self._cells])
+        return render_cells(self.source, self._index, self._game.cells)
 
     # ------------------------------------------------------------------ helpers
     def _observation(self) -> dict[str, np.ndarray]:
-        return {"features": self._features.reshape(-1).copy(), "visited": self._visited.copy()}
+        return {"features": self._features.reshape(-1).copy(),
+                "visited": self._game.visited.copy()}
 
     def _info(self) -> dict[str, Any]:
-        prediction = int(self._logit_sum.argmax()) if self._t else -1
-        return {
-            "index": self._index,
-            "label": self._label,
-            "prediction": prediction,
-            "correct": prediction == self._label,
-            "cells": tuple(self._cells),
-            "action_mask": self._mask.copy(),
-        } | ({"coverage": self._covered_bits.bit_count() / self._num_pixels,
-              "label_name": self.class_names[self._label],
-              "prediction_name": self.class_names[prediction]}
-             if self._t == self.glimpses else {})
+        game = self._game
+        prediction = game.prediction
+        info = {"index": self._index, "label": game.label, "prediction": prediction,
+                "correct": prediction == game.label, "cells": tuple(game.cells),
+                "action_mask": self._mask.copy()}
+        if game.done:
+            src = self.source
+            info["coverage"] = rules.coverage(game.cells, src.grid, src.rf, src.stride,
+                                              src.image_shape[1:])
+            info["label_name"] = self.class_names[game.label]
+            info["prediction_name"] = self.class_names[prediction]
+        return info
 
     # pickling: keep the spec, not the arrays (a bank is re-opened, the default re-made)
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for key in ("source", "_feature_bank", "_logit_bank", "_labels", "_image_features"):
             state[key] = None
-        if self.head is None:
-            state["_image_logits"] = None
+        if self._game is not None and self.head is None:  # a view into the bank: re-bound
+            state["_game"] = copy.copy(self._game)
+            state["_game"].cell_logits = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -275,7 +255,7 @@ class GlimpseEnv(gym.Env):
         if self._index is not None:  # views into the re-opened source
             self._image_features = self._feature_bank[self._index]
             if self.head is None:
-                self._image_logits = self._logit_bank[self._index]
+                self._game.cell_logits = self._logit_bank[self._index]
 
 
 @functools.cache
@@ -291,20 +271,6 @@ def _float32_rows(grid: np.ndarray) -> np.ndarray:
     if grid.dtype == np.float16:
         return _float16_table().take(grid.view(np.uint16).T)
     return np.ascontiguousarray(grid.T, dtype=np.float32)
-
-
-def _pixel_bits(boxes: np.ndarray, height: int, width: int) -> list[int]:
-    """Each box's pixels as a Python-int bitmask (bit ``y * width + x``): the union of boxes is
-    an OR and its area a ``bit_count``, a few hundred nanoseconds for a 60x60 image."""
-    bits = []
-    for box in boxes:
-        top, left, bottom, right = (int(v) for v in box)  # Python ints: no 64-bit overflow
-        row = ((1 << (right - left)) - 1) << left
-        mask = 0
-        for y in range(top, bottom):
-            mask |= row << (y * width)
-        bits.append(mask)
-    return bits
 
 
 def observation_space(source: GlimpseSource) -> spaces.Dict:

@@ -1,4 +1,5 @@
-"""Compiled (numba) loops for the vector env's glimpse step on the CPU.
+"""Compiled (numba) loops for the vector env's glimpse step on the CPU: fast forms of
+:mod:`glimpse_gym.rules` (action check, readout), tested against it.
 
 A glimpse step of 4096 envs done as a dozen numpy / torch calls spends most of its time
 between the calls: each pass reads and writes [N] or [N, K] arrays that have left the caches,

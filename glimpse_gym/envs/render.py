@@ -13,9 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+if TYPE_CHECKING:
+    from glimpse_gym.envs.source import GlimpseSource
 
 # distinct colours, cycled over glimpses
 PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
@@ -191,3 +195,13 @@ def draw_glimpses(image: np.ndarray, boxes: Sequence[tuple[int, int, int, int]],
         canvas = np.concatenate([caption_strip(caption, canvas.shape[1], caption_colour),
                                  canvas], axis=0)
     return canvas
+
+
+def render_cells(source: GlimpseSource, index: int, cells: Sequence[int]) -> np.ndarray:
+    """Image ``index`` of ``source`` with the receptive fields of ``cells`` outlined and
+    numbered in order (what ``env.render()`` returns)."""
+    if source.images is None:
+        raise ValueError("this feature bank holds no images (extracted with "
+                         "--no-store-images), so there is nothing to draw")
+    boxes = source.cell_boxes()
+    return draw_glimpses(np.asarray(source.images[index]), [tuple(boxes[c]) for c in cells])

@@ -1,14 +1,17 @@
 """Where an environment's images come from: a feature bank, or the embedded default.
 
 :func:`load_source` returns a :class:`GlimpseSource`: per-image what-features, per-cell
-logits, labels, optionally the images, and the grid geometry. With no bank it runs the
-embedded digits BagNet over the ``digits`` split in memory (about a second; cached per
-process), so ``gym.make("Glimpse-v0")`` works offline at once.
+logits, labels, optionally the images, and the grid geometry. With no bank it uses the bank
+of the embedded digits BagNet over the ``digits`` split, kept in the user cache
+(:func:`glimpse_gym.cache.cache_dir`): the first ``gym.make("Glimpse-v0")`` on a machine
+writes it (a few seconds, offline), later ones open it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,10 @@ import torch
 
 from glimpse_gym.bagnet import iterate_batches, load_bagnet, preprocess
 from glimpse_gym.bagnet.common import cell_boxes
-from glimpse_gym.bank import FeatureBank
+from glimpse_gym.bank import FeatureBank, write_bank
+from glimpse_gym.cache import cache_dir
 from glimpse_gym.datasets import make_dataset
+from glimpse_gym.errors import BankError
 from glimpse_gym.pretrained import resolve_checkpoint
 
 
@@ -99,7 +104,35 @@ def describe(dataset: str, split: str, model_hash: str, bank: str | None,
 
 @functools.lru_cache(maxsize=8)
 def _computed_source(dataset: str, split: str, checkpoint: str, seed: int) -> GlimpseSource:
+    """The bank of ``checkpoint`` over ``dataset``/``split``, from the user cache: written
+    there (atomically) by the first call on a machine, opened and checked by later ones."""
     model, ckpt = load_bagnet(resolve_checkpoint(checkpoint))
+    path = default_bank_path(dataset, split, ckpt["model_hash"], seed)
+    try:
+        bank = FeatureBank.load(path)
+    except BankError as exc:  # not made yet, or damaged: made again
+        if (path / "meta.json").exists():
+            warnings.warn(f"the cached default bank is unusable and is made again: {exc}",
+                          stacklevel=4)
+        try:
+            bank = write_bank(model, make_dataset(dataset, split, seed=seed), path,
+                              checkpoint=ckpt, overwrite=True, progress=False,
+                              dataset_options={"seed": seed})
+        except OSError as err:  # a read-only or full cache folder: computed in memory
+            warnings.warn(f"cannot write the default bank to {path} ({err}); computing it "
+                          "in memory (set GLIMPSE_GYM_CACHE to a writable folder)", stacklevel=4)
+            return _in_memory_source(model, ckpt, dataset, split, seed)
+    source = source_from_bank(bank)
+    return dataclasses.replace(source, description={**source.description, "bank": None})
+
+
+def default_bank_path(dataset: str, split: str, model_hash: str, seed: int) -> Path:
+    """Where the cache keeps the bank of the BagNet ``model_hash`` over a dataset split."""
+    return cache_dir() / "banks" / f"{dataset}-seed{seed}-{model_hash[:16]}" / split
+
+
+def _in_memory_source(model: Any, ckpt: dict[str, Any], dataset: str, split: str,
+                      seed: int) -> GlimpseSource:
     data = make_dataset(dataset, split, seed=seed)
     mean, std = ckpt["normalization"]["mean"], ckpt["normalization"]["std"]
     feats, logits = [], []
@@ -130,8 +163,10 @@ def load_source(bank: str | Path | FeatureBank | GlimpseSource | None = None, *,
 
     Args:
         bank: a feature bank directory, a loaded bank, or a ready :class:`GlimpseSource`
-            (used as is, e.g. synthetic arrays in tests); when None, ``checkpoint`` is run over
-            ``dataset``/``split`` in memory (fine for ``digits``; write banks for big data).
+            (used as is, e.g. synthetic arrays in tests); when None, the bank of
+            ``checkpoint`` over ``dataset``/``split`` in the user cache, written there on
+            first use (fine for ``digits``; write banks with 'glimpse extract-features' for
+            big data).
         dataset, split, checkpoint, seed: used only when ``bank`` is None.
         expect: fields a bank must match (see :meth:`FeatureBank.check_matches`).
     """

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from agents.evaluation import occlude, run_policy, summarise
 from agents.policies import CentrePolicy, OrderedLogitsPolicy, RandomPolicy, SaccaderAgent
 from agents.reinforce import RamAgent, ReinforceAgent
 from agents.saccader import Saccader
-from agents.suite import occlude, run_policy, summarise
 from glimpse_gym.envs.source import GlimpseSource
 from glimpse_gym.errors import CheckpointError, UsageError
 

@@ -29,12 +29,31 @@ def test_make_without_import_in_a_fresh_interpreter() -> None:
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
-@pytest.mark.parametrize("observation", OBSERVATION_MODES)
-def test_gymnasium_and_sb3_checkers_pass_without_warnings(env_id, observation) -> None:
+def test_gymnasium_and_sb3_checkers_pass_without_warnings(env_id) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        gym_check_env(gym.make(env_id, observation=observation).unwrapped)
-        sb3_check_env(gym.make(env_id, observation=observation), warn=True)
+        gym_check_env(gym.make(env_id).unwrapped)
+        sb3_check_env(gym.make(env_id), warn=True)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_every_id_applies_its_settings_to_the_single_and_vector_env(env_id) -> None:
+    expected = {"observation": "full", **glimpse_gym.ENV_IDS[env_id]}
+    single, vector = gym.make(env_id).unwrapped, gym.make_vec(env_id, num_envs=3)
+    for env in (single, vector):
+        assert env.observation_mode == expected["observation"]
+    obs, _ = single.reset(seed=0)
+    obs, *_ = single.step(7)
+    unseen = obs["features"].reshape(100, -1)[np.arange(100) != 7]
+    assert bool((unseen == 0).all()) == (expected["observation"] == "partial")
+
+
+@pytest.mark.parametrize("observation", OBSERVATION_MODES)
+def test_checkers_pass_in_every_observation_mode(observation) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(gym.make("Glimpse-v0", observation=observation).unwrapped)
+        sb3_check_env(gym.make("Glimpse-v0", observation=observation), warn=True)
 
 
 def _expected_prediction(env: GlimpseEnv, cells: list[int]) -> int:
@@ -132,8 +151,9 @@ def test_same_seed_same_rollout_and_pickle_continues(observation) -> None:
 
 def _state(env) -> tuple:
     u = env.unwrapped
-    return (u._index, u._t, tuple(u._cells), u._visited.copy().tobytes(),
-            u._features.copy().tobytes(), u._logit_sum.copy().tobytes(), u._covered_bits)
+    g = u._game
+    return (u._index, tuple(g.cells), g.visited.tobytes(), u._features.tobytes(),
+            g.logit_sum.tobytes(), u._mask.tobytes())
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from glimpse_gym.envs import memory, vector
-from glimpse_gym.envs.coverage import CoverageTable
+from glimpse_gym.envs import memory, tables, vector
 from glimpse_gym.envs.memory import HUGE_PAGE, large_empty
 
 
@@ -40,9 +39,9 @@ def test_bank_loads_block_by_block(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(0)
     array = rng.standard_normal((10, 5, 3, 4)).astype(np.float32)  # [M, C, H, W]
     expected = torch.from_numpy(array).flatten(2).transpose(1, 2)  # [M, H*W, C]
-    monkeypatch.setattr(vector, "_CHUNK", 3)
+    monkeypatch.setattr(tables, "CHUNK", 3)
     for dtype in (torch.float32, torch.float16):
-        got = vector._channels_last(array, dtype,
+        got = tables.channels_last(array, dtype,
                                     torch.device("cpu"))
         assert got.shape == (10, 12, 5) and got.dtype == dtype
         torch.testing.assert_close(got, expected.to(dtype))
@@ -53,7 +52,7 @@ def test_vector_env_with_a_head_in_blocks(monkeypatch: pytest.MonkeyPatch,
                                           observation: str) -> None:
     """The cell logits of a given head, computed block by block, equal one matrix product;
     the partial mode's [features | logits] table holds the bank and the logits."""
-    monkeypatch.setattr(vector, "_CHUNK", 7)
+    monkeypatch.setattr(tables, "CHUNK", 7)
     env = vector.GlimpseVectorEnv(num_envs=2, glimpses=2)
     rng = np.random.default_rng(1)
     weight = rng.standard_normal((10, env.feature_shape[2])).astype(np.float32)
@@ -61,38 +60,9 @@ def test_vector_env_with_a_head_in_blocks(monkeypatch: pytest.MonkeyPatch,
     headed = vector.GlimpseVectorEnv(num_envs=2, glimpses=2, head=(weight, bias),
                                      observation=observation)
     expected = env._bank.float() @ torch.from_numpy(weight).T + torch.from_numpy(bias)
-    torch.testing.assert_close(headed._cell_logits, expected)
+    offset = headed._logit_offset
+    cell_logits = headed._rows[:, offset:offset + 10].reshape(expected.shape)
+    torch.testing.assert_close(cell_logits, expected)
     torch.testing.assert_close(headed._bank, env._bank)
     if observation == "partial":
         assert headed._rows is not None and headed._bank.data_ptr() == headed._rows.data_ptr()
-
-
-@pytest.mark.parametrize("compiled", [True, False])
-@pytest.mark.parametrize(("grid", "rf", "stride", "image"), [
-    ((11, 11), 19, 4, (60, 60)),  # the cluttered-MNIST BagNet: 484 rectangles, 6 sizes
-    ((10, 10), 13, 2, (32, 32)),  # digits
-    ((3, 5), 7, 3, (13, 17)),  # fields past the image edge, a non-square image
-])
-def test_coverage_is_the_pixel_count_of_the_union(grid, rf, stride, image,
-                                                  compiled: bool) -> None:
-    """``coverage_of``'s popcount area equals counting pixels of painted receptive fields,
-    for revisits, single cells, every cell at once, and random sequences; with the compiled
-    loop (the CPU path) and with the tensor popcount (the CUDA path)."""
-    h, w = grid
-    table = CoverageTable(grid, rf, stride, image, torch.device("cpu"))
-    table.compiled = compiled
-    assert bool((table.masks >= 0).all())  # the sign bit is never used
-    rng = np.random.default_rng(0)
-    cells = [rng.integers(0, h * w, t) for t in (1, 2, 6, 12, 40) for _ in range(8)]
-    cells += [np.arange(h * w), np.full(5, h * w - 1)]
-
-    def painted(seq: np.ndarray) -> float:
-        canvas = np.zeros(image, bool)
-        for c in seq:
-            r, q = divmod(int(c), w)
-            canvas[r * stride:r * stride + rf, q * stride:q * stride + rf] = True
-        return canvas.mean()
-
-    for seq in cells:
-        got = float(table.union(torch.as_tensor(seq)[None, :])[0])
-        assert got == pytest.approx(painted(seq), abs=1e-12), seq

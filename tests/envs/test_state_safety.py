@@ -92,8 +92,9 @@ def test_vector_copy_before_reset_needs_a_reset(copier) -> None:
 
 def _single_state(env: gym.Env) -> tuple:
     u = env.unwrapped
-    return (u._index, u._t, tuple(u._cells), u._visited.tobytes(), u._features.tobytes(),
-            u._logit_sum.tobytes(), u._covered_bits, u._key, u._episode,
+    g = u._game
+    return (u._index, tuple(g.cells), g.visited.tobytes(), u._features.tobytes(),
+            g.logit_sum.tobytes(), u._mask.tobytes(), u._key, u._episode,
             str(u.np_random.bit_generator.state))
 
 

@@ -214,19 +214,3 @@ def test_full_observation_is_the_image_grid_after_every_autoreset(bank_dtype) ->
             np.testing.assert_array_equal(got, expected)
         for _ in range(3):
             obs, _, _, _, info = envs.step(np.array([0, 1, 2, 3]))
-
-
-def test_episode_images_compiled_and_tensor_paths_agree() -> None:
-    """The vector env's episode schedule: the compiled uint64 loop (the CPU path), int64
-    tensor arithmetic (the CUDA path) and the single env's Python ints give the same images,
-    for keys across the whole 63-bit range and large episode counts."""
-    from glimpse_gym.envs import episodes
-
-    rng = np.random.default_rng(3)
-    keys = torch.from_numpy(np.concatenate([rng.integers(0, 1 << 63, 500), [0, (1 << 63) - 1]]))
-    for episode, num_images in ((0, 7), (5, 55_000), (123_456_789, 60_000), (2**40, 1)):
-        via_compiled = episodes.episode_images(keys, episode, num_images)
-        via_tensor = episodes._episode_images_tensor(keys, torch.tensor(episode), num_images)
-        assert via_compiled.dtype == torch.int64 and torch.equal(via_compiled, via_tensor)
-        assert via_compiled.tolist() == [episodes.episode_image(k, episode, num_images)
-                                      for k in keys.tolist()]

@@ -18,8 +18,20 @@ def test_demo_prints_the_glimpse_comparison(tmp_path, capsys) -> None:
     assert "digits test split: 359 images, 10x10 grid" in out
     table = json.loads((tmp_path / "summary.json").read_text())
     recorded = load_checkpoint(default_checkpoint())["metrics"]["test"]["image_acc"]
-    assert table["full image"] == pytest.approx(recorded)
-    assert table["true-label top 6 cells (upper bound)"] >= table["ordered logits 6 cells"]
-    assert table["true-label top 6 cells (upper bound)"] > table["random 6 cells"]
+    assert table["full-image"] == pytest.approx(recorded)
+    assert table["true-label"] >= table["ordered-logits"] > table["random"]
     for split in ("train", "val", "test"):
         assert (tmp_path / "banks" / split / "meta.json").is_file()
+    # one home for evaluation: glimpse evaluate and bank-info report the demo's numbers
+    assert main(["evaluate", "--bank", str(tmp_path / "banks" / "test"), "--out",
+                 str(tmp_path / "eval"), "--policy", "random", "--policy", "ordered-logits",
+                 "--policy", "true-label", "--max-glimpses", "6", "--pictures", "0",
+                 "--device", "cpu"]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())["policies"]
+    for name in ("random", "ordered-logits", "true-label", "full-image"):
+        assert evaluated[name]["accuracy"]["6"] == table[name], name
+    capsys.readouterr()
+    assert main(["bank-info", "--bank", str(tmp_path / "banks" / "test"), "--glimpses",
+                 "6"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{'random':20s} {table['random']:9.2%}" in printed

@@ -23,7 +23,8 @@ def test_both_stages_write_checkpoints_and_results(tmp_path) -> None:
     results = train_saccader(_cfg(tmp_path))
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     errors = saved["test_error"]
-    assert set(errors) == {"saccader", "saccader_bagnet_head", "ordered_logits", "random"}
+    assert set(errors) == {"saccader", "saccader-bagnet-head", "ordered-logits", "random",
+                           "full-image"}
     assert set(errors["saccader"]) == {"1", "6", "12"}
     assert all(0 <= v <= 1 for row in errors.values() for v in row.values())
     assert saved["test_images"] == results["test_images"] > 0

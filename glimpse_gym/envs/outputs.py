@@ -1,0 +1,78 @@
+"""What the native vector env hands back: observations, rewards and infos as numpy arrays or
+tensors, copies or views (``array_type`` and ``copy``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from glimpse_gym.envs.copies import copy_value
+
+
+class VectorOutputs:
+    """The output side of :class:`~glimpse_gym.envs.GlimpseVectorEnv` (a mixin: it reads the
+    env's state tensors)."""
+
+    def _zeros(self) -> tuple[Any, Any, Any]:
+        """Rewards, terminated and truncated of a step that ends no episode (fresh arrays)."""
+        n = self.num_envs
+        if self.array_type == "numpy":
+            return np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        return (torch.zeros(n, dtype=torch.float64, device=self.device),
+                torch.zeros(n, dtype=torch.bool, device=self.device),
+                torch.zeros(n, dtype=torch.bool, device=self.device))
+
+    def _observation(self) -> dict[str, Any]:
+        if not self.copy and self._views is not None:  # the same views every step
+            return dict(self._views)
+        obs = {"features": self._obs_features.view(self.num_envs, -1), "visited": self._visited}
+        return {k: self._out(v, copy=self.copy) for k, v in obs.items()}
+
+    def _final_observations(self) -> np.ndarray:
+        final = np.full(self.num_envs, None, dtype=object)
+        feats = self._obs_features.flatten(1).cpu().numpy().copy()
+        visited = self._visited.cpu().numpy().copy()
+        for i in range(self.num_envs):
+            final[i] = {"features": feats[i], "visited": visited[i]}
+        return final
+
+    def _infos(self, finished: bool = False) -> dict[str, Any]:
+        """Vector infos of every env, each key with its all-True ``_key`` mask.
+
+        ``coverage`` is an end-of-episode fact: present only on the step that ends the
+        episodes (``finished``), as in ``SyncVectorEnv``.
+        """
+        # the state mirrors: views with copy=False (overwritten by the next step, like the
+        # observations), except at an episode's end (a SameStep autoreset overwrites them
+        # within the step)
+        copy = self.copy or finished
+        index, label = self._episode_info["index"], self._episode_info["label"]
+        values = {  # index and label: per-episode arrays the env never writes to
+            "index": copy_value(index) if self.copy else index, "prediction": self._prediction,
+            "label": copy_value(label) if self.copy else label, "correct": self._correct,
+            "cells": self._out(self._cells, copy=copy),
+            "action_mask": self._out(self._unvisited, copy=copy),
+        }
+        if finished:
+            values["coverage"] = self._out(self._cov.union(self._cells))
+            names = self._class_names
+            values["label_name"] = names[_host_array(self._episode_info["label"])]
+            values["prediction_name"] = names[_host_array(self._prediction)]
+        masks = np.ones((len(values), self.num_envs), dtype=bool)  # one allocation, rows
+        infos: dict[str, Any] = {}
+        for (key, value), mask in zip(values.items(), masks, strict=True):
+            infos[key] = value
+            infos[f"_{key}"] = mask
+        return infos
+
+    def _out(self, value: torch.Tensor, copy: bool = False) -> Any:
+        if self.array_type == "torch":
+            return value.clone() if copy else value.to(self.device)
+        array = value.detach().cpu().numpy()
+        return array.copy() if copy and value.device.type == "cpu" else array
+
+
+def _host_array(value: Any) -> np.ndarray:
+    return value.cpu().numpy() if torch.is_tensor(value) else np.asarray(value)

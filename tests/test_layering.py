@@ -1,0 +1,74 @@
+"""The package's layers: ``glimpse_gym`` works without the RL extra, imports run one way
+(``train`` -> ``agents`` -> ``glimpse_gym``), and modules stay small."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("glimpse_gym", "agents", "train")
+
+# Runs in a fresh interpreter in which the RL extra, agents and train cannot be imported.
+CORE_ONLY = textwrap.dedent("""
+    import importlib, importlib.abc, pkgutil, sys
+
+    BLOCKED = {"stable_baselines3", "sb3_contrib", "tensorboard", "matplotlib"}
+    BLOCKED |= set(sys.argv[1:])
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, Block())
+    import gymnasium as gym
+    import glimpse_gym
+    for module in pkgutil.walk_packages(glimpse_gym.__path__, "glimpse_gym."):
+        if module.name != "glimpse_gym.sb3":  # the SB3 adapter: needs the extra, says so
+            importlib.import_module(module.name)
+    for env_id in glimpse_gym.ENV_IDS:
+        env = gym.make(env_id)
+        env.reset(seed=0)
+        env.step(5)
+        envs = gym.make_vec(env_id, num_envs=4)
+        envs.reset(seed=0)
+        envs.step([1, 2, 3, 4])
+    import train.cli
+""")
+
+
+def test_the_environment_needs_no_rl_extra() -> None:
+    """Every module of glimpse_gym (but the SB3 adapter) imports, and every registered id
+    makes, resets and steps (single and vector), with SB3, sb3-contrib, TensorBoard,
+    matplotlib, ``agents`` and ``train`` unimportable."""
+    run = subprocess.run([sys.executable, "-c", CORE_ONLY, "agents", "train"], capture_output=True,
+                         text=True, timeout=300, cwd=REPO)
+    assert "No module named 'train'" in run.stderr, run.stderr  # the blocker is in place
+    assert "Traceback" in run.stderr and run.stderr.count("Error") == 1, run.stderr
+
+
+def test_the_command_line_names_the_missing_extra() -> None:
+    code = CORE_ONLY + "sys.exit(train.cli.main(['--help']))\n"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=REPO)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("glimpse: error: the glimpse command needs the RL extra")
+    assert "pip install 'glimpse-gym[rl]'" in run.stderr
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_imports_run_one_way_and_modules_stay_small(package: str) -> None:
+    below = {"glimpse_gym": ("agents", "train"), "agents": ("train",), "train": ()}[package]
+    for path in sorted((REPO / package).rglob("*.py")):
+        text = path.read_text()
+        lines = text.count("\n")
+        assert lines <= 400, f"{path.relative_to(REPO)} has {lines} lines (at most 400)"
+        for name in below:
+            assert f"\nfrom {name}" not in text and f"\nimport {name}" not in text, (
+                f"{path.relative_to(REPO)} imports {name}")
