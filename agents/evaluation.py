@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from agents.policies import (
     FULL_IMAGE,
@@ -184,8 +185,8 @@ def compare(policies: Sequence[GlimpsePolicy], source: GlimpseSource, *,
             max_glimpses: int = 12, batch: int = 1024, max_images: int | None = None,
             device: str | torch.device = "cpu", occlusion: Occlusion | None = None,
             occlusion_glimpses: int = 6, seed: int = 0,
-            on_run: Callable[[GlimpsePolicy, PolicyRun, dict[str, Any]], None] | None = None
-            ) -> dict[str, dict[str, Any]]:
+            on_run: Callable[[GlimpsePolicy, PolicyRun, dict[str, Any]], None] | None = None,
+            progress: bool = False) -> dict[str, dict[str, Any]]:
     """Every policy on the first ``max_images`` images of ``source`` (all by default).
 
     Returns:
@@ -193,11 +194,12 @@ def compare(policies: Sequence[GlimpsePolicy], source: GlimpseSource, *,
         ``diversity`` by T, ``head`` (``own`` or ``bagnet``), ``observation``, and with
         ``occlusion`` the :func:`occlusion_test` at ``occlusion_glimpses``; last, the
         :data:`~agents.policies.FULL_IMAGE` row (accuracy, error and coverage 1 at every T).
-        ``on_run(policy, run, row)`` is called after each policy (e.g. to draw pictures).
+        ``on_run(policy, run, row)`` is called after each policy (e.g. to draw pictures);
+        ``progress`` shows a bar over the policies.
     """
     n = source.num_images if max_images is None else min(max_images, source.num_images)
     table: dict[str, dict[str, Any]] = {}
-    for policy in policies:
+    for policy in tqdm(policies, desc="policies", disable=not progress, leave=False):
         run = run_policy(policy, source, max_glimpses=max_glimpses, batch=batch,
                          max_images=n, device=str(device))
         row: dict[str, Any] = summarise(run, source.grid[0] * source.grid[1])

@@ -16,7 +16,7 @@ Trials (each counted as behaving as documented or not):
   entries or weights do) through every loader: no command runs, the project's error is
   raised.
 
-Writes a JSON summary (``--out``) and prints the table README's reliability section quotes.
+Writes a JSON summary (``--out``) and prints the table docs/reliability.md quotes.
 """
 
 from __future__ import annotations

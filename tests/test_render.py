@@ -117,6 +117,6 @@ def test_pictures_caption_each_image_with_its_label_and_prediction(tmp_path) -> 
     assert _has(strip[:, -256:], WRONG) and not _has(strip[:, -256:], RIGHT)
     with Image.open(tmp_path / "glimpses-p.gif") as gif:
         assert gif.n_frames == 4  # no glimpse, then one frame per glimpse
-    # without labels: pictures as before, no caption
+    # without labels: no caption
     _pictures(source, cells, 3, "q", Path(tmp_path), 1)
     assert Image.open(tmp_path / "glimpses-q.png").size == (256, 256)

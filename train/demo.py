@@ -17,27 +17,17 @@ from glimpse_gym.envs import load_source
 from glimpse_gym.fileio import write_json
 from train.evaluate import print_baselines
 from train.extract_features import ExtractConfig, extract_features
-from train.run import prepare_out, report, setup
+from train.run import RunOptions, prepare_out, report, setup
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(RunOptions):
     """Options of ``glimpse demo``."""
 
     out: str = "runs/demo"
     """folder for the demo's feature banks and summary.json"""
     glimpses: int = 6
     """T, cells per image for the glimpse comparisons"""
-    seed: int = 0
-    """seed of the random-cells baseline"""
-    overwrite: bool = False
-    """replace an earlier demo's outputs in --out"""
-    device: str = "auto"
-    """auto (CUDA when present), cpu, cuda or cuda:N"""
-    threads: int | None = None
-    """torch CPU threads (default: torch's choice)"""
-    progress: bool = True
-    """show progress bars"""
     agents: bool = True
     """also train every agent briefly and print the comparison of all policies"""
 

@@ -15,6 +15,7 @@ receptive fields) and ``glimpses-NAME.gif`` (the sequence, one glimpse per frame
 from __future__ import annotations
 
 import csv
+import io
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,13 +31,13 @@ from glimpse_gym.bagnet import load_bagnet
 from glimpse_gym.envs import load_source
 from glimpse_gym.envs.render import draw_glimpses
 from glimpse_gym.errors import CheckpointError, UsageError
-from glimpse_gym.fileio import write_json
+from glimpse_gym.fileio import atomic_write
 from glimpse_gym.pretrained import resolve_checkpoint
-from train.run import prepare_out, report, setup
+from train.run import RunOptions, prepare_out, setup, write_results
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(RunOptions):
     """Options of ``glimpse evaluate``."""
 
     policy: list[str] = field(default_factory=list)
@@ -62,15 +63,8 @@ class EvaluateConfig:
     """episodes run at once"""
     out: str = "runs/eval"
     """output folder: results.json, results.csv, accuracy.png, glimpses-NAME.png/.gif"""
-    overwrite: bool = False
-    """replace the results of an earlier evaluation in --out"""
     seed: int = 0
     """seed of the random policy and the random occlusion"""
-    device: str = "auto"
-    """device of the vector env and of the occlusion BagNet: auto (CUDA when present), cpu,
-    cuda or cuda:N"""
-    threads: int | None = None
-    """torch CPU threads (default: torch's choice)"""
 
 
 def _occlusion(cfg: EvaluateConfig, source: Any, device: torch.device) -> Occlusion | None:
@@ -191,25 +185,25 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
     table = compare(policies, source, max_glimpses=cfg.max_glimpses, batch=cfg.batch,
                     max_images=n, device=device, occlusion=_occlusion(cfg, source, device),
-                    occlusion_glimpses=cfg.occlusion_glimpses, seed=cfg.seed, on_run=pictures)
+                    occlusion_glimpses=cfg.occlusion_glimpses, seed=cfg.seed, on_run=pictures,
+                    progress=cfg.progress)
     ts = range(1, cfg.max_glimpses + 1)
     results = {"config": asdict(cfg), "bank": source.description, "num_images": n,
                "policies": table, "wall_time_s": time.perf_counter() - start}
-    write_json(out / "results.json", results)
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["policy", "T", "error", "accuracy", "coverage", "diversity", "head"])
-        for name, row in table.items():
-            for t in ts:
-                w.writerow([name, t, f"{row['error'][t]:.6f}", f"{row['accuracy'][t]:.6f}",
-                            f"{row['coverage'][t]:.6f}",
-                            f"{row['diversity'][t]:.6f}" if "diversity" in row else "",
-                            row["head"]])
+    lines = io.StringIO(newline="")
+    w = csv.writer(lines)
+    w.writerow(["policy", "T", "error", "accuracy", "coverage", "diversity", "head"])
+    for name, row in table.items():
+        for t in ts:
+            w.writerow([name, t, f"{row['error'][t]:.6f}", f"{row['accuracy'][t]:.6f}",
+                        f"{row['coverage'][t]:.6f}",
+                        f"{row['diversity'][t]:.6f}" if "diversity" in row else "", row["head"]])
+    atomic_write(out / "results.csv", lambda f: f.write(lines.getvalue().encode()))
     _plot(table, cfg.max_glimpses, out / "accuracy.png",
           f"{source.description.get('dataset', 'digits')} {cfg.split}: {n} images")
     print_table(results)
-    report(out, ["results.json", "results.csv", "accuracy.png",
-                 *(f for row in table.values() for f in row.get("pictures", []))])
+    write_results(out, results, ["results.csv", "accuracy.png",
+                                 *(f for row in table.values() for f in row.get("pictures", []))])
     return results
 
 

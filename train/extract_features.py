@@ -12,11 +12,11 @@ from glimpse_gym.datasets import dataset_options, make_dataset
 from glimpse_gym.errors import UsageError
 from glimpse_gym.pretrained import resolve_checkpoint
 from train.config import parse_options
-from train.run import setup
+from train.run import RunOptions, setup
 
 
 @dataclass
-class ExtractConfig:
+class ExtractConfig(RunOptions):
     """Options of ``glimpse extract-features``."""
 
     checkpoint: str = "default"
@@ -37,16 +37,8 @@ class ExtractConfig:
     """images per forward pass"""
     store_images: bool = True
     """also store the uint8 images (rendering and the occlusion test need them)"""
-    overwrite: bool = False
-    """replace banks that already exist"""
-    device: str = "auto"
-    """auto (CUDA when present), cpu, cuda or cuda:N"""
-    threads: int | None = None
-    """torch CPU threads (default: torch's choice)"""
     num_workers: int = 0
     """DataLoader workers for datasets read from disk (imagefolder)"""
-    progress: bool = True
-    """show progress bars"""
 
 
 def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank]:

@@ -28,19 +28,14 @@ from agents.extractors import extractor_policy_kwargs
 from agents.loading import check_trained_on
 from agents.sb3_io import load_sb3_model, read_sb3, save_sb3
 from glimpse_gym.errors import UsageError
-from glimpse_gym.fileio import write_json
 from glimpse_gym.sb3 import SB3VecEnv
-from train.run import prepare_out, report, setup
+from train.run import AgentOptions, prepare_out, setup, split_source, write_results
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(AgentOptions):
     """Options of ``glimpse train ppo`` and ``glimpse train maskable-ppo``."""
 
-    banks: str | None = None
-    """folder with train/, val/ and test/ feature banks (default: the embedded digits model)"""
-    glimpses: int = 6
-    """T, glimpses per episode"""
     observation: str = "full"
     """full (every cell's features) or partial (only the cells seen so far)"""
     num_envs: int = 1024
@@ -69,22 +64,8 @@ class PPOConfig:
     """CellExtractor's output size per cell (the heads read H*W*(code + 1) values)"""
     eval_freq: int = 100_000
     """evaluate on the val split (and checkpoint) every this many env steps"""
-    eval_images: int = 5000
-    """val images per evaluation (all of them when the split is smaller)"""
     out: str = "runs/ppo"
-    """output folder: last.zip, best.zip, results.json, tb/"""
-    resume: bool = False
-    """continue from OUT/last.zip"""
-    overwrite: bool = False
-    """start again in an --out that holds a run"""
-    seed: int = 0
-    """seed of the envs and the policy"""
-    device: str = "auto"
-    """auto (CUDA when present), cpu, cuda or cuda:N"""
-    threads: int | None = None
-    """torch CPU threads (default: torch's choice)"""
-    progress: bool = True
-    """show a progress bar"""
+    """output folder: last.zip, best.zip, results.json, tb/ (--resume continues last.zip)"""
 
 
 def _algo(maskable: bool) -> type:
@@ -106,12 +87,6 @@ def _policy_spec(cfg: PPOConfig) -> dict[str, Any]:
         return {"extractor": "cell", "kwargs": {"channels": cfg.channels, "code": cfg.code}}
     return {"extractor": cfg.extractor,
             "kwargs": {"channels": cfg.channels, "features_dim": cfg.features_dim}}
-
-
-def _split_kwargs(cfg: PPOConfig, split: str) -> dict[str, Any]:
-    if cfg.banks is None:
-        return {"bank": None, "split": split}
-    return {"bank": str(Path(cfg.banks) / split)}
 
 
 def _save(model: Any, path: Path, cfg: PPOConfig, source: Any) -> None:
@@ -165,7 +140,7 @@ class GlimpseCallback(BaseCallback):
         result = evaluate_on_split(sb3_policy(self.model), glimpses=self.cfg.glimpses,
                                    observation=self.cfg.observation,
                                    max_images=self.cfg.eval_images,
-                                   **_split_kwargs(self.cfg, "val"))
+                                   **split_source(self.cfg.banks, "val"))
         self.logger.record("eval/accuracy", result["accuracy"])
         self.logger.record("eval/coverage", result["coverage"])
         self.history.append({"timesteps": self.num_timesteps, **result})
@@ -184,7 +159,7 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
                       overwrite=cfg.overwrite)
     algo = _algo(maskable)
     venv = VecMonitor(SB3VecEnv(num_envs=cfg.num_envs, glimpses=cfg.glimpses,
-                                observation=cfg.observation, **_split_kwargs(cfg, "train")))
+                                observation=cfg.observation, **split_source(cfg.banks, "train")))
     venv.seed(cfg.seed)
     grid = venv.get_attr("feature_shape")[0][:2]
     source = venv.get_attr("source")[0]
@@ -217,7 +192,7 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
     _save(model, out / "last.zip", cfg, source)
     # ---------------------------------------------------------------- final test
     test = evaluate_on_split(sb3_policy(model), glimpses=cfg.glimpses,
-                             observation=cfg.observation, **_split_kwargs(cfg, "test"))
+                             observation=cfg.observation, **split_source(cfg.banks, "test"))
     results = {
         "algorithm": "MaskablePPO" if maskable else "PPO",
         "config": asdict(cfg),
@@ -228,12 +203,11 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
         "env_steps_per_s": (model.num_timesteps - steps_before) / max(learn_seconds, 1e-9),
         "wall_time_s": time.perf_counter() - start,
     }
-    write_json(out / "results.json", results)
     print(f"{results['algorithm']}: test accuracy at T={cfg.glimpses} "
           f"{test['accuracy']:.4f} (error {1 - test['accuracy']:.2%}), coverage "
           f"{test['coverage']:.3f}, {test['num_images']} images; "
           f"{results['env_steps_per_s']:.0f} env-steps/s")
-    report(out, ["last.zip", "best.zip", "results.json", "tb"])
+    write_results(out, results, ["last.zip", "best.zip", "tb"])
     return results
 
 

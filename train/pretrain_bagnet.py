@@ -32,11 +32,11 @@ from glimpse_gym.datasets import ImageDataset, dataset_options, make_dataset
 from glimpse_gym.errors import CheckpointError, UsageError
 from glimpse_gym.fileio import write_json
 from train.config import parse_options
-from train.run import prepare_out, setup
+from train.run import TrainOptions, prepare_out, setup
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(TrainOptions):
     """Options of ``glimpse pretrain-bagnet``."""
 
     dataset: str = "digits"
@@ -47,8 +47,6 @@ class PretrainConfig:
     """dataset option KEY=VALUE, e.g. canvas_size=100, pieces=8, path=my.npz"""
     download: bool = False
     """let torchvision download a missing dataset (never done otherwise)"""
-    seed: int = 0
-    """seed of the train/val carve, the canvases, the initialisation and the batch order"""
     arch: str = "auto"
     """bagnet-tiny, bagnet-small, bagnet9/17/33, custom; auto: tiny up to 40 px, else small"""
     kernels: str | None = None
@@ -85,22 +83,12 @@ class PretrainConfig:
     """checkpoint path (written atomically every epoch)"""
     logdir: str | None = None
     """TensorBoard folder (default: tb/ beside the checkpoint)"""
-    resume: bool = False
-    """continue from the checkpoint at --out"""
-    overwrite: bool = False
-    """start again when a checkpoint exists at --out"""
-    device: str = "auto"
-    """auto (CUDA when present), cpu, cuda or cuda:N"""
-    threads: int | None = None
-    """torch CPU threads (default: torch's choice)"""
     eval_test: bool = True
     """evaluate on the test split at the end"""
     eval_batch_size: int = 512
     """images per batch in evaluation"""
     num_workers: int = 0
     """DataLoader workers for datasets read from disk (imagefolder)"""
-    progress: bool = True
-    """show progress bars"""
 
 
 def _make_split(cfg: PretrainConfig, split: str, layout_seed: int = 0) -> ImageDataset:

@@ -25,18 +25,14 @@ from agents.evaluation import run_policy, summarise
 from agents.loading import check_trained_on
 from agents.reinforce import FORMAT, RamAgent, ReinforceAgent, cell_features, load_reinforce
 from glimpse_gym.envs import GlimpseVectorEnv
-from glimpse_gym.fileio import save_payload, write_json
-from train.run import prepare_out, report, setup
+from glimpse_gym.fileio import save_payload
+from train.run import AgentOptions, prepare_out, setup, split_source, write_results
 
 
 @dataclass
-class ReinforceConfig:
+class ReinforceConfig(AgentOptions):
     """Options of ``glimpse train reinforce``."""
 
-    banks: str | None = None
-    """folder with train/, val/ and test/ feature banks (default: the embedded digits model)"""
-    glimpses: int = 6
-    """T, glimpses per episode"""
     num_envs: int = 1024
     """episodes per iteration (the vector env's size)"""
     iterations: int = 1500
@@ -51,28 +47,8 @@ class ReinforceConfig:
     """GRU width"""
     eval_every: int = 250
     """evaluate on val (and keep best.pt) every this many iterations"""
-    eval_images: int = 5000
-    """val images per evaluation"""
     out: str = "runs/reinforce"
     """output folder: last.pt, best.pt, results.json, tb/"""
-    resume: bool = False
-    """continue OUT/last.pt"""
-    overwrite: bool = False
-    """start again in an --out that holds a run"""
-    seed: int = 0
-    """seed of initialisation, images and sampling"""
-    device: str = "auto"
-    """auto (CUDA when present), cpu, cuda or cuda:N"""
-    threads: int | None = None
-    """torch CPU threads (default: torch's choice)"""
-    progress: bool = True
-    """show a progress bar"""
-
-
-def _split(cfg: ReinforceConfig, split: str) -> dict[str, Any]:
-    if cfg.banks is None:
-        return {"bank": None, "split": split}
-    return {"bank": str(Path(cfg.banks) / split)}
 
 
 def episode_loss(net: RamAgent, envs: GlimpseVectorEnv, seed: int, value_weight: float,
@@ -108,7 +84,7 @@ def episode_loss(net: RamAgent, envs: GlimpseVectorEnv, seed: int, value_weight:
 def _evaluate(net: RamAgent, cfg: ReinforceConfig, split: str, limit: int | None
               ) -> dict[str, float]:
     run = run_policy(ReinforceAgent(net), max_glimpses=cfg.glimpses, max_images=limit,
-                     **_split(cfg, split))
+                     **split_source(cfg.banks, split))
     summary = summarise(run, net.num_cells)
     net.train()
     return {"accuracy": summary["accuracy"][cfg.glimpses],
@@ -123,7 +99,7 @@ def train_reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
                       overwrite=cfg.overwrite)
     envs = GlimpseVectorEnv(cfg.num_envs, glimpses=cfg.glimpses, observation="partial",
                             array_type="torch", copy=False, device=str(device),
-                            **_split(cfg, "train"))
+                            **split_source(cfg.banks, "train"))
     torch.manual_seed(cfg.seed)
     h, w, d = envs.feature_shape
     net = RamAgent(d, h * w, hidden=cfg.hidden).to(device)
@@ -179,12 +155,11 @@ def train_reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
     results = {"config": asdict(cfg), "data": {"train": envs.source.description},
                "test": test, "val_history": history,
                "iterations": it, "wall_time_s": time.perf_counter() - start}
-    write_json(out / "results.json", results)
     writer.close()
     print(f"REINFORCE (best val checkpoint): test accuracy at T={cfg.glimpses} "
           f"{test['accuracy']:.4f} (error {1 - test['accuracy']:.2%}), coverage "
           f"{test['coverage']:.3f}, {test['num_images']} images")
-    report(out, ["last.pt", "best.pt", "results.json", "tb"])
+    write_results(out, results, ["last.pt", "best.pt", "tb"])
     return results
 
 

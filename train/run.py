@@ -1,22 +1,75 @@
-"""What every heavy command does the same way: device and threads, the output folder, and
-saying where its outputs went.
+"""What every heavy command does the same way: its common options, device and threads, the
+banks it reads, the output folder, and writing and announcing its results.
 
+- :class:`RunOptions`, :class:`TrainOptions` and :class:`AgentOptions`: the options every run,
+  every resumable training and every agent trainer has (the commands' configs extend them);
 - :func:`setup` resolves ``--device`` and applies ``--threads``;
+- :func:`split_source` says where a split of ``--banks`` is (or the embedded default's);
 - :func:`prepare_out` refuses to write over a finished run (``results.json`` or the final
   file there) or an unfinished one (its checkpoints) unless ``--overwrite`` (start again) or
   ``--resume`` (continue) says so, and checks that ``--resume`` has something to continue;
-- :func:`report` prints the files a command wrote.
+- :func:`write_results` writes ``results.json``; :func:`report` prints the files a command
+  wrote.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from glimpse_gym.device import resolve_device
 from glimpse_gym.errors import UsageError
+from glimpse_gym.fileio import write_json
+
+
+@dataclass
+class RunOptions:
+    """The options every heavy command has (``--help`` lists them after its own)."""
+
+    out: str = "runs/out"
+    """output folder"""
+    overwrite: bool = False
+    """replace what an earlier run left in --out"""
+    seed: int = 0
+    """seed of everything random in the run"""
+    device: str = "auto"
+    """auto (CUDA when present), cpu, cuda or cuda:N"""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice)"""
+    progress: bool = True
+    """show progress bars"""
+
+
+@dataclass
+class TrainOptions(RunOptions):
+    """A training that checkpoints as it goes and can be continued."""
+
+    resume: bool = False
+    """continue the interrupted run in --out from its last checkpoint"""
+
+
+@dataclass
+class AgentOptions(TrainOptions):
+    """An agent trained on the banks of one BagNet."""
+
+    banks: str | None = None
+    """folder with train/, val/ and test/ feature banks (default: the embedded digits model)"""
+    glimpses: int = 6
+    """T, glimpses per episode"""
+    eval_images: int = 5000
+    """val images per evaluation (all of them when the split is smaller)"""
+
+
+def split_source(banks: str | Path | None, split: str) -> dict[str, Any]:
+    """The environment arguments of split ``split`` of ``--banks`` (``banks/split``), or of
+    the embedded default's split when ``banks`` is None."""
+    if banks is None:
+        return {"bank": None, "split": split}
+    return {"bank": str(Path(banks).expanduser() / split)}
 
 
 def setup(device: str, threads: int | None) -> torch.device:
@@ -68,6 +121,12 @@ def prepare_out(out: str | Path, *, finished: Iterable[str] = ("results.json",),
         raise UsageError(f"cannot use {out} as the output folder: "
                          f"{exc.strerror or exc}") from None
     return out
+
+
+def write_results(out: str | Path, results: dict[str, Any], files: Iterable[str]) -> None:
+    """Write ``OUT/results.json`` (atomically) and print where every output went."""
+    write_json(Path(out) / "results.json", results)
+    report(out, ["results.json", *files])
 
 
 def report(out: str | Path, names: Iterable[str]) -> None:

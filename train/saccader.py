@@ -40,23 +40,20 @@ from agents.policies import OrderedLogitsPolicy, RandomPolicy, SaccaderAgent
 from agents.saccader import FORMAT, Saccader, load_saccader
 from glimpse_gym.envs.source import GlimpseSource, load_source
 from glimpse_gym.errors import UsageError
-from glimpse_gym.fileio import save_payload, write_json
+from glimpse_gym.fileio import save_payload
 from glimpse_gym.readout import ordered_logit_cells
-from train.run import prepare_out, report, setup
+from train.run import AgentOptions, prepare_out, setup, split_source, write_results
 
 STAGES = ("all", "locations", "policy", "both", "evaluate")
 
 
 @dataclass
-class SaccaderConfig:
+class SaccaderConfig(AgentOptions):
     """Options of ``glimpse train saccader``."""
 
     stage: str = "both"
     """all (steps 1-3: BagNet, banks, locations, policy), both (steps 2-3 on existing banks),
     locations (step 2), policy (step 3) or evaluate (only the test evaluation of OUT/policy.pt)"""
-    banks: str | None = None
-    """folder with train/, val/ and test/ feature banks (default: the embedded digits model;
-    with --stage all: OUT/banks, written by step 1)"""
     dataset: str | None = None
     """--stage all: dataset of step 1 (see 'glimpse datasets'; default: digits)"""
     root: str | None = None
@@ -69,6 +66,9 @@ class SaccaderConfig:
     """--stage all: weight of the image-level loss beside the per-location loss in step 1"""
     glimpses: int = 6
     """T of step 3 (the policy stage)"""
+    banks: str | None = None
+    """folder with train/, val/ and test/ feature banks (default: the embedded digits model;
+    with --stage all: OUT/banks, written by step 1)"""
     location_glimpses: int = 12
     """glimpses of step 2 (the location pretraining)"""
     location_epochs: int = 3
@@ -89,22 +89,8 @@ class SaccaderConfig:
     """channels of the mixed features"""
     eval_glimpses: str = "1,2,4,6,8,12"
     """numbers of glimpses to report test error at"""
-    eval_images: int = 5000
-    """val images per evaluation (all of them when the split is smaller)"""
     out: str = "runs/saccader"
     """output folder: locations.pt, policy.pt, results.json, tb/"""
-    resume: bool = False
-    """continue the stage's checkpoint in OUT"""
-    overwrite: bool = False
-    """start again in an --out that holds a run"""
-    seed: int = 0
-    """seed of initialisation, batching and sampling"""
-    device: str = "auto"
-    """auto (CUDA when present), cpu, cuda or cuda:N"""
-    threads: int | None = None
-    """torch CPU threads (default: torch's choice)"""
-    progress: bool = True
-    """show progress bars"""
 
 
 class _Split:
@@ -132,10 +118,7 @@ class _Split:
 
 
 def _sources(cfg: SaccaderConfig) -> dict[str, GlimpseSource]:
-    if cfg.banks is None:
-        return {s: load_source(None, dataset="digits", split=s) for s in ("train", "val", "test")}
-    root = Path(cfg.banks)
-    return {s: load_source(root / s) for s in ("train", "val", "test")}
+    return {s: load_source(**split_source(cfg.banks, s)) for s in ("train", "val", "test")}
 
 
 def build_saccader(source: GlimpseSource, cfg: SaccaderConfig) -> Saccader:
@@ -210,8 +193,7 @@ def evaluate_through_env(net: Saccader, cfg: SaccaderConfig) -> dict[str, float]
     from agents.sb3_saccader import SaccaderPolicy, load_saccader_weights
     from glimpse_gym.sb3 import SB3VecEnv
 
-    split = ({"bank": str(Path(cfg.banks) / "test")} if cfg.banks else
-             {"bank": None, "split": "test"})
+    split = split_source(cfg.banks, "test")
     probe = SB3VecEnv(num_envs=1, glimpses=cfg.glimpses, **split)
     h, w, _ = probe.get_attr("feature_shape")[0]
     model = PPO(SaccaderPolicy, probe, n_steps=2, batch_size=2, device="cpu",
@@ -385,11 +367,10 @@ def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
     results["through_env"] = evaluate_through_env(net, cfg)
     results["wall_time_s"] = time.perf_counter() - start
     writer.close()
-    write_json(out / "results.json", results)
     print(f"test error ({results['test_images']} images) at T = {glimpse_list}:")
     for name, row in test.items():
         print(f"  {name:21s} " + "  ".join(f"{row[t]:7.2%}" for t in glimpse_list))
-    report(out, ["bagnet.pt", "banks", "locations.pt", "policy.pt", "results.json", "tb"])
+    write_results(out, results, ["bagnet.pt", "banks", "locations.pt", "policy.pt", "tb"])
     return results
 
 
