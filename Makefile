@@ -5,7 +5,21 @@ BIN := $(VENV)/bin
 SHARED_DATA ?= ../shared/data
 MNIST_ROOT ?= $(SHARED_DATA)
 
-.PHONY: demo test test-slow lint bench bench-env bench-ppo bench-bank-open robustness default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean
+define CORE_CHECK
+import importlib.util, gymnasium as gym, glimpse_gym
+missing = [m for m in ("stable_baselines3", "sb3_contrib", "tensorboard", "matplotlib")
+           if importlib.util.find_spec(m) is not None]
+assert not missing, f"installed without the rl extra, yet present: {missing}"
+for env_id in glimpse_gym.ENV_IDS:
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    env.step(0)
+    gym.make_vec(env_id, num_envs=8).reset(seed=0)
+print("core install:", glimpse_gym.__file__, "- every id works without the rl extra")
+endef
+export CORE_CHECK
+
+.PHONY: demo test test-core test-slow lint bench bench-env bench-ppo bench-bank-open bench-startup robustness default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean
 
 $(BIN)/glimpse: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +31,18 @@ $(BIN)/glimpse: pyproject.toml
 demo: $(BIN)/glimpse
 	$(BIN)/glimpse demo --overwrite
 
-## test: the test suite that CI runs (slow tests excluded; see test-slow)
+## test: the test suite that CI runs (slow tests excluded; see test-slow), then test-core
 test: $(BIN)/glimpse
 	$(BIN)/python -m pytest -m "not slow" -q
+	$(MAKE) test-core
+
+## test-core: install the package without the rl extra into .venv-core; Glimpse-v0 must work
+test-core:
+	rm -rf .venv-core
+	$(PYTHON) -m venv .venv-core
+	.venv-core/bin/pip install --quiet --upgrade pip
+	.venv-core/bin/pip install --quiet .
+	cd .venv-core && GLIMPSE_GYM_CACHE=cache bin/python -c "$$CORE_CHECK"
 
 ## test-slow: only the slow tests
 test-slow: $(BIN)/glimpse
@@ -40,6 +63,10 @@ bench-env: $(BIN)/glimpse
 bench-ppo: $(BIN)/glimpse
 	$(BIN)/python benchmarks/ppo_throughput.py --bank runs/banks/cluttered-mnist/train \
 		--out runs/bench/ppo_throughput.json
+
+## bench-startup: gym.make("Glimpse-v0") in a fresh process, empty and filled user cache
+bench-startup: $(BIN)/glimpse
+	$(BIN)/python benchmarks/startup.py --out runs/bench/startup.json
 
 ## bench-bank-open: the cost of opening a feature bank (first open hashes it, later ones stat it)
 bench-bank-open: $(BIN)/glimpse
@@ -88,9 +115,9 @@ mnist-evaluate: $(BIN)/glimpse
 		--policy ppo=runs/rl/ppo-cell/last.zip --policy reinforce=runs/rl/reinforce/best.pt \
 		--policy ordered-logits --policy random --policy centre
 
-## results: every result in README, from scratch (about 80 min here; MNIST from MNIST_ROOT)
+## results: every MNIST result and benchmark of docs/results.md and docs/performance.md, from scratch
 results: mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate bench bench-env \
 		bench-ppo
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) .venv-core runs

@@ -52,16 +52,22 @@ def _masked_argmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class RandomPolicy(GlimpsePolicy):
-    """Uniformly among the cells not glimpsed yet."""
+    """Cells in a random order drawn for each image when its episode begins (uniformly among
+    the cells not glimpsed yet at every step). The order does not depend on how many glimpses
+    are taken, so T glimpses are the first T of any longer run with the same seed."""
 
     name = "random"
 
     def __init__(self, seed: int = 0) -> None:
         self.generator = torch.Generator().manual_seed(seed)
+        self._scores: torch.Tensor | None = None
+
+    def begin(self, source: GlimpseSource, indices: torch.Tensor) -> None:
+        cells = source.grid[0] * source.grid[1]
+        self._scores = torch.rand((len(indices), cells), generator=self.generator)
 
     def act(self, obs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        scores = torch.rand(mask.shape, generator=self.generator).to(mask.device)
-        return _masked_argmax(scores, mask)
+        return _masked_argmax(self._scores.to(mask.device), mask)
 
 
 class CentrePolicy(GlimpsePolicy):

@@ -24,7 +24,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 import glimpse_gym  # noqa: F401  (registers Glimpse-v0)
 from glimpse_gym.sb3 import SB3VecEnv
-from train.ppo import PPOConfig, _policy_kwargs, buffer_class
+from train.ppo import PPOConfig, buffer_class, policy_kwargs
 
 
 def build(algo: type, venv, grid: tuple[int, int], args) -> Any:
@@ -32,7 +32,7 @@ def build(algo: type, venv, grid: tuple[int, int], args) -> Any:
     cfg = PPOConfig(extractor=args.extractor)
     model = algo("MultiInputPolicy", venv, n_steps=args.n_steps, batch_size=args.batch_size,
                  n_epochs=args.n_epochs, gamma=1.0, seed=0, device="cpu",
-                 policy_kwargs=_policy_kwargs(cfg, grid),
+                 policy_kwargs=policy_kwargs(cfg, grid),
                  rollout_buffer_class=buffer_class(algo is MaskablePPO))
     model.learn(args.n_steps * venv.num_envs)
     return model

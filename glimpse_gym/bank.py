@@ -174,22 +174,27 @@ class FeatureBank:
 
     def check_matches(self, expect: dict[str, Any]) -> None:
         """Raise BankError listing every field of ``expect`` that this bank does not match."""
-        have = {
+        check_expected({
             "dataset": self.meta["dataset"]["name"],
             "split": self.meta["dataset"]["split"],
             "model_hash": self.meta["model"]["hash"],
             "grid": tuple(self.meta["grid"]),
             "num_classes": self.num_classes,
             "feature_dim": int(self.features.shape[1]),
-        }
-        unknown = sorted(set(expect) - set(have))
-        if unknown:
-            raise ValueError(f"cannot check bank fields {unknown}; known: {sorted(have)}")
-        wrong = [f"{k}: bank has {have[k]!r}, expected {tuple(v) if isinstance(v, list) else v!r}"
-                 for k, v in expect.items()
-                 if have[k] != (tuple(v) if isinstance(v, list) else v)]
-        if wrong:
-            raise BankError(f"feature bank {self.path} does not match: " + "; ".join(wrong))
+        }, expect, f"feature bank {self.path}")
+
+
+def check_expected(have: dict[str, Any], expect: dict[str, Any], what: str) -> None:
+    """Raise BankError listing every field of ``expect`` that ``have`` (the fields of
+    ``what``: dataset, split, model_hash, grid, num_classes, feature_dim) does not match."""
+    unknown = sorted(set(expect) - set(have))
+    if unknown:
+        raise ValueError(f"cannot check bank fields {unknown}; known: {sorted(have)}")
+    wrong = [f"{k}: bank has {have[k]!r}, expected {tuple(v) if isinstance(v, list) else v!r}"
+             for k, v in expect.items()
+             if have[k] != (tuple(v) if isinstance(v, list) else v)]
+    if wrong:
+        raise BankError(f"{what} does not match: " + "; ".join(wrong))
 
 
 def _open_array(path: Path, spec: dict[str, Any]) -> np.ndarray:

@@ -9,7 +9,7 @@ refuses anything else (a crafted pickle cannot run code), then checks the format
 checksum, so a damaged or edited file raises :class:`~glimpse_gym.errors.CheckpointError`
 naming the file instead of loading other values.
 
-Temporary files and folders carry the writing process's id (``.NAME.tmp-PID-XXXX``); the
+Temporary files and folders carry the writing process's id (``.NAME.tmp-HOST-PID-XXXX``); the
 next write beside them removes those whose process is gone (:func:`remove_stale`).
 """
 

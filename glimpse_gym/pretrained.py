@@ -1,7 +1,7 @@
 """The embedded default: a small BagNet trained on ``digits``, shipped with the package.
 
 It was produced by this package's own ``glimpse pretrain-bagnet`` (docs/bagnets-and-banks.md,
-"Embedded default"), so everything downstream runs offline with no training first.
+"The embedded default"), so everything downstream runs offline with no training first.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Stable-Baselines3 glue: the native vector env as an SB3 ``VecEnv`` (needs the ``rl`` extra:
-``pip install 'glimpse-gym[rl]'``; nothing else in :mod:`glimpse_gym` imports SB3).
+``pip install '.[rl]'`` in the source folder; nothing else in :mod:`glimpse_gym` imports SB3).
 
 SB3 does not take Gymnasium vector envs; :class:`SB3VecEnv` adapts
 :class:`~glimpse_gym.envs.GlimpseVectorEnv` (same-step autoreset, as SB3 expects: a finished

@@ -59,7 +59,7 @@ def test_the_command_line_names_the_missing_extra() -> None:
                          timeout=300, cwd=REPO)
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("glimpse: error: the glimpse command needs the RL extra")
-    assert "pip install 'glimpse-gym[rl]'" in run.stderr
+    assert "pip install '.[rl]'" in run.stderr
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -72,3 +72,16 @@ def test_imports_run_one_way_and_modules_stay_small(package: str) -> None:
         for name in below:
             assert f"\nfrom {name}" not in text and f"\nimport {name}" not in text, (
                 f"{path.relative_to(REPO)} imports {name}")
+
+
+@pytest.mark.parametrize("script", sorted((REPO / "benchmarks").glob("*.py")),
+                         ids=lambda p: p.name)
+def test_benchmark_scripts_import(script: Path) -> None:
+    """Every benchmark imports (what it uses from the package exists); ``main`` is only run
+    by ``make bench-*``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"benchmark_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert callable(getattr(module, "main", None)) or script.stem == "crafted"

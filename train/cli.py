@@ -110,12 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         if (exc.name or "").split(".")[0] not in RL_MODULES:
             raise
         print(f"glimpse: error: the glimpse command needs the RL extra ({exc.name} is not "
-              "installed): pip install 'glimpse-gym[rl]'", file=sys.stderr)
+              "installed): run pip install '.[rl]' in the source folder", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
     cfg = config_from_args(args._config_cls, args)
     try:
         args._run(cfg)
+    except BrokenPipeError:  # e.g. 'glimpse bank-info | head'
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (GlimpseGymError, OSError) as exc:  # OSError: a file system's no (space, rights)
         if args.debug:
             traceback.print_exc()
@@ -124,9 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"glimpse: interrupted{_resume_hint(cfg)}", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. 'glimpse bank-info | head'
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
     return 0
 
 

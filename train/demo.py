@@ -74,7 +74,8 @@ def train_agents(cfg: DemoConfig) -> dict:
     print("\n== comparison ==")
     return evaluate(EvaluateConfig(
         bank=str(Path(banks) / "test"), checkpoint="default", out=str(out / "eval"),
-        occlusion_glimpses=cfg.glimpses, seed=cfg.seed, overwrite=True, threads=cfg.threads,
+        occlusion_glimpses=cfg.glimpses, seed=cfg.seed, overwrite=True, device=cfg.device,
+        threads=cfg.threads, progress=cfg.progress,
         policy=["random", "centre", "ordered-logits",
                 f"saccader={out / 'saccader' / 'policy.pt'}",
                 f"maskable-ppo={out / 'maskable-ppo' / 'last.zip'}",

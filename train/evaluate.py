@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from agents.evaluation import Occlusion, baseline_table, compare
 from agents.loading import make_policy
@@ -181,7 +182,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                                     out, cfg.pictures, labels=run.labels,
                                     predictions=run.predictions)
         t = min(cfg.occlusion_glimpses, cfg.max_glimpses)
-        print(f"{policy.name}: error at T={t} {row['error'][t]:.2%}")
+        tqdm.write(f"{policy.name}: error at T={t} {row['error'][t]:.2%}")
 
     table = compare(policies, source, max_glimpses=cfg.max_glimpses, batch=cfg.batch,
                     max_images=n, device=device, occlusion=_occlusion(cfg, source, device),

@@ -89,6 +89,12 @@ def _policy_spec(cfg: PPOConfig) -> dict[str, Any]:
             "kwargs": {"channels": cfg.channels, "features_dim": cfg.features_dim}}
 
 
+def policy_kwargs(cfg: PPOConfig, grid: tuple[int, int]) -> dict[str, Any]:
+    """SB3 ``policy_kwargs`` of the extractor ``cfg`` names, for a grid of ``grid`` cells."""
+    return extractor_policy_kwargs(**_policy_spec(cfg)["kwargs"], extractor=cfg.extractor,
+                                   grid=tuple(grid))
+
+
 def _save(model: Any, path: Path, cfg: PPOConfig, source: Any) -> None:
     """The zip with its manifest (:func:`agents.sb3_io.save_sb3`), written atomically."""
     save_sb3(model, path, {"policy": _policy_spec(cfg), "observation": cfg.observation,
@@ -178,9 +184,7 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
         print(f"resuming after {model.num_timesteps} of {cfg.total_timesteps} env steps")
     else:
         model = algo("MultiInputPolicy", venv, device=device,
-                     policy_kwargs=extractor_policy_kwargs(**_policy_spec(cfg)["kwargs"],
-                                                           extractor=cfg.extractor,
-                                                           grid=tuple(grid)), **hyper)
+                     policy_kwargs=policy_kwargs(cfg, grid), **hyper)
     callback = GlimpseCallback(cfg, out, source)
     remaining = cfg.total_timesteps - model.num_timesteps
     learn_start = time.perf_counter()

@@ -64,8 +64,8 @@ class GlimpseEnv(gym.Env):
     :meth:`action_masks` gives the mask as bool for MaskablePPO.
 
     ## Arguments
-    - ``bank``: a feature bank directory; None runs the embedded digits BagNet over
-      ``dataset``/``split`` in memory (offline, about a second).
+    - ``bank``: a feature bank directory; None uses the embedded digits BagNet's bank of
+      ``dataset``/``split``, written to the user cache by the first make on a machine.
     - ``dataset``, ``split``, ``checkpoint``, ``seed``: the images when there is no bank.
     - ``glimpses``: T, glimpses per episode (default 6).
     - ``observation``: ``"full"`` (default) or ``"partial"``.

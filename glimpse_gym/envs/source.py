@@ -21,7 +21,7 @@ import torch
 
 from glimpse_gym.bagnet import iterate_batches, load_bagnet, preprocess
 from glimpse_gym.bagnet.common import cell_boxes
-from glimpse_gym.bank import FeatureBank, write_bank
+from glimpse_gym.bank import FeatureBank, check_expected, write_bank
 from glimpse_gym.cache import cache_dir
 from glimpse_gym.datasets import make_dataset
 from glimpse_gym.errors import BankError
@@ -170,10 +170,16 @@ def load_source(bank: str | Path | FeatureBank | GlimpseSource | None = None, *,
         dataset, split, checkpoint, seed: used only when ``bank`` is None.
         expect: fields a bank must match (see :meth:`FeatureBank.check_matches`).
     """
-    if isinstance(bank, GlimpseSource):
-        return bank
-    if bank is None:
-        return _computed_source(dataset, split, str(checkpoint), seed)
+    if isinstance(bank, GlimpseSource) or bank is None:
+        source = bank or _computed_source(dataset, split, str(checkpoint), seed)
+        if expect:
+            d = source.description
+            check_expected({"dataset": d.get("dataset"), "split": d.get("split"),
+                            "model_hash": d.get("model_hash"), "grid": tuple(d.get("grid", ())),
+                            "num_classes": d.get("num_classes"),
+                            "feature_dim": d.get("feature_dim")}, expect,
+                           f"the source {d.get('dataset')}/{d.get('split')}")
+        return source
     if not isinstance(bank, FeatureBank):
         bank = FeatureBank.load(bank, expect=expect)
     elif expect:

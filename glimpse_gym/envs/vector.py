@@ -1,16 +1,17 @@
 """The native vector form of Glimpse-v0: N episodes advanced together as tensor operations.
 
-Its step, readout, coverage and episode schedule are the fast forms of
-:mod:`glimpse_gym.rules`, tested against it in ``tests/envs/test_rules.py``.
+Its step, readout, coverage and episode schedule are fast forms of :mod:`glimpse_gym.rules`,
+tested against it in ``tests/envs/test_rules.py``.
 
 Same dynamics, observations, rewards and infos as ``SyncVectorEnv`` of N ``GlimpseEnv``
 seeded ``seed + i`` (a test checks it step for step), without a Python loop over envs: a step
 is a few gathers and scatters on ``[N, ...]`` tensors (both CPU threads, or CUDA) and, on the
 CPU, one compiled pass over the envs for the small per-env state (:mod:`.kernels`; on CUDA
-the same as tensor operations). Every
-episode lasts exactly T glimpses and ``reset`` starts all envs together, so the envs run in
-lockstep: the glimpse counter is one Python int, every env ends on the same step, and the
-next step (or the same one, with ``SameStep``) starts N new episodes at once.
+the same as tensor operations). Every episode lasts exactly T glimpses and ``reset`` starts
+all envs together, so the envs run in lockstep: the glimpse counter is one Python int, every
+env ends on the same step, and the next step (or the same one, with ``SameStep``) starts N
+new episodes at once. The bank tables, the outputs and the copies live in :mod:`.tables`,
+:mod:`.outputs` and :mod:`.copies`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from agents.evaluation import occlude, run_policy, summarise
 from agents.policies import CentrePolicy, OrderedLogitsPolicy, RandomPolicy, SaccaderAgent
 from agents.reinforce import RamAgent, ReinforceAgent
 from agents.saccader import Saccader
+from glimpse_gym.envs import load_source
 from glimpse_gym.envs.source import GlimpseSource
 from glimpse_gym.errors import CheckpointError, UsageError
 
@@ -145,3 +146,13 @@ def test_evaluate_on_a_bank_from_the_users_own_arrays(tmp_path) -> None:
     assert results["num_images"] == 12
     assert set(results["policies"]) == {"random", "centre", "ordered-logits", "full-image"}
     assert "occlusion" in results["policies"]["random"]
+
+
+def test_random_cells_do_not_depend_on_how_many_glimpses_are_taken() -> None:
+    """The same seed gives the same first T cells whatever Tmax (so bank-info's T = 6 and
+    evaluate's Tmax = 12 report the same random error at T = 6)."""
+    source = load_source(split="test")
+    short = run_policy(RandomPolicy(3), source, max_glimpses=6, batch=100)
+    long = run_policy(RandomPolicy(3), source, max_glimpses=12, batch=100)
+    assert torch.equal(short.cells, long.cells[:, :6])
+    assert torch.equal(short.correct, long.correct[:, :6])

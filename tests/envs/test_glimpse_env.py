@@ -286,3 +286,12 @@ def test_render_outlines_each_glimpse_on_its_receptive_field() -> None:
         if right < frame.shape[1] and k == 2:
             assert not np.array_equal(frame[bottom - 1, right], colour)
     assert not np.array_equal(frame, plain)
+
+
+def test_expect_is_checked_on_the_embedded_default_and_on_sources() -> None:
+    gym.make("Glimpse-v0", expect={"dataset": "digits", "grid": (10, 10), "num_classes": 10})
+    with pytest.raises(BankError, match="dataset: bank has 'digits', expected 'cluttered-mnist'"):
+        gym.make("Glimpse-v0", expect={"dataset": "cluttered-mnist"})
+    from glimpse_gym.envs.toy import toy_source
+    with pytest.raises(BankError, match="grid"):
+        gym.make("Glimpse-v0", bank=toy_source(), expect={"grid": [10, 10]})
