@@ -6,20 +6,28 @@ SHARED_DATA ?= ../shared/data
 MNIST_ROOT ?= $(SHARED_DATA)
 
 define CORE_CHECK
-import importlib.util, gymnasium as gym, glimpse_gym
+import importlib.util, os, gymnasium as gym, glimpse_gym
 missing = [m for m in ("stable_baselines3", "sb3_contrib", "tensorboard", "matplotlib")
            if importlib.util.find_spec(m) is not None]
 assert not missing, f"installed without the rl extra, yet present: {missing}"
-for env_id in glimpse_gym.ENV_IDS:
-    env = gym.make(env_id)
+root = os.environ["DATA_ROOT"]
+for env_id, defaults in glimpse_gym.ENV_IDS.items():
+    kwargs = {}
+    if "checkpoint" in defaults:  # a task id: a few test images of its dataset, if present
+        if not os.path.isdir(root):
+            print(f"{env_id}: skipped, no datasets under {root}")
+            continue
+        kwargs = {"root": root, "split": "test", "max_images": 32}
+    env = gym.make(env_id, **kwargs)
     env.reset(seed=0)
     env.step(0)
-    gym.make_vec(env_id, num_envs=8).reset(seed=0)
+    gym.make_vec(env_id, num_envs=8, **kwargs).reset(seed=0)
 print("core install:", glimpse_gym.__file__, "- every id works without the rl extra")
 endef
 export CORE_CHECK
 
-.PHONY: demo test test-core test-slow lint bench bench-env bench-ppo bench-bank-open bench-startup robustness default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean
+.PHONY: demo test test-core test-slow lint bench bench-env bench-ppo bench-bank-open bench-startup robustness default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean \
+	results-cluttered-mnist results-cluttered-mnist-100 results-cluttered-fashion
 
 $(BIN)/glimpse: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +50,7 @@ test-core:
 	$(PYTHON) -m venv .venv-core
 	.venv-core/bin/pip install --quiet --upgrade pip
 	.venv-core/bin/pip install --quiet .
-	cd .venv-core && GLIMPSE_GYM_CACHE=cache bin/python -c "$$CORE_CHECK"
+	cd .venv-core && DATA_ROOT=$(abspath $(MNIST_ROOT)) GLIMPSE_GYM_CACHE=cache bin/python -c "$$CORE_CHECK"
 
 ## test-slow: only the slow tests
 test-slow: $(BIN)/glimpse
@@ -115,9 +123,14 @@ mnist-evaluate: $(BIN)/glimpse
 		--policy ppo=runs/rl/ppo-cell/last.zip --policy reinforce=runs/rl/reinforce/best.pt \
 		--policy ordered-logits --policy random --policy centre
 
-## results: every MNIST result and benchmark of docs/results.md and docs/performance.md, from scratch
-results: mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate bench bench-env \
-		bench-ppo
+## results-TASK: a standard task's table over 3 seeds (BagNet, banks, agents, evaluation,
+## combination) into runs/results/TASK; a step already done is skipped
+results-cluttered-mnist results-cluttered-mnist-100 results-cluttered-fashion: $(BIN)/glimpse
+	$(BIN)/glimpse results --task $(@:results-%=%) --root $(MNIST_ROOT)
+
+## results: every task's table, then the benchmarks of docs/performance.md
+results: results-cluttered-mnist results-cluttered-fashion results-cluttered-mnist-100 bench \
+		bench-env bench-ppo
 
 clean:
 	rm -rf $(VENV) .venv-core runs

@@ -22,5 +22,17 @@ def default_checkpoint() -> Path:
 
 
 def resolve_checkpoint(spec: str | Path) -> Path:
-    """``"default"`` is the embedded checkpoint; anything else is a path."""
-    return default_checkpoint() if str(spec) == "default" else Path(spec).expanduser()
+    """``"default"`` is the embedded checkpoint, a task's name (see :mod:`glimpse_gym.tasks`)
+    its shipped BagNet; anything else is a path."""
+    from glimpse_gym.tasks import TASKS
+
+    if str(spec) == "default":
+        return default_checkpoint()
+    if str(spec) in TASKS:
+        task = TASKS[str(spec)]
+        if not task.shipped:
+            raise FileNotFoundError(f"this installation has no BagNet for the task "
+                                    f"{task.name!r} ({task.weights_path} is missing); pass a "
+                                    "checkpoint path, or reinstall glimpse-gym")
+        return task.weights_path
+    return Path(spec).expanduser()

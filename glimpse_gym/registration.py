@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
+from glimpse_gym.tasks import shipped_tasks
+
 ENV_IDS: dict[str, dict] = {
     # the whole feature grid is observed; the agent chooses where to read out
     "Glimpse-v0": {},
     # only the glimpsed cells' features are observed (zeros elsewhere), as in RAM
     "Glimpse-Partial-v0": {"observation": "partial"},
+    # the standard tasks through their shipped BagNets (glimpse_gym.tasks); they take root=
+    **{task.env_id: task.env_kwargs() for task in shipped_tasks()},
 }
 
 

@@ -17,7 +17,7 @@ from train.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = ["glimpse_gym.bagnet", "glimpse_gym.envs.glimpse_env", "glimpse_gym.envs.toy",
-           "glimpse_gym.sb3", "agents.saccader"]
+           "glimpse_gym.sb3", "agents.saccader", "agents.stats"]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 

@@ -54,6 +54,8 @@ COMMANDS = {
                         "the RAM-style REINFORCE baseline on partial observations"),
     "train saccader": ("train.saccader", "SaccaderConfig", "train_saccader",
                        "the Saccader's training steps (BagNet, locations, policy)"),
+    "results": ("train.results", "ResultsConfig", "run_results",
+                "a standard task's whole table over seeds (BagNet, agents, evaluation)"),
 }
 
 

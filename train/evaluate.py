@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from agents.evaluation import Occlusion, baseline_table, compare
 from agents.loading import make_policy
 from agents.policies import FULL_IMAGE
+from agents.stats import combine_results, differences
 from glimpse_gym.bagnet import load_bagnet
 from glimpse_gym.envs import load_source
 from glimpse_gym.envs.render import draw_glimpses
@@ -66,6 +68,13 @@ class EvaluateConfig(RunOptions):
     """output folder: results.json, results.csv, accuracy.png, glimpses-NAME.png/.gif"""
     seed: int = 0
     """seed of the random policy and the random occlusion"""
+    combine: list[str] = field(default_factory=list)
+    """instead of running policies, combine earlier evaluations (output folders or their
+    results.json, one per training seed, repeatable): mean, standard deviation and 95 percent
+    bootstrap interval per policy and T, the plot with the intervals drawn, and which
+    differences from --reference the intervals support"""
+    reference: str | None = None
+    """with --combine: the policy the others are compared with (default: the first)"""
 
 
 def _occlusion(cfg: EvaluateConfig, source: Any, device: torch.device) -> Occlusion | None:
@@ -126,9 +135,11 @@ def _pictures(source: Any, cells: torch.Tensor, glimpses: int, name: str, out: P
     return [png.name, gif.name]
 
 
-def _plot(table: dict[str, dict[str, Any]], tmax: int, path: Path, title: str) -> Any:
+def _plot(table: dict[str, dict[str, Any]], tmax: int, path: Path, title: str,
+          bands: dict[str, tuple[list[float], list[float]]] | None = None) -> Any:
     """Error (%) against glimpses T, one line per policy (the full image dashed); saved to
-    ``path``, and the (closed) matplotlib Figure returned.
+    ``path``, and the (closed) matplotlib Figure returned. ``bands`` (errors at T = 1..tmax,
+    low and high, as fractions) are shaded around each policy's line.
 
     The y axis is linear from 0 to 1 % and logarithmic above ('symlog'), so a policy at 0 %
     error is drawn (just above the bottom of the axes) and small differences stay visible.
@@ -144,8 +155,12 @@ def _plot(table: dict[str, dict[str, Any]], tmax: int, path: Path, title: str) -
         errors = [100 * row["error"][t] for t in ts]
         top = max(top, *errors)
         style = "--" if name == FULL_IMAGE else "-o"
-        ax.plot(ts, errors, style, label=name, markersize=3, linewidth=1.5,
-                zorder=3 if name == FULL_IMAGE else 2)
+        line, = ax.plot(ts, errors, style, label=name, markersize=3, linewidth=1.5,
+                        zorder=3 if name == FULL_IMAGE else 2)
+        if bands and name in bands:
+            lo, hi = ([100 * v for v in side] for side in bands[name])
+            top = max(top, *hi)
+            ax.fill_between(ts, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_yscale("symlog", linthresh=1.0, linscale=1.0)
     ax.set_ylim(-0.15, min(100.0, top) * 1.3)
     ticks = [t for t in (0, 0.5, 1, 2, 5, 10, 20, 50, 100) if t <= top * 1.3]
@@ -165,7 +180,10 @@ def _plot(table: dict[str, dict[str, Any]], tmax: int, path: Path, title: str) -
 
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
-    """Run every policy; write and return the results."""
+    """Run every policy (or, with ``--combine``, combine earlier runs); write and return the
+    results."""
+    if cfg.combine:
+        return combine(cfg)
     start = time.perf_counter()
     device = setup(cfg.device, cfg.threads)
     source = load_source(cfg.bank, split=cfg.split)  # no bank: the embedded default
@@ -208,6 +226,90 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     return results
 
 
+def _read_run(spec: str) -> dict[str, Any]:
+    path = Path(spec).expanduser()
+    path = path / "results.json" if path.is_dir() else path
+    try:
+        run = json.loads(path.read_text())
+        run["policies"] and run["config"]  # noqa: B018 (the fields must be there)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--combine {spec}: not the results.json of a 'glimpse evaluate' run "
+                         f"({type(exc).__name__}: {exc})") from None
+    return run
+
+
+def combine(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Combine the evaluations of several seeds: :func:`agents.stats.combine_results` and
+    :func:`agents.stats.differences` written to ``results.json`` / ``results.csv``, the plot
+    with the 95 % intervals shaded, and the table printed as mean ± std."""
+    runs = [_read_run(s) for s in cfg.combine]
+    where = {(r["bank"].get("dataset"), r["bank"].get("split"), r["num_images"]) for r in runs}
+    if len(where) > 1:
+        raise UsageError(f"--combine needs runs on the same dataset, split and images; got "
+                         f"{sorted(map(str, where))}")
+    out = prepare_out(cfg.out, overwrite=cfg.overwrite)
+    table = combine_results(runs)
+    first = runs[0]
+    tmax = min(max(int(t) for t in row["error"]) for row in table.values())
+    t_ref = min(int(first["config"]["occlusion_glimpses"]), tmax)
+    reference = cfg.reference or next(iter(table))
+    if reference not in table:
+        raise UsageError(f"--reference {reference!r} is none of the policies {list(table)}")
+    results = {"config": asdict(cfg), "bank": first["bank"], "num_images": first["num_images"],
+               "runs": [str(s) for s in cfg.combine], "policies": table,
+               "reference": reference, "T": t_ref,
+               "differences": differences(table, reference),
+               "config_of_first_run": first["config"]}
+    lines = io.StringIO(newline="")
+    w = csv.writer(lines)
+    w.writerow(["policy", "T", "seeds", "error_mean", "error_std", "error_ci95_low",
+                "error_ci95_high", "coverage_mean"])
+    for name, row in table.items():
+        for t, e in row["error"].items():
+            w.writerow([name, t, e["n"], f"{e['mean']:.6f}", f"{e['std']:.6f}",
+                        f"{e['ci95'][0]:.6f}", f"{e['ci95'][1]:.6f}",
+                        f"{row['coverage'][t]['mean']:.6f}"])
+    atomic_write(out / "results.csv", lambda f: f.write(lines.getvalue().encode()))
+    ts = range(1, tmax + 1)
+    means = {n: {"error": {t: r["error"][t]["mean"] for t in ts}} for n, r in table.items()}
+    bands = {n: ([r["error"][t]["ci95"][0] for t in ts], [r["error"][t]["ci95"][1] for t in ts])
+             for n, r in table.items()}
+    seeds = max(row["seeds"] for row in table.values())
+    _plot(means, tmax, out / "accuracy.png", f"{first['bank'].get('dataset')} "
+          f"{first['bank'].get('split')}: mean of {seeds} seeds, 95 % interval shaded", bands)
+    print_combined(results)
+    write_results(out, results, ["results.csv", "accuracy.png"])
+    return results
+
+
+def print_combined(results: dict[str, Any], columns: tuple[int, ...] = (1, 2, 4, 6, 8, 12)
+                   ) -> None:
+    """A combined run as a text table of mean ± std, then the differences at T."""
+    table = results["policies"]
+    some = next(iter(table.values()))
+    cols = [t for t in columns if t in some["error"]]
+    t_ref = results["T"]
+    print(f"\ntest error (%) on {results['num_images']} images, mean ± std over seeds; "
+          f"coverage and occlusion drop at T={t_ref}")
+    head = "".join(f"{'T=' + str(t):>14s}" for t in cols)
+    print(f"{'policy':16s}{'seeds':>6s}{head}{'coverage':>10s}{'occl. drop':>14s}")
+    for name, row in table.items():
+        errs = "".join(f"{_pm(row['error'][t]):>14s}" for t in cols if t in row["error"])
+        occ = row.get("occlusion", {}).get("drop_policy")
+        cov = row["coverage"].get(t_ref, {}).get("mean", float("nan"))
+        print(f"{name:16s}{row['seeds']:6d}{errs}{cov:10.3f}{_pm(occ) if occ else '':>14s}")
+    print(f"\nerror differences at T={t_ref} (percentage points, 95 % bootstrap interval):")
+    diffs = results["differences"]
+    for pair, d in diffs.get(t_ref, diffs.get(str(t_ref), {})).items():
+        verdict = "differ" if d["differs"] else "no difference shown"
+        print(f"  {pair:32s} {100 * d['mean']:+7.2f}  [{100 * d['ci95'][0]:+.2f}, "
+              f"{100 * d['ci95'][1]:+.2f}]  {verdict}")
+
+
+def _pm(s: dict[str, Any]) -> str:
+    return f"{100 * s['mean']:.2f}±{100 * s['std']:.2f}"
+
+
 def print_table(results: dict[str, Any], columns: tuple[int, ...] = (1, 2, 4, 6, 8, 12)) -> None:
     """The comparison as a text table: error at each T, coverage and occlusion drop at T."""
     table = results["policies"]
@@ -245,4 +347,4 @@ def print_baselines(source: Any, glimpses: int, seed: int = 0,
     return table
 
 
-__all__ = ["EvaluateConfig", "evaluate", "make_policy", "print_baselines", "print_table"]
+__all__ = ["EvaluateConfig", "combine", "evaluate", "make_policy", "print_baselines", "print_table"]

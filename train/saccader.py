@@ -44,7 +44,7 @@ from glimpse_gym.fileio import save_payload
 from glimpse_gym.readout import ordered_logit_cells
 from train.run import AgentOptions, prepare_out, setup, split_source, write_results
 
-STAGES = ("all", "locations", "policy", "both", "evaluate")
+STAGES = ("all", "locations", "policy", "both", "finetune", "evaluate")
 
 
 @dataclass
@@ -53,7 +53,9 @@ class SaccaderConfig(AgentOptions):
 
     stage: str = "both"
     """all (steps 1-3: BagNet, banks, locations, policy), both (steps 2-3 on existing banks),
-    locations (step 2), policy (step 3) or evaluate (only the test evaluation of OUT/policy.pt)"""
+    locations (step 2), policy (step 3), finetune (the paper's step 3: OUT/policy.pt and the
+    BagNet trained together on the banks' images, into OUT/finetuned/) or evaluate (only the
+    test evaluation of OUT/policy.pt)"""
     dataset: str | None = None
     """--stage all: dataset of step 1 (see 'glimpse datasets'; default: digits)"""
     root: str | None = None
@@ -87,6 +89,12 @@ class SaccaderConfig(AgentOptions):
     """width of the where network"""
     mixed_channels: int = 64
     """channels of the mixed features"""
+    finetune_epochs: int = 2
+    """--stage finetune: epochs over the training images"""
+    finetune_lr: float = 1e-4
+    """--stage finetune: Adam learning rate of BagNet and Saccader (cosine decay)"""
+    bagnet_checkpoint: str | None = None
+    """--stage finetune: the BagNet the banks were written with (.pt)"""
     eval_glimpses: str = "1,2,4,6,8,12"
     """numbers of glimpses to report test error at"""
     out: str = "runs/saccader"
@@ -139,10 +147,14 @@ def location_loss(net: Saccader, what: torch.Tensor, logits: torch.Tensor,
 
 def policy_loss(net: Saccader, what: torch.Tensor, labels: torch.Tensor, glimpses: int,
                 l2: float, classification_weight: float,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Step 3: REINFORCE (batch-mean baseline) + per-glimpse cross-entropy + L2."""
-    rollout = net.rollout(what.detach(), glimpses, sample=True, generator=generator)
-    logits = net.classify(what.detach(), rollout.cells)  # [B, T, K]
+                generator: torch.Generator | None = None,
+                detach: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    """Step 3: REINFORCE (batch-mean baseline) + per-glimpse cross-entropy + L2. With
+    ``detach=False`` the gradient also flows into whatever computed ``what`` (the BagNet,
+    in the paper's variant)."""
+    what = what.detach() if detach else what
+    rollout = net.rollout(what, glimpses, sample=True, generator=generator)
+    logits = net.classify(what, rollout.cells)  # [B, T, K]
     reward = (logits.mean(dim=1).argmax(dim=1) == labels).float()
     advantage = reward - reward.mean()
     reinforce = -(advantage[:, None] * rollout.log_probs).sum(dim=1).mean()
@@ -330,7 +342,7 @@ def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
     device = setup(cfg.device, cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out).expanduser()
-    if cfg.stage != "evaluate":  # evaluate rewrites results.json from OUT/policy.pt
+    if cfg.stage not in ("evaluate", "finetune"):  # these two read OUT/policy.pt
         stage_files = {"policy": ("policy.pt",), "all": ("bagnet.pt", "locations.pt", "policy.pt")
                        }.get(cfg.stage, ("locations.pt", "policy.pt"))
         prepare_out(out, checkpoints=stage_files, resume=cfg.resume, overwrite=cfg.overwrite)
@@ -343,15 +355,20 @@ def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
     writer = SummaryWriter(str(out / "tb"))
     results: dict[str, Any] = {"config": asdict(cfg), "bank": sources["train"].description,
                                "data": {s: src.description for s, src in sources.items()}}
-    if cfg.stage == "evaluate":  # keep the training histories of an earlier results.json
+    if cfg.stage in ("evaluate", "finetune"):  # keep the histories of an earlier results.json
         if not (out / "policy.pt").exists():
-            raise UsageError(f"--stage evaluate needs {out / 'policy.pt'}; train it first")
+            raise UsageError(f"--stage {cfg.stage} needs {out / 'policy.pt'}; train it first")
         _load_trained(net, out / "policy.pt", sources["train"])
         try:
             earlier = json.loads((out / "results.json").read_text())
         except (OSError, ValueError):  # none, or unreadable: the histories are not kept
             earlier = {}
-        results.update({k: earlier[k] for k in ("locations", "policy") if k in earlier})
+        results.update({k: earlier[k] for k in ("locations", "policy", "finetuned")
+                        if k in earlier})
+    if cfg.stage == "finetune":
+        from train.saccader_finetune import finetune
+        results["finetuned"] = finetune(cfg, net, sources, out, device, writer)
+        _load_trained(net, out / "policy.pt", sources["train"])  # the bank-trained policy
     if cfg.stage in ("all", "both", "locations"):
         results["locations"] = _run_stage("locations", cfg, net, splits, out, writer)
     if cfg.stage in ("all", "both", "policy"):

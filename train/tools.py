@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glimpse_gym.bagnet import load_checkpoint
-from glimpse_gym.bagnet.checkpoint import FORMAT
+from glimpse_gym.bagnet.checkpoint import FORMAT, state_dict_hash
 from glimpse_gym.bank import FeatureBank
 from glimpse_gym.datasets import DATASETS, dataset_options
 from glimpse_gym.fileio import save_payload
@@ -65,6 +65,9 @@ class ExportConfig:
     """training checkpoint to export"""
     out: str = "bagnet.pt"
     """where to write the slim checkpoint (model, config, normalisation, metrics; no optimizer)"""
+    half: bool = False
+    """store the weights in float16: half the size, cast back to float32 when loaded (how
+    the package's shipped task weights are stored)"""
 
 
 def export_bagnet(cfg: ExportConfig) -> None:
@@ -73,6 +76,10 @@ def export_bagnet(cfg: ExportConfig) -> None:
     ckpt = load_checkpoint(cfg.checkpoint, require_checksum=False)  # weights still checked
     ckpt.pop("train_state", None)
     ckpt["format"] = FORMAT
+    if cfg.half:
+        ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v
+                              for k, v in ckpt["state_dict"].items()}
+        ckpt["model_hash"] = state_dict_hash(ckpt["state_dict"])
     save_payload(ckpt, cfg.out)
     print(f"wrote {cfg.out} ({Path(cfg.out).stat().st_size / 1e6:.2f} MB, "
           f"model hash {ckpt['model_hash']})")

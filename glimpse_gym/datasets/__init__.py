@@ -11,6 +11,8 @@ unless ``download=True`` is passed.
 | ``mnist`` | 28x28 MNIST | ``root`` |
 | ``translated-mnist`` | MNIST at a random place on a blank 60x60 canvas | ``root`` |
 | ``cluttered-mnist`` | MNIST on 60x60 with 4 random 8x8 pieces of other digits | ``root`` |
+| ``fashion-mnist`` | 28x28 Fashion-MNIST | ``root`` |
+| ``cluttered-fashion-mnist`` | Fashion-MNIST on 60x60 with 4 random 8x8 pieces | ``root`` |
 | ``cifar10`` | CIFAR-10 | ``root`` |
 | ``imagefolder`` | ImageNet layout: ``root/train/<class>/``, ``root/val/<class>/`` | ``root`` |
 | ``arrays`` | the user's numpy arrays or ``.npz`` | ``path`` or arrays |
@@ -26,7 +28,13 @@ from dataclasses import dataclass
 from glimpse_gym.datasets.arrays import make_arrays
 from glimpse_gym.datasets.base import SPLITS, ImageDataset, TensorImageDataset, split_indices
 from glimpse_gym.datasets.digits import make_digits
-from glimpse_gym.datasets.mnist import make_cluttered_mnist, make_mnist, make_translated_mnist
+from glimpse_gym.datasets.mnist import (
+    make_cluttered_fashion_mnist,
+    make_cluttered_mnist,
+    make_fashion_mnist,
+    make_mnist,
+    make_translated_mnist,
+)
 from glimpse_gym.datasets.vision import make_cifar10, make_imagefolder
 from glimpse_gym.errors import UnknownNameError, UsageError
 
@@ -64,6 +72,10 @@ DATASETS: dict[str, DatasetSpec] = {
                     "MNIST at a random position on a blank 60x60 canvas"),
         DatasetSpec("cluttered-mnist", make_cluttered_mnist,
                     "MNIST on a 60x60 canvas with 4 random 8x8 clutter pieces (Mnih et al.)"),
+        DatasetSpec("fashion-mnist", make_fashion_mnist,
+                    "Fashion-MNIST 28x28 (root=torchvision layout)"),
+        DatasetSpec("cluttered-fashion-mnist", make_cluttered_fashion_mnist,
+                    "Fashion-MNIST on a 60x60 canvas with 4 random 8x8 clutter pieces"),
         DatasetSpec("cifar10", make_cifar10, "CIFAR-10 32x32 (root=torchvision layout)"),
         DatasetSpec("imagefolder", make_imagefolder,
                     "ImageNet layout root/train/<class>/, root/val/<class>/"),

@@ -66,7 +66,12 @@ class GlimpseEnv(gym.Env):
     ## Arguments
     - ``bank``: a feature bank directory; None uses the embedded digits BagNet's bank of
       ``dataset``/``split``, written to the user cache by the first make on a machine.
-    - ``dataset``, ``split``, ``checkpoint``, ``seed``: the images when there is no bank.
+    - ``dataset``, ``split``, ``checkpoint``, ``seed``: the images when there is no bank;
+      ``checkpoint`` is a path, ``"default"`` or a task's name (its shipped BagNet).
+    - ``root``, ``data_options``, ``max_images``: where the dataset's files are, its options
+      and an image limit, when there is no bank. The task ids (``Glimpse-ClutteredMNIST-v0``,
+      ...; see :mod:`glimpse_gym.tasks`) set dataset, options and checkpoint; ``root`` is
+      needed only by the first make of a split on a machine, which writes the cached bank.
     - ``glimpses``: T, glimpses per episode (default 6).
     - ``observation``: ``"full"`` (default) or ``"partial"``.
     - ``head``: optional ``(weight [K, D], bias [K])`` classifier applied to the glimpsed
@@ -109,12 +114,15 @@ class GlimpseEnv(gym.Env):
 
     def __init__(self, bank: str | Path | None = None, *, dataset: str = "digits",
                  split: str = "train", checkpoint: str = "default", seed: int = 0,
-                 glimpses: int = 6, observation: str = "full",
+                 root: str | Path | None = None, data_options: dict[str, Any] | None = None,
+                 max_images: int | None = None, glimpses: int = 6, observation: str = "full",
                  head: tuple[np.ndarray, np.ndarray] | None = None,
                  expect: dict[str, Any] | None = None, render_mode: str | None = None) -> None:
         spec_bank = bank if bank is None or isinstance(bank, GlimpseSource) else str(bank)
-        self._spec_kwargs = dict(bank=spec_bank, dataset=dataset,
-                                 split=split, checkpoint=checkpoint, seed=seed, expect=expect)
+        self._spec_kwargs = dict(bank=spec_bank, dataset=dataset, split=split,
+                                 checkpoint=checkpoint, seed=seed, root=root,
+                                 data_options=data_options, max_images=max_images,
+                                 expect=expect)
         self.source: GlimpseSource = load_source(**self._spec_kwargs)
         h, w = self.source.grid
         self.num_cells = h * w

@@ -2,15 +2,18 @@
 
 :func:`load_source` returns a :class:`GlimpseSource`: per-image what-features, per-cell
 logits, labels, optionally the images, and the grid geometry. With no bank it uses the bank
-of the embedded digits BagNet over the ``digits`` split, kept in the user cache
-(:func:`glimpse_gym.cache.cache_dir`): the first ``gym.make("Glimpse-v0")`` on a machine
-writes it (a few seconds, offline), later ones open it.
+of the embedded digits BagNet over the ``digits`` split (or of a task's shipped BagNet over its
+dataset), kept in the user cache (:func:`glimpse_gym.cache.cache_dir`): the first
+``gym.make`` of an id on a machine writes it (a few seconds for digits, offline), later ones
+open it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +26,8 @@ from glimpse_gym.bagnet import iterate_batches, load_bagnet, preprocess
 from glimpse_gym.bagnet.common import cell_boxes
 from glimpse_gym.bank import FeatureBank, check_expected, write_bank
 from glimpse_gym.cache import cache_dir
-from glimpse_gym.datasets import make_dataset
-from glimpse_gym.errors import BankError
+from glimpse_gym.datasets import ImageDataset, TensorImageDataset, make_dataset
+from glimpse_gym.errors import BankError, UsageError
 from glimpse_gym.pretrained import resolve_checkpoint
 
 
@@ -103,37 +106,63 @@ def describe(dataset: str, split: str, model_hash: str, bank: str | None,
 
 
 @functools.lru_cache(maxsize=8)
-def _computed_source(dataset: str, split: str, checkpoint: str, seed: int) -> GlimpseSource:
+def _computed_source(dataset: str, split: str, checkpoint: str, seed: int,
+                     root: str | None = None, options: tuple[tuple[str, Any], ...] = (),
+                     max_images: int | None = None) -> GlimpseSource:
     """The bank of ``checkpoint`` over ``dataset``/``split``, from the user cache: written
-    there (atomically) by the first call on a machine, opened and checked by later ones."""
+    there (atomically) by the first call on a machine, opened and checked by later ones (which
+    need neither the dataset's files nor ``root``)."""
     model, ckpt = load_bagnet(resolve_checkpoint(checkpoint))
-    path = default_bank_path(dataset, split, ckpt["model_hash"], seed)
+    path = default_bank_path(dataset, split, ckpt["model_hash"], seed, dict(options), max_images)
     try:
         bank = FeatureBank.load(path)
     except BankError as exc:  # not made yet, or damaged: made again
         if (path / "meta.json").exists():
-            warnings.warn(f"the cached default bank is unusable and is made again: {exc}",
+            warnings.warn(f"the cached bank is unusable and is made again: {exc}",
                           stacklevel=4)
+        data = _dataset(dataset, split, seed, root, dict(options), max_images)
         try:
-            bank = write_bank(model, make_dataset(dataset, split, seed=seed), path,
-                              checkpoint=ckpt, overwrite=True, progress=False,
-                              dataset_options={"seed": seed})
+            bank = write_bank(model, data, path, checkpoint=ckpt, overwrite=True,
+                              progress=len(data) >= PROGRESS_FROM,
+                              dataset_options={"seed": seed, **dict(options)})
         except OSError as err:  # a read-only or full cache folder: computed in memory
-            warnings.warn(f"cannot write the default bank to {path} ({err}); computing it "
+            warnings.warn(f"cannot write the bank to {path} ({err}); computing it "
                           "in memory (set GLIMPSE_GYM_CACHE to a writable folder)", stacklevel=4)
-            return _in_memory_source(model, ckpt, dataset, split, seed)
+            return _in_memory_source(model, ckpt, data)
     source = source_from_bank(bank)
     return dataclasses.replace(source, description={**source.description, "bank": None})
 
 
-def default_bank_path(dataset: str, split: str, model_hash: str, seed: int) -> Path:
-    """Where the cache keeps the bank of the BagNet ``model_hash`` over a dataset split."""
-    return cache_dir() / "banks" / f"{dataset}-seed{seed}-{model_hash[:16]}" / split
+PROGRESS_FROM = 5000
+"""Writing a cached bank of at least this many images shows a progress bar."""
 
 
-def _in_memory_source(model: Any, ckpt: dict[str, Any], dataset: str, split: str,
-                      seed: int) -> GlimpseSource:
-    data = make_dataset(dataset, split, seed=seed)
+def _dataset(dataset: str, split: str, seed: int, root: str | None, options: dict[str, Any],
+             max_images: int | None) -> ImageDataset:
+    kwargs = {"seed": seed, **options, **({"root": root} if root is not None else {})}
+    data = make_dataset(dataset, split, **kwargs)
+    if max_images is None or max_images >= len(data):
+        return data
+    if not isinstance(data, TensorImageDataset):
+        raise UsageError(f"max_images needs a dataset held in memory; {dataset!r} is read "
+                         "from disk: write a bank of a subset with 'glimpse extract-features'")
+    return TensorImageDataset(data.name, data.split, data.images[:max_images],
+                              data.labels[:max_images], data.class_names, data.mean, data.std)
+
+
+def default_bank_path(dataset: str, split: str, model_hash: str, seed: int,
+                      options: dict[str, Any] | None = None,
+                      max_images: int | None = None) -> Path:
+    """Where the cache keeps the bank of the BagNet ``model_hash`` over a dataset split (the
+    dataset's options and an image limit, when given, are part of the name)."""
+    name = f"{dataset}-seed{seed}-{model_hash[:16]}"
+    if options or max_images is not None:
+        key = json.dumps({"options": options or {}, "max_images": max_images}, sort_keys=True)
+        name += "-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+    return cache_dir() / "banks" / name / split
+
+
+def _in_memory_source(model: Any, ckpt: dict[str, Any], data: ImageDataset) -> GlimpseSource:
     mean, std = ckpt["normalization"]["mean"], ckpt["normalization"]["std"]
     feats, logits = [], []
     with torch.no_grad():
@@ -152,13 +181,15 @@ def _in_memory_source(model: Any, ckpt: dict[str, Any], dataset: str, split: str
         feature_range=(float(arrays[0].min()), float(arrays[0].max())),
         rf=model.rf, stride=model.stride, image_shape=data.image_shape,
         class_names=tuple(data.class_names),
-        description=describe(dataset, split, ckpt["model_hash"], None, arrays[0].shape,
+        description=describe(data.name, data.split, ckpt["model_hash"], None, arrays[0].shape,
                              arrays[1].shape[1]))
 
 
 def load_source(bank: str | Path | FeatureBank | GlimpseSource | None = None, *,
                 dataset: str = "digits", split: str = "train", checkpoint: str = "default",
-                seed: int = 0, expect: dict[str, Any] | None = None) -> GlimpseSource:
+                seed: int = 0, root: str | Path | None = None,
+                data_options: dict[str, Any] | None = None, max_images: int | None = None,
+                expect: dict[str, Any] | None = None) -> GlimpseSource:
     """The images of an environment.
 
     Args:
@@ -167,11 +198,19 @@ def load_source(bank: str | Path | FeatureBank | GlimpseSource | None = None, *,
             ``checkpoint`` over ``dataset``/``split`` in the user cache, written there on
             first use (fine for ``digits``; write banks with 'glimpse extract-features' for
             big data).
-        dataset, split, checkpoint, seed: used only when ``bank`` is None.
+        dataset, split, checkpoint, seed: used only when ``bank`` is None; ``checkpoint`` is
+            a path, ``"default"`` (the embedded digits BagNet) or a task's name (its shipped
+            BagNet, see :mod:`glimpse_gym.tasks`).
+        root, data_options: where the dataset's files are and its options (``canvas_size``,
+            ...), when ``bank`` is None; ``root`` is needed only to write the cached bank.
+        max_images: only the split's first N images (quick checks), when ``bank`` is None.
         expect: fields a bank must match (see :meth:`FeatureBank.check_matches`).
     """
     if isinstance(bank, GlimpseSource) or bank is None:
-        source = bank or _computed_source(dataset, split, str(checkpoint), seed)
+        options = tuple(sorted((data_options or {}).items()))
+        source = bank or _computed_source(dataset, split, str(checkpoint), seed,
+                                          None if root is None else str(root), options,
+                                          max_images)
         if expect:
             d = source.description
             check_expected({"dataset": d.get("dataset"), "split": d.get("split"),

@@ -93,7 +93,9 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
 
     def __init__(self, num_envs: int = 1, bank: str | Path | None = None, *,
                  dataset: str = "digits", split: str = "train", checkpoint: str = "default",
-                 seed: int = 0, glimpses: int = 6, observation: str = "full",
+                 seed: int = 0, root: str | Path | None = None,
+                 data_options: dict[str, Any] | None = None, max_images: int | None = None,
+                 glimpses: int = 6, observation: str = "full",
                  head: tuple[np.ndarray, np.ndarray] | None = None,
                  expect: dict[str, Any] | None = None, render_mode: str | None = None,
                  device: str = "cpu", array_type: str = "numpy",
@@ -111,12 +113,14 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
         self._init_kwargs = dict(
             num_envs=num_envs,
             bank=str(Path(bank).expanduser().resolve()) if isinstance(bank, (str, Path)) else bank,
-            dataset=dataset, split=split, checkpoint=checkpoint, seed=seed, glimpses=glimpses,
+            dataset=dataset, split=split, checkpoint=checkpoint, seed=seed, root=root,
+            data_options=data_options, max_images=max_images, glimpses=glimpses,
             observation=observation, head=head, expect=expect, render_mode=render_mode,
             device=str(self.device), array_type=array_type, autoreset_mode=mode, copy=copy,
             bank_dtype=bank_dtype)
         self.source = load_source(bank, dataset=dataset, split=split, checkpoint=checkpoint,
-                                  seed=seed, expect=expect)
+                                  seed=seed, root=root, data_options=data_options,
+                                  max_images=max_images, expect=expect)
         src = self.source
         h, w = src.grid
         self.num_envs, self.num_cells = num_envs, h * w

@@ -61,6 +61,8 @@ def _options(name: str, fake_cifar_root: str, image_folder_root: str, arrays_npz
         "mnist": {"root": str(MNIST_ROOT)},
         "translated-mnist": {"root": str(MNIST_ROOT)},
         "cluttered-mnist": {"root": str(MNIST_ROOT)},
+        "fashion-mnist": {"root": str(MNIST_ROOT)},
+        "cluttered-fashion-mnist": {"root": str(MNIST_ROOT)},
         "cifar10": {"root": fake_cifar_root},
         "imagefolder": {"root": image_folder_root, "image_size": 32},
         "arrays": {"path": arrays_npz},
@@ -68,7 +70,8 @@ def _options(name: str, fake_cifar_root: str, image_folder_root: str, arrays_npz
 
 
 EXPECTED_SHAPE = {"digits": (1, 32, 32), "mnist": (1, 28, 28), "translated-mnist": (1, 60, 60),
-                  "cluttered-mnist": (1, 60, 60), "cifar10": (3, 32, 32),
+                  "cluttered-mnist": (1, 60, 60), "fashion-mnist": (1, 28, 28),
+                  "cluttered-fashion-mnist": (1, 60, 60), "cifar10": (3, 32, 32),
                   "imagefolder": (3, 32, 32), "arrays": (3, 20, 20)}
 
 
@@ -76,8 +79,9 @@ EXPECTED_SHAPE = {"digits": (1, 32, 32), "mnist": (1, 28, 28), "translated-mnist
 @pytest.mark.parametrize("split", SPLITS)
 def test_every_dataset_yields_uint8_images_and_int_labels(
         name, split, fake_cifar_root, image_folder_root, arrays_npz, monkeypatch) -> None:
-    if "mnist" in name and not (MNIST_ROOT / "MNIST" / "raw").exists():
-        pytest.skip(f"MNIST not found under {MNIST_ROOT}")
+    folder = "FashionMNIST" if "fashion" in name else "MNIST"
+    if "mnist" in name and not (MNIST_ROOT / folder / "raw").exists():
+        pytest.skip(f"{folder} not found under {MNIST_ROOT}")
     if name == "cifar10":
         import torchvision.datasets.cifar as cifar  # our fake files have no official md5
         monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)
@@ -116,6 +120,9 @@ def test_missing_roots_say_which_files_go_where(tmp_path) -> None:
     assert str(tmp_path / "MNIST" / "raw") in str(err.value) and "download" in str(err.value)
     with pytest.raises(DatasetNotFoundError, match="root="):
         make_dataset("mnist", "test")
+    with pytest.raises(DatasetNotFoundError, match="Fashion-MNIST files missing") as err:
+        make_dataset("cluttered-fashion-mnist", "test", root=str(tmp_path))
+    assert str(tmp_path / "FashionMNIST" / "raw") in str(err.value)
     with pytest.raises(DatasetNotFoundError, match="cifar-10-batches-py"):
         make_dataset("cifar10", "train", root=str(tmp_path))
     with pytest.raises(DatasetNotFoundError, match="train/<class>"):

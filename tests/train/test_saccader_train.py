@@ -109,3 +109,30 @@ def test_stage_all_takes_dataset_options_and_records_the_data(tmp_path) -> None:
     assert env.unwrapped.class_names == tuple(names)
     with pytest.raises(UsageError, match="only --stage all runs"):
         train_saccader(_cfg(tmp_path, dataset="arrays"))
+
+
+def test_finetune_stage_trains_the_bagnet_too_and_writes_new_banks(tmp_path) -> None:
+    from glimpse_gym.bagnet import load_checkpoint
+    from glimpse_gym.envs import load_source
+    from glimpse_gym.pretrained import default_checkpoint
+
+    train_saccader(_cfg(tmp_path, policy_epochs=1))
+    with pytest.raises(UsageError, match="--bagnet-checkpoint"):
+        train_saccader(_cfg(tmp_path, stage="finetune"))
+    before = load_checkpoint(default_checkpoint())
+    results = train_saccader(_cfg(tmp_path, stage="finetune", finetune_epochs=1,
+                                  bagnet_checkpoint="default"))
+    folder = tmp_path / "run" / "finetuned"
+    after = load_checkpoint(folder / "bagnet.pt")
+    assert after["metrics"]["finetuned_from"] == before["model_hash"] != after["model_hash"]
+    changed = [k for k, v in after["state_dict"].items() if v.is_floating_point()
+               and not torch.equal(v, before["state_dict"][k])]
+    assert "layers.0.0.weight" in changed  # the gradient reached the BagNet's first layer
+    assert not any("running_" in k for k in changed)  # BatchNorm keeps its statistics
+    test = load_source(folder / "banks" / "test")
+    assert test.description["model_hash"] == after["model_hash"]
+    net, ckpt = load_saccader(folder / "policy.pt")
+    assert ckpt["stage"] == "finetune" and ckpt["bank"]["model_hash"] == after["model_hash"]
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(saved["finetuned"]["test_error"]) == set(results["test_error"])
+    assert len(saved["policy"]) == 1  # the histories of the bank-trained stages are kept

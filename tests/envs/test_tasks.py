@@ -1,0 +1,108 @@
+"""The standard tasks: shipped weights, their ids, the cached bank, checkers, vector env.
+
+The ids run on the first 64 test images of each dataset (``max_images``), read from the
+shared data folder; they are skipped where it is absent.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import glimpse_gym
+from glimpse_gym.bagnet import load_checkpoint
+from glimpse_gym.datasets import make_dataset
+from glimpse_gym.envs import GlimpseVectorEnv
+from glimpse_gym.pretrained import resolve_checkpoint
+from glimpse_gym.tasks import TASKS, shipped_tasks
+from tests.conftest import SHARED_DATA
+from tests.envs.vector_check import assert_same_as_sync
+
+SHIPPED = [t.name for t in shipped_tasks()]
+SUBSET = {"split": "test", "max_images": 64}
+# the shipped BagNet's accuracy on the subset, with a margin below what it measures
+MIN_ACCURACY = {"cluttered-mnist": 0.95, "cluttered-mnist-100": 0.9, "cluttered-fashion": 0.75}
+
+
+def _kwargs(task: str) -> dict:
+    folder = "FashionMNIST" if "fashion" in TASKS[task].dataset else "MNIST"
+    if not (SHARED_DATA / folder / "raw").is_dir():
+        pytest.skip(f"{folder} not found under {SHARED_DATA}/{folder}/raw (set "
+                    "GLIMPSE_SHARED_DATA to a folder holding it)")
+    return {"root": str(SHARED_DATA), **SUBSET}
+
+
+def test_every_shipped_task_has_its_id_and_only_those() -> None:
+    task_ids = {i for i, kw in glimpse_gym.ENV_IDS.items() if "checkpoint" in kw}
+    assert task_ids == {t.env_id for t in shipped_tasks()}
+    assert "cluttered-mnist" in SHIPPED
+
+
+@pytest.mark.parametrize("task", SHIPPED)
+def test_shipped_weights_are_small_and_record_their_task(task) -> None:
+    t = TASKS[task]
+    assert t.weights_path.stat().st_size < 600_000
+    ckpt = load_checkpoint(resolve_checkpoint(task))
+    assert ckpt["dataset"]["name"] == t.dataset
+    for key, value in t.data_options.items():
+        assert ckpt["dataset"]["options"][key] == value
+    assert {str(v.dtype) for v in ckpt["state_dict"].values() if v.is_floating_point()} == {
+        "torch.float16"}
+
+
+def test_an_unshipped_task_says_so() -> None:
+    missing = [t for t in TASKS.values() if not t.shipped]
+    if not missing:
+        pytest.skip("every task's weights are shipped")
+    with pytest.raises(FileNotFoundError, match="no BagNet for the task"):
+        resolve_checkpoint(missing[0].name)
+
+
+@pytest.mark.parametrize("task", SHIPPED)
+def test_first_make_writes_the_cached_bank_later_ones_need_no_dataset(task, tmp_path,
+                                                                        monkeypatch) -> None:
+    from glimpse_gym.envs import source
+
+    monkeypatch.setenv("GLIMPSE_GYM_CACHE", str(tmp_path))
+    source._computed_source.cache_clear()
+    kwargs = _kwargs(task)
+    env = gym.make(TASKS[task].env_id, **kwargs).unwrapped
+    banks = list((tmp_path / "banks").iterdir())
+    assert len(banks) == 1 and (banks[0] / "test" / "meta.json").is_file()
+    data = make_dataset(TASKS[task].dataset, "test", root=kwargs["root"],
+                        **TASKS[task].data_options)
+    np.testing.assert_array_equal(env.source.images, data.images[:64].numpy())
+    np.testing.assert_array_equal(env.source.labels, data.labels[:64].numpy())
+    accuracy = (env.source.logits.mean(axis=(2, 3)).argmax(1) == env.source.labels).mean()
+    assert accuracy >= MIN_ACCURACY[task]
+    source._computed_source.cache_clear()  # a new process: opened from the cache, no root
+    again = gym.make(TASKS[task].env_id, root=str(tmp_path / "nowhere"), **SUBSET).unwrapped
+    np.testing.assert_array_equal(again.source.features, env.source.features)
+    source._computed_source.cache_clear()
+
+
+@pytest.mark.parametrize("task", SHIPPED)
+def test_task_ids_pass_the_checkers(task) -> None:
+    env_id, kwargs = TASKS[task].env_id, _kwargs(task)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(gym.make(env_id, **kwargs).unwrapped)
+        sb3_check_env(gym.make(env_id, **kwargs), warn=True)
+
+
+@pytest.mark.parametrize("task", SHIPPED)
+@pytest.mark.parametrize("observation", ["full", "partial"])
+def test_task_vector_env_is_sync_vector_env(task, observation) -> None:
+    env_id, kwargs = TASKS[task].env_id, _kwargs(task)
+    n, t = 5, 4
+    sync = SyncVectorEnv([lambda: gym.make(env_id, observation=observation, glimpses=t,
+                                           **kwargs) for _ in range(n)])
+    native = gym.make_vec(env_id, num_envs=n, observation=observation, glimpses=t, **kwargs)
+    assert isinstance(native, GlimpseVectorEnv)
+    assert_same_as_sync(sync, native, AutoresetMode.NEXT_STEP)

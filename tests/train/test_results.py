@@ -1,0 +1,53 @@
+"""``glimpse results``: every step it plans is a valid ``glimpse`` command line, and steps
+whose output exists are skipped."""
+
+from __future__ import annotations
+
+import pytest
+
+from glimpse_gym.errors import UsageError
+from train.cli import build_parser
+from train.results import ResultsConfig, plan, run_results
+
+
+@pytest.mark.parametrize("bagnet", ["train", "shipped"])
+@pytest.mark.parametrize("task", ["cluttered-mnist", "cluttered-mnist-100", "cluttered-fashion"])
+def test_every_planned_step_parses(task, bagnet, tmp_path) -> None:
+    steps = plan(ResultsConfig(task=task, bagnet=bagnet, out=str(tmp_path)))
+    parser = build_parser()
+    names = [name for name, _, _ in steps]
+    assert names[-1] == "combine" and names.count("evaluate-s0") == 1
+    assert sum(n.startswith("saccader-") for n in names) == 3
+    assert any(n.startswith("bagnet-") for n in names) == (bagnet == "train")
+    for _, cmd, _ in steps:
+        args = parser.parse_args(cmd[3:])  # after "python -m train.cli"
+        assert args.command
+
+
+def test_bagnet_per_seed_trains_one_bagnet_per_seed(tmp_path) -> None:
+    steps = plan(ResultsConfig(bagnet_per_seed=True, out=str(tmp_path)))
+    bagnets = [name for name, _, _ in steps if name.startswith("bagnet-")]
+    assert bagnets == ["bagnet-s0", "bagnet-s1", "bagnet-s2"]
+    saccader_1 = next(cmd for name, cmd, _ in steps if name == "saccader-s1")
+    assert str(tmp_path / "banks-s1") in saccader_1
+
+
+def test_bad_task_agent_or_bagnet_is_a_usage_error() -> None:
+    for cfg in (ResultsConfig(task="mnist-200"), ResultsConfig(agents=["dqn"]),
+                ResultsConfig(bagnet="download")):
+        with pytest.raises(UsageError):
+            plan(cfg)
+
+
+def test_done_steps_are_skipped_and_the_dry_run_runs_nothing(tmp_path, capsys) -> None:
+    cfg = ResultsConfig(agents=["saccader"], seeds=[0], out=str(tmp_path), dry_run=True)
+    assert run_results(cfg) == {}
+    assert not (tmp_path / "logs").exists()
+    for _, _, done in plan(cfg)[:-1]:  # every step but the combination has run
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text("{}")
+    cfg.dry_run = False
+    with pytest.raises(UsageError, match="step combine failed"):  # its inputs are fakes
+        run_results(cfg)
+    out = capsys.readouterr().out
+    assert out.count("done before, skipped") == len(plan(cfg)) - 1

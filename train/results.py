@@ -1,0 +1,169 @@
+"""``glimpse results``: a standard task's whole table, over seeds, from one command.
+
+For a task (``glimpse_gym.tasks``) it runs, in order, each step as its own ``glimpse``
+command with its log in ``OUT/logs/``:
+
+1. the BagNet: trained with ``pretrain-bagnet`` (``--bagnet train``), or the package's
+   shipped weights (``--bagnet shipped``, no training), then its feature banks;
+2. per seed: MaskablePPO, PPO, REINFORCE and the Saccader's steps 2-3 on those banks;
+3. per seed: ``evaluate`` of every policy with the non-learned ones and the full image;
+4. ``evaluate --combine`` over the seeds: mean, spread, 95 % intervals, differences.
+
+With ``--bagnet train`` and ``--bagnet-per-seed``, seed k also trains its own BagNet (seed
+k), so the spread includes the representation's. A step whose output is already there is
+skipped, so an interrupted run continues where it stopped (``--overwrite`` redoes all).
+``OUT/timings.json`` records each step's wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glimpse_gym.errors import UsageError
+from glimpse_gym.fileio import atomic_write
+from glimpse_gym.tasks import TASKS
+
+AGENTS = {  # name: (glimpse subcommand, options, the file that marks it done)
+    "saccader": (["train", "saccader"], [], "policy.pt"),
+    "maskable-ppo": (["train", "maskable-ppo"], ["--total-timesteps", "600000",
+                                                 "--eval-freq", "150000"], "last.zip"),
+    "ppo": (["train", "ppo"], ["--total-timesteps", "600000", "--eval-freq", "150000"],
+            "last.zip"),
+    "reinforce": (["train", "reinforce"], ["--iterations", "3000", "--eval-every", "500"],
+                  "best.pt"),
+}
+POLICY_FILE = {"maskable-ppo": "last.zip", "ppo": "last.zip", "reinforce": "best.pt",
+               "saccader": "policy.pt"}
+BAGNET_EPOCHS = {"cluttered-mnist": 15, "cluttered-mnist-100": 7, "cluttered-fashion": 7}
+"""Epochs of the BagNet each task's published table was made with."""
+
+
+@dataclass
+class ResultsConfig:
+    """Options of ``glimpse results``."""
+
+    task: str = "cluttered-mnist"
+    """the task: cluttered-mnist, cluttered-mnist-100 or cluttered-fashion"""
+    root: str = "../shared/data"
+    """folder holding the dataset's files (torchvision layout)"""
+    seeds: list[int] = field(default_factory=list)
+    """training seeds of the agents (repeatable; default: 0, 1 and 2)"""
+    bagnet: str = "train"
+    """train: train the task's BagNet first; shipped: use the weights the package ships"""
+    bagnet_per_seed: bool = False
+    """with --bagnet train: seed k also trains its own BagNet (seed k)"""
+    bagnet_epochs: int | None = None
+    """epochs of the BagNet (default: the task's published recipe)"""
+    agents: list[str] = field(default_factory=list)
+    """agents to train (repeatable; default: saccader, maskable-ppo, ppo, reinforce)"""
+    out: str | None = None
+    """output folder (default: runs/results/TASK)"""
+    overwrite: bool = False
+    """redo every step, even those whose output is there"""
+    threads: int = 2
+    """torch CPU threads of each step"""
+    dry_run: bool = False
+    """print the commands and stop"""
+
+
+def _glimpse(*args: str) -> list[str]:
+    return [sys.executable, "-m", "train.cli", *args]
+
+
+def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
+    """The steps as ``(name, command, the file that marks it done)``."""
+    if cfg.task not in TASKS:
+        raise UsageError(f"unknown task {cfg.task!r}; valid: {', '.join(TASKS)}")
+    if cfg.bagnet not in ("train", "shipped"):
+        raise UsageError(f"--bagnet must be 'train' or 'shipped', got {cfg.bagnet!r}")
+    task = TASKS[cfg.task]
+    out = Path(cfg.out or f"runs/results/{task.name}")
+    seeds = cfg.seeds or [0, 1, 2]
+    agents = cfg.agents or list(AGENTS)
+    unknown = sorted(set(agents) - set(AGENTS))
+    if unknown:
+        raise UsageError(f"unknown agent(s) {unknown}; valid: {', '.join(AGENTS)}")
+    data = ["--root", cfg.root]
+    common = ["--threads", str(cfg.threads), "--no-progress", "--overwrite"]
+    steps: list[tuple[str, list[str], Path]] = []
+    bagnet_seeds = seeds if cfg.bagnet == "train" and cfg.bagnet_per_seed else [seeds[0]]
+    for b in bagnet_seeds:
+        ckpt = out / f"bagnet-s{b}" / "bagnet.pt"
+        if cfg.bagnet == "train":
+            opts = [f"--data-option={k}={v}" for k, v in task.data_options.items()]
+            epochs = cfg.bagnet_epochs or BAGNET_EPOCHS[task.name]
+            steps.append((f"bagnet-s{b}", _glimpse(
+                "pretrain-bagnet", "--dataset", task.dataset, *opts, *data, "--epochs",
+                str(epochs), "--image-loss", "1", "--seed", str(b), "--out", str(ckpt),
+                *common), ckpt.parent / "metrics.json"))
+        else:
+            ckpt = Path(task.name)  # resolved to the shipped file by the commands
+        steps.append((f"banks-s{b}", _glimpse(
+            "extract-features", "--checkpoint", str(ckpt), *data, "--out",
+            str(out / f"banks-s{b}"), "--no-progress", "--overwrite"),
+            out / f"banks-s{b}" / "test" / "meta.json"))
+    for s in seeds:
+        b = s if len(bagnet_seeds) > 1 else bagnet_seeds[0]
+        banks = str(out / f"banks-s{b}")
+        for name in agents:
+            cmd, opts, done = AGENTS[name]
+            folder = out / f"seed{s}" / name
+            steps.append((f"{name}-s{s}", _glimpse(*cmd, "--banks", banks, *opts, "--seed",
+                                                   str(s), "--out", str(folder), *common),
+                          folder / done))
+        ckpt = (out / f"bagnet-s{b}" / "bagnet.pt") if cfg.bagnet == "train" else task.name
+        policies = [f"--policy={n}={out / f'seed{s}' / n / POLICY_FILE[n]}" for n in agents]
+        steps.append((f"evaluate-s{s}", _glimpse(
+            "evaluate", "--bank", f"{banks}/test", "--checkpoint", str(ckpt), *policies,
+            "--policy=ordered-logits", "--policy=random", "--policy=centre", "--seed", str(s),
+            "--out", str(out / "eval" / f"seed{s}"), *common),
+            out / "eval" / f"seed{s}" / "results.json"))
+    combined = [f"--combine={out / 'eval' / f'seed{s}'}" for s in seeds]
+    steps.append(("combine", _glimpse("evaluate", *combined, "--out",
+                                      str(out / "eval" / "combined"), "--overwrite"),
+                  out / "eval" / "combined" / "results.json"))
+    return steps
+
+
+def run_results(cfg: ResultsConfig) -> dict[str, Any]:
+    """Run (or, with ``--dry-run``, print) the steps; return the timings."""
+    steps = plan(cfg)
+    out = Path(cfg.out or f"runs/results/{cfg.task}")
+    if cfg.dry_run:
+        for name, cmd, _ in steps:
+            print(f"{name}: glimpse {shlex.join(cmd[3:])}")
+        return {}
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    timings_path = out / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    start = time.perf_counter()
+    for i, (name, cmd, done) in enumerate(steps, 1):
+        if done.exists() and not cfg.overwrite and name != "combine":
+            print(f"[{i}/{len(steps)}] {name}: done before, skipped ({done})")
+            continue
+        print(f"[{i}/{len(steps)}] {name}: glimpse {shlex.join(cmd[3:])}", flush=True)
+        t0 = time.perf_counter()
+        with open(logs / f"{name}.log", "w") as log:
+            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+        seconds = time.perf_counter() - t0
+        if rc != 0:
+            tail = (logs / f"{name}.log").read_text(errors="replace")[-1500:]
+            raise UsageError(f"step {name} failed (exit {rc}) after {seconds:.0f} s; its log "
+                             f"is {logs / f'{name}.log'}; it ends:\n{tail}")
+        timings[name] = round(seconds, 1)
+        atomic_write(timings_path, lambda f: f.write(json.dumps(timings, indent=1).encode()))
+        print(f"    {seconds / 60:.1f} min", flush=True)
+    print(f"{cfg.task}: every step done in {(time.perf_counter() - start) / 60:.1f} min; the "
+          f"table is {out / 'eval' / 'combined'}/results.json (and accuracy.png)")
+    return timings
+
+
+__all__ = ["ResultsConfig", "plan", "run_results"]
