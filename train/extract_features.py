@@ -20,7 +20,8 @@ class ExtractConfig(RunOptions):
     """Options of ``glimpse extract-features``."""
 
     checkpoint: str = "default"
-    """BagNet checkpoint (.pt from pretrain-bagnet); 'default' is the embedded digits model"""
+    """BagNet checkpoint (.pt from pretrain-bagnet); 'default' is the embedded digits model, a
+    task's name (cluttered-mnist, ...) its shipped BagNet"""
     out: str = "runs/banks/digits"
     """output folder: one bank per split is written to OUT/<split>"""
     split: list[str] = field(default_factory=list)

@@ -64,13 +64,20 @@ class ResultsConfig:
     agents: list[str] = field(default_factory=list)
     """agents to train (repeatable; default: saccader, maskable-ppo, ppo, reinforce)"""
     out: str | None = None
-    """output folder (default: runs/results/TASK)"""
+    """output folder (default: runs/results/TASK, or runs/results/TASK-shipped with
+    --bagnet shipped)"""
     overwrite: bool = False
     """redo every step, even those whose output is there"""
     threads: int = 2
     """torch CPU threads of each step"""
     dry_run: bool = False
     """print the commands and stop"""
+
+
+def output_folder(cfg: ResultsConfig) -> Path:
+    """``--out``, or the default that keeps the shipped BagNet's runs apart."""
+    suffix = "-shipped" if cfg.bagnet == "shipped" else ""
+    return Path(cfg.out or f"runs/results/{cfg.task}{suffix}")
 
 
 def _glimpse(*args: str) -> list[str]:
@@ -84,7 +91,7 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
     if cfg.bagnet not in ("train", "shipped"):
         raise UsageError(f"--bagnet must be 'train' or 'shipped', got {cfg.bagnet!r}")
     task = TASKS[cfg.task]
-    out = Path(cfg.out or f"runs/results/{task.name}")
+    out = output_folder(cfg)
     seeds = cfg.seeds or [0, 1, 2]
     agents = cfg.agents or list(AGENTS)
     unknown = sorted(set(agents) - set(AGENTS))
@@ -135,7 +142,7 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
 def run_results(cfg: ResultsConfig) -> dict[str, Any]:
     """Run (or, with ``--dry-run``, print) the steps; return the timings."""
     steps = plan(cfg)
-    out = Path(cfg.out or f"runs/results/{cfg.task}")
+    out = output_folder(cfg)
     if cfg.dry_run:
         for name, cmd, _ in steps:
             print(f"{name}: glimpse {shlex.join(cmd[3:])}")
@@ -166,4 +173,4 @@ def run_results(cfg: ResultsConfig) -> dict[str, Any]:
     return timings
 
 
-__all__ = ["ResultsConfig", "plan", "run_results"]
+__all__ = ["ResultsConfig", "output_folder", "plan", "run_results"]

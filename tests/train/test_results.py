@@ -51,3 +51,36 @@ def test_done_steps_are_skipped_and_the_dry_run_runs_nothing(tmp_path, capsys) -
         run_results(cfg)
     out = capsys.readouterr().out
     assert out.count("done before, skipped") == len(plan(cfg)) - 1
+
+
+def test_evaluate_combines_seeds_into_means_intervals_and_differences(tmp_path, capsys) -> None:
+    import json
+
+    from train.evaluate import EvaluateConfig, evaluate
+
+    runs = []
+    for seed in (0, 1, 2):  # the random policy and the random occlusion change with the seed
+        out = tmp_path / f"seed{seed}"
+        evaluate(EvaluateConfig(policy=["random", "ordered-logits"], max_glimpses=4,
+                                occlusion_glimpses=2, max_images=120, pictures=0, seed=seed,
+                                out=str(out), progress=False))
+        runs.append(json.loads((out / "results.json").read_text()))
+    combined = evaluate(EvaluateConfig(combine=[str(tmp_path / f"seed{s}") for s in (0, 1, 2)],
+                                       out=str(tmp_path / "all")))
+    random_t2 = combined["policies"]["random"]["error"][2]
+    values = [r["policies"]["random"]["error"]["2"] for r in runs]
+    assert random_t2["values"] == values and random_t2["n"] == 3
+    assert random_t2["ci95"][0] <= random_t2["mean"] <= random_t2["ci95"][1]
+    assert min(values) <= random_t2["ci95"][0] and random_t2["ci95"][1] <= max(values)
+    ordered = combined["policies"]["ordered-logits"]["error"][2]
+    assert ordered["std"] == 0  # one BagNet: ordered logits is the same for every seed
+    diff = combined["differences"][2]["ordered-logits - random"]
+    assert diff["differs"] == (diff["ci95"][1] < 0 or diff["ci95"][0] > 0)
+    for name in ("results.json", "results.csv", "accuracy.png"):
+        assert (tmp_path / "all" / name).is_file()
+    assert "mean ± std over seeds" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="--reference"):
+        evaluate(EvaluateConfig(combine=[str(tmp_path / "seed0")], reference="saccader",
+                                out=str(tmp_path / "again"), overwrite=True))
+    with pytest.raises(UsageError, match="not the results.json"):
+        evaluate(EvaluateConfig(combine=[str(tmp_path / "nowhere")], out=str(tmp_path / "x")))
