@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 SHARED_DATA ?= ../shared/data
 MNIST_ROOT ?= $(SHARED_DATA)
+# the 60x60 cluttered-MNIST banks the env and PPO benchmarks read (written by results-cluttered-mnist)
+BENCH_BANKS ?= runs/results/cluttered-mnist/banks-s0
 
 define CORE_CHECK
 import importlib.util, os, gymnasium as gym, glimpse_gym
@@ -65,11 +67,11 @@ bench: $(BIN)/glimpse
 
 ## bench-env / bench-ppo: environment and end-to-end PPO speed on the cluttered-MNIST bank
 bench-env: $(BIN)/glimpse
-	$(BIN)/python benchmarks/env_throughput.py --bank runs/banks/cluttered-mnist/train \
+	$(BIN)/python benchmarks/env_throughput.py --bank $(BENCH_BANKS)/train \
 		--out runs/bench/env_throughput.json
 
 bench-ppo: $(BIN)/glimpse
-	$(BIN)/python benchmarks/ppo_throughput.py --bank runs/banks/cluttered-mnist/train \
+	$(BIN)/python benchmarks/ppo_throughput.py --bank $(BENCH_BANKS)/train \
 		--out runs/bench/ppo_throughput.json
 
 ## bench-startup: gym.make("Glimpse-v0") in a fresh process, empty and filled user cache
@@ -125,8 +127,14 @@ mnist-evaluate: $(BIN)/glimpse
 
 ## results-TASK: a standard task's table over 3 seeds (BagNet, banks, agents, evaluation,
 ## combination) into runs/results/TASK; a step already done is skipped
-results-cluttered-mnist results-cluttered-mnist-100 results-cluttered-fashion: $(BIN)/glimpse
-	$(BIN)/glimpse results --task $(@:results-%=%) --root $(MNIST_ROOT)
+results-cluttered-mnist: $(BIN)/glimpse
+	$(BIN)/glimpse results --task cluttered-mnist --root $(MNIST_ROOT)
+
+results-cluttered-fashion: $(BIN)/glimpse
+	$(BIN)/glimpse results --task cluttered-fashion --root $(MNIST_ROOT)
+
+results-cluttered-mnist-100: $(BIN)/glimpse
+	$(BIN)/glimpse results --task cluttered-mnist-100 --root $(MNIST_ROOT)
 
 ## results: every task's table, then the benchmarks of docs/performance.md
 results: results-cluttered-mnist results-cluttered-fashion results-cluttered-mnist-100 bench \
