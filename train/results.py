@@ -30,7 +30,7 @@ from glimpse_gym.errors import UsageError
 from glimpse_gym.fileio import atomic_write
 from glimpse_gym.tasks import TASKS
 
-AGENTS = {  # name: (glimpse subcommand, options, the file that marks it done)
+AGENTS = {  # name: (glimpse subcommand, options, the policy file, which also marks it done)
     "saccader": (["train", "saccader"], [], "policy.pt"),
     "maskable-ppo": (["train", "maskable-ppo"], ["--total-timesteps", "600000",
                                                  "--eval-freq", "150000"], "last.zip"),
@@ -39,8 +39,6 @@ AGENTS = {  # name: (glimpse subcommand, options, the file that marks it done)
     "reinforce": (["train", "reinforce"], ["--iterations", "3000", "--eval-every", "500"],
                   "best.pt"),
 }
-POLICY_FILE = {"maskable-ppo": "last.zip", "ppo": "last.zip", "reinforce": "best.pt",
-               "saccader": "policy.pt"}
 BAGNET_EPOCHS = {"cluttered-mnist": 15, "cluttered-mnist-100": 7, "cluttered-fashion": 7}
 """Epochs of the BagNet each task's published table was made with."""
 
@@ -126,7 +124,7 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
                                                    str(s), "--out", str(folder), *common),
                           folder / done))
         ckpt = (out / f"bagnet-s{b}" / "bagnet.pt") if cfg.bagnet == "train" else task.name
-        policies = [f"--policy={n}={out / f'seed{s}' / n / POLICY_FILE[n]}" for n in agents]
+        policies = [f"--policy={n}={out / f'seed{s}' / n / AGENTS[n][2]}" for n in agents]
         steps.append((f"evaluate-s{s}", _glimpse(
             "evaluate", "--bank", f"{banks}/test", "--checkpoint", str(ckpt), *policies,
             "--policy=ordered-logits", "--policy=random", "--policy=centre", "--seed", str(s),
