@@ -115,9 +115,13 @@ def _sb3_policy(path: Path, name: str, what: str, source: GlimpseSource) -> SB3P
 
     f = read_sb3(path)
     check_trained_on(what, f.manifest.get("trained_on"), source)
-    policy = load_sb3_policy(f, observation_space(source),
-                             spaces.Discrete(source.grid[0] * source.grid[1]))
-    return SB3Policy(policy, name=name, observation=f.manifest.get("observation", "full"))
+    observation = f.manifest.get("observation", "full")
+    space = observation_space(source, observation, int(f.manifest.get("glimpses", 6)))
+    policy = load_sb3_policy(f, space, spaces.Discrete(source.grid[0] * source.grid[1]))
+    # by reference (index), the policy reads the grids of the bank it trained on: evaluated
+    # on any bank, it is handed the full grids instead (the same numbers, see extractors)
+    return SB3Policy(policy, name=name,
+                     observation="full" if observation == "index" else observation)
 
 
 __all__ = ["BUILTIN", "check_trained_on", "make_policy"]

@@ -131,17 +131,36 @@ def _logits(source: GlimpseSource, indices: torch.Tensor) -> torch.Tensor:
 
 
 class SB3Policy(GlimpsePolicy):
-    """A (Maskable)PPO model, deterministic. ``observation`` must be the one it trained on."""
+    """A (Maskable)PPO model (or its policy), deterministic. ``observation``: the mode it
+    trained on, or ``full`` for one trained by reference (``index``)."""
 
     def __init__(self, model: Any, name: str = "ppo", observation: str = "full") -> None:
         self.model, self.name, self.observation = model, name, observation
         self.maskable = "action_masks" in model.predict.__code__.co_varnames
 
+    @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        np_obs = {k: v.cpu().numpy() for k, v in obs.items()}
-        kwargs = {"action_masks": mask.cpu().numpy()} if self.maskable else {}
-        actions, _ = self.model.predict(np_obs, deterministic=True, **kwargs)
-        return torch.as_tensor(np.asarray(actions), dtype=torch.long, device=mask.device)
+        """The deterministic action straight from the policy network on the tensors: what
+        ``predict`` computes, without its check of the observation against the space the
+        policy trained with (which would reject a glimpse sequence longer than its T, or
+        the full grids handed to a policy trained by reference: both extractors read
+        them)."""
+        policy = getattr(self.model, "policy", self.model)
+        policy.set_training_mode(False)
+        tensors = {k: v.to(policy.device) for k, v in obs.items()}
+        masks = mask.cpu().numpy()
+        if set(tensors) == set(policy.observation_space.spaces):
+            kwargs = {"action_masks": masks} if self.maskable else {}
+            actions = policy._predict(tensors, deterministic=True, **kwargs)
+        else:  # full grids for a policy trained by reference: SB3's preprocessing would
+            # look up each key in the training space; for Box spaces it is a float cast
+            features = policy.pi_features_extractor({k: v.float() for k, v in tensors.items()})
+            dist = policy._get_action_dist_from_latent(policy.mlp_extractor.forward_actor(
+                features))
+            if self.maskable:
+                dist.apply_masking(masks)
+            actions = dist.get_actions(deterministic=True)
+        return actions.long().to(mask.device)
 
 
 class SaccaderAgent(GlimpsePolicy):

@@ -1,11 +1,13 @@
-"""A RAM-style recurrent agent (Mnih et al. 2014) for Glimpse-v0's ``partial`` observation.
+"""A RAM-style recurrent agent (Mnih et al. 2014) on Glimpse-v0's compact ``glimpses``
+observation.
 
 At glimpse t the agent sees only what its previous glimpse revealed: the what-features of
-that cell and where it was (a learned embedding per cell; a "none yet" embedding before the
-first glimpse). A glimpse encoder (MLP over [features, location embedding]) feeds a GRU core;
-from the core state a location head gives one logit per cell (visited cells masked out) and a
-value head the baseline. Trained with REINFORCE and the learned baseline by
-:mod:`train.reinforce`; the env classifies from the glimpsed cells (BagNet's logits).
+that cell (the observation's last filled row) and where it was (a learned embedding per
+cell; a "none yet" embedding before the first glimpse). A glimpse encoder (MLP over
+[features, location embedding]) feeds a GRU core; from the core state a location head gives
+one logit per cell (visited cells masked out) and a value head the baseline. Trained with
+REINFORCE and the learned baseline by :mod:`train.reinforce`; the env classifies from the
+glimpsed cells (BagNet's logits).
 """
 
 from __future__ import annotations
@@ -61,34 +63,36 @@ class RamAgent(nn.Module):
         return logits, self.value(h)[:, 0], h
 
 
-def cell_features(obs_features: torch.Tensor, cells: torch.Tensor, feature_dim: int
-                  ) -> torch.Tensor:
-    """The ``[N, D]`` features of ``cells [N]`` from flat channels-last observations."""
-    grid = obs_features.view(len(cells), -1, feature_dim)
-    return grid[torch.arange(len(cells), device=cells.device), cells]
+def slot_features(obs_features: torch.Tensor, slot: int, feature_dim: int) -> torch.Tensor:
+    """The ``[N, D]`` features of glimpse ``slot`` from the ``glimpses`` observation's flat
+    ``features [N, T*D]``."""
+    return obs_features.view(len(obs_features), -1, feature_dim)[:, slot]
 
 
 class ReinforceAgent(GlimpsePolicy):
     """A trained :class:`RamAgent` behind the shared policy interface (argmax cells)."""
 
-    observation = "partial"
+    observation = "glimpses"
 
     def __init__(self, net: RamAgent, name: str = "reinforce") -> None:
         self.net, self.name = net.eval(), name
         self._state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._t = 0
 
     def begin(self, source: GlimpseSource, indices: torch.Tensor) -> None:
         self._state = self.net.initial_state(len(indices))
+        self._t = 0
 
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         h, last_features, last_cell = self._state
-        if int(last_cell[0]) != self.net.num_cells:  # what the previous glimpse revealed
-            last_features = cell_features(obs["features"].float().cpu(), last_cell,
+        if self._t:  # what the previous glimpse revealed
+            last_features = slot_features(obs["features"].float().cpu(), self._t - 1,
                                           self.net.feature_dim)
         logits, _, h = self.net(h, last_features, last_cell, (~mask).cpu())
         cell = logits.argmax(dim=1)
         self._state = (h, last_features, cell)
+        self._t += 1
         return cell.to(mask.device)
 
 
@@ -106,5 +110,5 @@ def reinforce_from_payload(payload: dict[str, Any], path: str | Path
     return build_from_checkpoint(RamAgent, ckpt, path), ckpt
 
 
-__all__ = ["FORMAT", "RamAgent", "ReinforceAgent", "cell_features", "load_reinforce",
-           "reinforce_from_payload"]
+__all__ = ["FORMAT", "RamAgent", "ReinforceAgent", "load_reinforce",
+           "reinforce_from_payload", "slot_features"]

@@ -1,5 +1,6 @@
 """The Saccader as a Stable-Baselines3 policy: ``PPO(SaccaderPolicy, env)`` and
-``MaskablePPO(MaskableSaccaderPolicy, env)`` on Glimpse-v0 (``observation="full"``).
+``MaskablePPO(MaskableSaccaderPolicy, env)`` on Glimpse-v0 (``observation="full"``, or
+``"index"`` with ``bank=`` in policy_kwargs: by reference).
 
 How it plugs into SB3's actor-critic layout (the worked example of a custom policy):
 
@@ -32,13 +33,14 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from agents.extractors import BankGrids, BankSpec, _grid_size
 from agents.saccader import Saccader, load_saccader
 
 
-def _grid(observation_space: gym.spaces.Dict,
-          grid: tuple[int, int] | None) -> tuple[int, int, int]:
-    cells = observation_space["visited"].shape[0]
-    total = observation_space["features"].shape[0]
+def _grid(observation_space: gym.spaces.Dict, grid: tuple[int, int] | None,
+          bank: BankSpec | None = None, feature_dim: int | None = None
+          ) -> tuple[int, int, int, BankGrids | None]:
+    cells, d, grids = _grid_size(observation_space, bank, feature_dim, "SaccaderExtractor")
     if grid is None:
         side = math.isqrt(cells)
         if side * side != cells:
@@ -46,30 +48,59 @@ def _grid(observation_space: gym.spaces.Dict,
                              "policy_kwargs")
         grid = (side, side)
     h, w = grid
-    if h * w != cells or total % cells:
-        raise ValueError(f"grid {grid} does not fit the observation space ({cells} cells, "
-                         f"{total} feature values)")
-    return h, w, total // cells
+    if h * w != cells:
+        raise ValueError(f"grid {grid} does not fit the observation space ({cells} cells)")
+    return h, w, d, grids
 
 
 class SaccaderExtractor(BaseFeaturesExtractor):
     """Glimpse-v0 observation -> ``[B, H*W + C + 1]``: location logits, then the critic's
-    summary. Arguments after ``observation_space`` are those of :class:`Saccader`."""
+    summary. Arguments after ``observation_space`` are those of :class:`Saccader`, then
+    ``bank`` and ``feature_dim`` for the ``index`` observation (by reference).
+
+    By reference the where network runs once per distinct image of a batch (the T steps of
+    an episode share it; in training its BatchNorm statistics are over those images, as in
+    ``glimpse train saccader``), and while collecting rollouts (no gradient) the mixed
+    features of the batch's images are kept from one step to the next until the weights
+    change."""
 
     def __init__(self, observation_space: gym.spaces.Dict, num_classes: int = 10,
                  grid: tuple[int, int] | None = None, where_channels: int = 64,
-                 mixed_channels: int = 64) -> None:
-        h, w, d = _grid(observation_space, grid)
+                 mixed_channels: int = 64, bank: BankSpec | None = None,
+                 feature_dim: int | None = None) -> None:
+        h, w, d, self.grids = _grid(observation_space, grid, bank, feature_dim)
         super().__init__(observation_space, h * w + mixed_channels + 1)
         self.grid, self.feature_dim = (h, w), d
         self.saccader = Saccader(d, num_classes, where_channels, mixed_channels)
+        self._kept: tuple[Any, torch.Tensor, torch.Tensor] | None = None
+
+    def _mixed_by_reference(self, index: torch.Tensor) -> torch.Tensor:
+        """The mixed features ``[B, C, H*W]`` of the images ``index [B]`` refers to."""
+        rows, inverse = torch.unique(index.reshape(-1).long(), return_inverse=True)
+        versions = tuple(p._version for p in self.saccader.parameters())
+        key = (versions, self.training)
+        kept = self._kept
+        if (not torch.is_grad_enabled() and kept is not None and kept[0] == key
+                and torch.equal(kept[1], rows)):
+            return kept[2][inverse]
+        h, w = self.grid
+        what = self.grids(rows).view(len(rows), h, w, self.feature_dim).permute(0, 3, 1, 2)
+        mixed = self.saccader.mixed(what.contiguous())
+        self._kept = None if torch.is_grad_enabled() else (key, rows, mixed)
+        return mixed[inverse]
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         h, w = self.grid
         b = observations["visited"].shape[0]
-        what = observations["features"].view(b, h, w, self.feature_dim).permute(0, 3, 1, 2)
         state = observations["visited"].float()
-        mixed = self.saccader.mixed(what.contiguous())
+        if "features" in observations:
+            what = observations["features"].view(b, h, w, self.feature_dim).permute(0, 3, 1, 2)
+            mixed = self.saccader.mixed(what.contiguous())
+        else:
+            if self.grids is None:
+                raise ValueError("an 'index' observation, but this extractor has no bank to "
+                                 "read the grids from (bank=...)")
+            mixed = self._mixed_by_reference(observations["index"])
         logits = self.saccader.location_logits(mixed, state)
         summary = torch.cat([mixed.mean(dim=2), state.mean(dim=1, keepdim=True)], dim=1)
         return torch.cat([logits, summary], dim=1)
@@ -99,8 +130,8 @@ class _SaccaderLayout:
     def _saccader_kwargs(self, kwargs: dict[str, Any], observation_space: gym.spaces.Dict
                          ) -> dict[str, Any]:
         extractor_kwargs = {key: kwargs.pop(key) for key in
-                            ("num_classes", "grid", "where_channels", "mixed_channels")
-                            if key in kwargs}
+                            ("num_classes", "grid", "where_channels", "mixed_channels",
+                             "bank", "feature_dim") if key in kwargs}
         kwargs.setdefault("features_extractor_class", SaccaderExtractor)
         kwargs.setdefault("features_extractor_kwargs", extractor_kwargs)
         kwargs.setdefault("ortho_init", False)  # keep the Saccader's own initialisation
@@ -127,7 +158,8 @@ class SaccaderPolicy(_SaccaderLayout, ActorCriticPolicy):
     """``PPO(SaccaderPolicy, env, policy_kwargs={"num_classes": K, ...})``.
 
     policy_kwargs: ``num_classes`` (default 10), ``grid`` ``(H, W)`` (default: square),
-    ``where_channels``, ``mixed_channels`` (default 64), and SB3's own.
+    ``where_channels``, ``mixed_channels`` (default 64), ``bank`` and ``feature_dim`` (for
+    the ``index`` observation: the bank to read the grids from), and SB3's own.
     """
 
     def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Discrete,

@@ -2,8 +2,10 @@
 
 Measures, in one run (so a noisy machine shows in every figure alike):
 - the single env through ``gym.make`` (all of Gymnasium's wrappers) and unwrapped;
-- the native vector env at ``--num-envs`` (default 4096) in each observation mode, with
-  ``copy=False`` (views, as ``SyncVectorEnv(copy=False)``) and with the default copies;
+- the native vector env at ``--num-envs`` (default 4096) in each observation mode (``full``,
+  ``partial`` and the compact ``glimpses``), with ``copy=False`` (views, as
+  ``SyncVectorEnv(copy=False)``) and with Gymnasium's default copies (``copy=True``), and
+  each mode's observation size in bytes per env;
 - ``SyncVectorEnv`` of the single env (``--sync-envs`` of them; its cost per env-step does
   not depend on N) and the native env's ratio to it;
 - for the ``full`` mode, the bytes a step must move (each episode reads its image's feature
@@ -97,7 +99,9 @@ def main() -> None:
     kw = {"bank": args.bank, "glimpses": args.glimpses}
     s, n, m = args.seconds, args.num_envs, args.sync_envs
     measures = {}
-    for mode in ("partial", "full"):
+    modes = ("glimpses", "partial", "full")
+    obs_bytes = {}
+    for mode in modes:
         wrapped = gym.make("Glimpse-v0", observation=mode, **kw)
         measures[f"single env, gym.make, {mode}"] = lambda e=wrapped: single_env_rate(e, s)
         measures[f"single env, unwrapped, {mode}"] = \
@@ -106,6 +110,8 @@ def main() -> None:
                               for _ in range(m)], copy=False)
         measures[f"SyncVectorEnv x{m}, {mode}"] = lambda e=sync: vector_rate(e, s)
         native = GlimpseVectorEnv(n, observation=mode, device=args.device, **kw)
+        obs_bytes[mode] = sum(int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
+                              for space in native.single_observation_space.values())
         for copy in (False, True):
             measures[f"native vector x{n}, {mode}, copy={copy}"] = \
                 lambda e=native, c=copy: vector_rate(e, s, copy=c)
@@ -124,8 +130,9 @@ def main() -> None:
     bank_bytes = envs._bank.element_size()
     bytes_per_step = d * h * w * (bank_bytes + 4) / (args.glimpses + 1)
     per_round = {name: np.array(values) for name, values in rounds.items()}
-    ratios = {mode: per_round[f"native vector x{n}, {mode}, copy=False"]
-              / per_round[f"SyncVectorEnv x{m}, {mode}"] for mode in ("partial", "full")}
+    ratios = {f"{mode}, copy={copy}": per_round[f"native vector x{n}, {mode}, copy={copy}"]
+              / per_round[f"SyncVectorEnv x{m}, {mode}"] for mode in modes
+              for copy in (False, True)}
     bandwidth = per_round.pop("memory bandwidth")
     limit = bandwidth / bytes_per_step
     below = limit / per_round[f"native vector x{n}, full, copy=False"]
@@ -135,10 +142,10 @@ def main() -> None:
     print(f"{'measurement':44s} {'median env-steps/s':>19s} {'range over rounds':>24s}")
     for name, values in per_round.items():
         print(f"{name:44s} {np.median(values):19,.0f} {values.min():11,.0f} - {values.max():,.0f}")
-    for mode in ("partial", "full"):
-        v = ratios[mode]
-        print(f"native / SyncVectorEnv, {mode}: {np.median(v):.0f}x "
+    for key, v in ratios.items():
+        print(f"native / SyncVectorEnv, {key}: {np.median(v):.0f}x "
               f"(rounds {v.min():.0f}x - {v.max():.0f}x)")
+    print("observation bytes per env: " + ", ".join(f"{k} {v:,}" for k, v in obs_bytes.items()))
     print(f"memory bandwidth (copy): {np.median(bandwidth) / 1e9:.1f} GB/s (rounds "
           f"{bandwidth.min() / 1e9:.1f} - {bandwidth.max() / 1e9:.1f}); full mode moves "
           f"{bytes_per_step:.0f} B per env-step -> limit {np.median(limit):,.0f} env-steps/s")
@@ -153,6 +160,7 @@ def main() -> None:
             "ratio_native_to_sync_rounds": {k: v.tolist() for k, v in ratios.items()},
             "bandwidth_bytes_per_s_rounds": bandwidth.tolist(),
             "full_bytes_per_env_step": bytes_per_step,
+            "observation_bytes_per_env": obs_bytes,
             "full_below_limit": float(np.median(below)),
             "full_below_limit_rounds": below.tolist(),
             "bank": args.bank, "num_envs": n, "sync_envs": m, "num_rounds": args.rounds,

@@ -85,7 +85,79 @@ def test_extractors_shapes_and_cell_locality() -> None:
     changed["visited"][:, 5] = 1
     diff = (cell(changed) - out).abs().view(2, 100, 5)
     assert diff[:, 5, :4].sum() > 0 and (diff[:, 5, 4] == 1).all()
-    assert diff.sum(dim=(0, 2))[5] == diff.sum()  # only cell 5's code and bit moved
+    moved = diff.sum(dim=(0, 2)).nonzero().flatten().tolist()
+    assert moved == [5]  # only cell 5's code and bit moved
+
+
+def test_sequence_extractor_is_order_invariant_and_reads_any_length() -> None:
+    from agents.extractors import SequenceExtractor
+
+    space = SB3VecEnv(num_envs=1, glimpses=4, observation="glimpses").observation_space
+    ext = SequenceExtractor(space, hidden=16, code=8)
+    g = torch.Generator().manual_seed(0)
+    obs = {"features": torch.rand(2, 4 * 16, generator=g), "cells": torch.tensor(
+        [[3.0, 7.0, -1.0, -1.0], [5.0, 1.0, 2.0, -1.0]]), "valid": torch.tensor(
+        [[1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.int8), "visited": torch.zeros(2, 100)}
+    out = ext(obs)
+    assert out.shape == (2, 8 + 100) and ext.features_dim == 108
+    swapped = {k: v.clone() for k, v in obs.items()}  # slots 0 and 1 swapped: same output
+    swapped["features"].view(2, 4, 16)[:, [0, 1]] = obs["features"].view(2, 4, 16)[:, [1, 0]]
+    swapped["cells"][:, [0, 1]] = obs["cells"][:, [1, 0]]
+    torch.testing.assert_close(ext(swapped), out)
+    junk = {k: v.clone() for k, v in obs.items()}  # what an empty slot holds is ignored
+    junk["features"].view(2, 4, 16)[0, 2:] = 5.0
+    torch.testing.assert_close(ext(junk), out)
+    longer = {"features": torch.cat([obs["features"], torch.zeros(2, 8 * 16)], 1),
+              "cells": torch.cat([obs["cells"], torch.full((2, 8), -1.0)], 1),
+              "valid": torch.cat([obs["valid"], torch.zeros(2, 8, dtype=torch.int8)], 1),
+              "visited": obs["visited"]}
+    torch.testing.assert_close(ext(longer), out)  # 12 slots, the same glimpses
+    with pytest.raises(ValueError, match="reads the 'glimpses' observation"):
+        SequenceExtractor(SB3VecEnv(num_envs=1).observation_space)
+
+
+@pytest.mark.parametrize("extractor", ["cell", "grid"])
+def test_by_reference_extractor_equals_the_full_one(extractor) -> None:
+    """With the same weights, an extractor reading the grids from the bank by the env's
+    ``index`` observation gives what it gives on the ``full`` observation; it still reads
+    the full grids, pickles as its bank's spec, and refuses an index outside its bank."""
+    import pickle
+
+    from agents.extractors import extractor_policy_kwargs
+
+    spec = {"bank": None, "split": "val"}
+    envs = {mode: SB3VecEnv(num_envs=8, glimpses=3, split="val", observation=mode)
+            for mode in ("full", "index")}
+    made = {}
+    for mode, venv in envs.items():
+        kw = extractor_policy_kwargs(extractor, (10, 10), channels=8, features_dim=16,
+                                     **({"bank": spec, "feature_dim": 16}
+                                        if mode == "index" else {}))
+        torch.manual_seed(0)  # the same initial weights
+        made[mode] = kw["features_extractor_class"](venv.observation_space,
+                                                    **kw["features_extractor_kwargs"])
+    made["index"].load_state_dict(made["full"].state_dict())
+    assert made["index"].state_dict().keys() == made["full"].state_dict().keys()
+    for venv in envs.values():
+        venv.seed(4)
+    obs = {mode: venv.reset() for mode, venv in envs.items()}
+    for step in range(3):
+        tensors = {m: {k: torch.as_tensor(v) for k, v in o.items()} for m, o in obs.items()}
+        expected = made["full"](tensors["full"])
+        torch.testing.assert_close(made["index"](tensors["index"]), expected, rtol=0, atol=0)
+        torch.testing.assert_close(made["index"](tensors["full"]), expected, rtol=0, atol=0)
+        actions = np.full(8, 11 * step + 5)
+        for mode, venv in envs.items():
+            venv.step_async(actions)
+            obs[mode] = venv.step_wait()[0]
+    clone = pickle.loads(pickle.dumps(made["index"]))
+    torch.testing.assert_close(clone(tensors["index"]), made["index"](tensors["index"]))
+    bad = {**tensors["index"], "index": torch.full((8, 1), 10**6)}
+    with pytest.raises(ValueError, match="outside the bank this policy reads"):
+        made["index"](bad)
+    with pytest.raises(ValueError, match="pass bank="):
+        made["full"].__class__(envs["index"].observation_space,
+                               **({"grid": (10, 10)} if extractor == "grid" else {}))
 
 
 def _filled(buffer_class: type, space: spaces.Dict, maskable: bool, seed: int) -> Any:

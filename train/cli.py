@@ -51,7 +51,7 @@ COMMANDS = {
     "evaluate": ("train.evaluate", "EvaluateConfig", "evaluate",
                  "compare glimpse policies: accuracy at T = 1..Tmax, coverage, occlusion"),
     "train reinforce": ("train.reinforce", "ReinforceConfig", "train_reinforce",
-                        "the RAM-style REINFORCE baseline on partial observations"),
+                        "the RAM-style REINFORCE baseline on compact glimpse observations"),
     "train saccader": ("train.saccader", "SaccaderConfig", "train_saccader",
                        "the Saccader's training steps (BagNet, locations, policy)"),
     "results": ("train.results", "ResultsConfig", "run_results",

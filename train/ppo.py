@@ -2,7 +2,8 @@
 
 The policy sees the observation through :class:`agents.extractors.CellExtractor` (one
 small MLP per cell, linear read-outs for the action logits; the default, and the cheaper) or
-:class:`agents.extractors.GridExtractor` (a small conv net over the cell grid). Every
+:class:`agents.extractors.GridExtractor` (a small conv net over the cell grid); the compact
+``glimpses`` observation through :class:`agents.extractors.SequenceExtractor`. Every
 ``--eval-freq`` env steps the deterministic policy is evaluated on every image of the
 validation split (TensorBoard ``eval/accuracy``, ``eval/coverage``; the best model is kept),
 a checkpoint is written, and at the end the test split's accuracy at T glimpses is measured
@@ -12,7 +13,7 @@ and saved to ``OUT/results.json``.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,10 @@ from tqdm import tqdm
 
 from agents.buffers import GlimpseRolloutBuffer, MaskableGlimpseRolloutBuffer
 from agents.evaluation import evaluate_on_split, sb3_policy
-from agents.extractors import extractor_policy_kwargs
+from agents.extractors import EXTRACTORS, extractor_policy_kwargs
 from agents.loading import check_trained_on
 from agents.sb3_io import load_sb3_model, read_sb3, save_sb3
+from glimpse_gym.envs.checks import OBSERVATION_MODES
 from glimpse_gym.errors import UsageError
 from glimpse_gym.sb3 import SB3VecEnv
 from train.run import AgentOptions, prepare_out, setup, split_source, write_results
@@ -37,7 +39,9 @@ class PPOConfig(AgentOptions):
     """Options of ``glimpse train ppo`` and ``glimpse train maskable-ppo``."""
 
     observation: str = "full"
-    """full (every cell's features) or partial (only the cells seen so far)"""
+    """full (every cell's features), partial (only the cells seen so far, on the grid),
+    glimpses (the glimpses so far as a short sequence: the compact mode) or index (the
+    image's row in the bank: the policy reads the grid from the bank itself)"""
     num_envs: int = 1024
     """parallel episodes in the native vector env"""
     total_timesteps: int = 300_000
@@ -54,12 +58,15 @@ class PPOConfig(AgentOptions):
     """entropy bonus"""
     gamma: float = 1.0
     """discount (the only reward comes at the end of a short episode)"""
-    extractor: str = "cell"
-    """cell (per-cell MLP, linear action read-out) or grid (conv net + SB3's MLP heads)"""
+    extractor: str = "auto"
+    """cell (per-cell MLP, linear action read-out) or grid (conv net + SB3's MLP heads) for
+    the full, partial and index observations; sequence (per-glimpse MLP, averaged) for
+    glimpses; auto: sequence for glimpses, else cell"""
     features_dim: int = 128
-    """width of the GridExtractor output"""
+    """width of the GridExtractor output, or of SequenceExtractor's pooled code"""
     channels: int = 16
-    """width of CellExtractor's per-cell hidden layer, or of GridExtractor's conv layers"""
+    """width of CellExtractor's per-cell hidden layer, of GridExtractor's conv layers, or of
+    SequenceExtractor's per-glimpse hidden layer"""
     code: int = 4
     """CellExtractor's output size per cell (the heads read H*W*(code + 1) values)"""
     eval_freq: int = 100_000
@@ -81,23 +88,52 @@ def buffer_class(maskable: bool) -> type:
     return MaskableGlimpseRolloutBuffer if maskable else GlimpseRolloutBuffer
 
 
-def _policy_spec(cfg: PPOConfig) -> dict[str, Any]:
-    """The extractor and its sizes, as the zip's manifest records them."""
+def resolve_extractor(cfg: PPOConfig) -> PPOConfig:
+    """``cfg`` with ``extractor="auto"`` resolved; a UsageError when the extractor cannot read
+    the observation mode."""
+    if cfg.observation not in OBSERVATION_MODES:
+        raise UsageError(f"--observation must be one of {OBSERVATION_MODES}, got "
+                         f"{cfg.observation!r}")
+    extractor = cfg.extractor
+    if extractor == "auto":
+        extractor = "sequence" if cfg.observation == "glimpses" else "cell"
+    if extractor not in EXTRACTORS:
+        raise UsageError(f"--extractor must be auto or one of {EXTRACTORS}, got {extractor!r}")
+    if (cfg.observation == "glimpses") != (extractor == "sequence"):
+        raise UsageError(f"--extractor {extractor} cannot read --observation "
+                         f"{cfg.observation}: the sequence extractor reads the glimpses "
+                         "observation, cell and grid read full, partial and index (or "
+                         "leave --extractor auto)")
+    return replace(cfg, extractor=extractor)
+
+
+def _policy_spec(cfg: PPOConfig, source: Any) -> dict[str, Any]:
+    """The extractor and its sizes, as the zip's manifest records them (by reference, also
+    the training bank the extractor reads the grids from, and D)."""
     if cfg.extractor == "cell":
-        return {"extractor": "cell", "kwargs": {"channels": cfg.channels, "code": cfg.code}}
-    return {"extractor": cfg.extractor,
-            "kwargs": {"channels": cfg.channels, "features_dim": cfg.features_dim}}
+        kwargs = {"channels": cfg.channels, "code": cfg.code}
+    else:
+        kwargs = {"channels": cfg.channels, "features_dim": cfg.features_dim}
+    if cfg.observation == "index":
+        kwargs.update(bank=split_source(cfg.banks, "train"), feature_dim=source.feature_dim)
+    return {"extractor": cfg.extractor, "kwargs": kwargs}
 
 
-def policy_kwargs(cfg: PPOConfig, grid: tuple[int, int]) -> dict[str, Any]:
-    """SB3 ``policy_kwargs`` of the extractor ``cfg`` names, for a grid of ``grid`` cells."""
-    return extractor_policy_kwargs(**_policy_spec(cfg)["kwargs"], extractor=cfg.extractor,
-                                   grid=tuple(grid))
+def policy_kwargs(cfg: PPOConfig, source: Any) -> dict[str, Any]:
+    """SB3 ``policy_kwargs`` of the extractor ``cfg`` names, for the grid of ``source``."""
+    return extractor_policy_kwargs(**_policy_spec(cfg, source)["kwargs"],
+                                   extractor=cfg.extractor, grid=tuple(source.grid))
+
+
+def evaluation_mode(observation: str) -> str:
+    """The observation a policy trained on ``observation`` is evaluated with: by reference
+    (``index``) it reads the ``full`` grids, which work on any split's bank."""
+    return "full" if observation == "index" else observation
 
 
 def _save(model: Any, path: Path, cfg: PPOConfig, source: Any) -> None:
     """The zip with its manifest (:func:`agents.sb3_io.save_sb3`), written atomically."""
-    save_sb3(model, path, {"policy": _policy_spec(cfg), "observation": cfg.observation,
+    save_sb3(model, path, {"policy": _policy_spec(cfg, source), "observation": cfg.observation,
                            "glimpses": cfg.glimpses, "trained_on": source.description,
                            "grid": source.description["grid"]})
 
@@ -144,7 +180,7 @@ class GlimpseCallback(BaseCallback):
 
     def evaluate(self) -> dict[str, float]:
         result = evaluate_on_split(sb3_policy(self.model), glimpses=self.cfg.glimpses,
-                                   observation=self.cfg.observation,
+                                   observation=evaluation_mode(self.cfg.observation),
                                    max_images=self.cfg.eval_images,
                                    **split_source(self.cfg.banks, "val"))
         self.logger.record("eval/accuracy", result["accuracy"])
@@ -160,6 +196,7 @@ class GlimpseCallback(BaseCallback):
 def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
     """Train, evaluate on val along the way and on test at the end; return the results."""
     start = time.perf_counter()
+    cfg = resolve_extractor(cfg)
     device = setup(cfg.device, cfg.threads)
     out = prepare_out(cfg.out, checkpoints=("last.zip",), resume=cfg.resume,
                       overwrite=cfg.overwrite)
@@ -167,7 +204,6 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
     venv = VecMonitor(SB3VecEnv(num_envs=cfg.num_envs, glimpses=cfg.glimpses,
                                 observation=cfg.observation, **split_source(cfg.banks, "train")))
     venv.seed(cfg.seed)
-    grid = venv.get_attr("feature_shape")[0][:2]
     source = venv.get_attr("source")[0]
     hyper = dict(n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
                  learning_rate=cfg.learning_rate, ent_coef=cfg.ent_coef, gamma=cfg.gamma,
@@ -184,7 +220,7 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
         print(f"resuming after {model.num_timesteps} of {cfg.total_timesteps} env steps")
     else:
         model = algo("MultiInputPolicy", venv, device=device,
-                     policy_kwargs=policy_kwargs(cfg, grid), **hyper)
+                     policy_kwargs=policy_kwargs(cfg, source), **hyper)
     callback = GlimpseCallback(cfg, out, source)
     remaining = cfg.total_timesteps - model.num_timesteps
     learn_start = time.perf_counter()
@@ -196,7 +232,8 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
     _save(model, out / "last.zip", cfg, source)
     # ---------------------------------------------------------------- final test
     test = evaluate_on_split(sb3_policy(model), glimpses=cfg.glimpses,
-                             observation=cfg.observation, **split_source(cfg.banks, "test"))
+                             observation=evaluation_mode(cfg.observation),
+                             **split_source(cfg.banks, "test"))
     results = {
         "algorithm": "MaskablePPO" if maskable else "PPO",
         "config": asdict(cfg),

@@ -1,13 +1,13 @@
 """``glimpse train reinforce``: the RAM-style baseline, trained through the vector env.
 
-Each iteration resets the native vector env (``partial`` observations, torch arrays) onto the
-next images of every env's stream (seeded by the iteration, so a resumed run sees the same
-images), runs T glimpses sampling from the agent's masked location head, and takes the env's
-end-of-episode reward (1 iff its prediction from the glimpsed cells is right). Loss: REINFORCE
-with the learned baseline (advantage = reward - value at each glimpse), the value's squared
-error, minus an entropy bonus. TensorBoard (``OUT/tb``), periodic val evaluation,
-``OUT/last.pt`` and ``OUT/best.pt``, ``--resume``, and at the end the test accuracy at T in
-``OUT/results.json``.
+Each iteration resets the native vector env (compact ``glimpses`` observations, torch
+arrays) onto the next images of every env's stream (seeded by the iteration, so a resumed
+run sees the same images), runs T glimpses sampling from the agent's masked location head,
+and takes the env's end-of-episode reward (1 iff its prediction from the glimpsed cells is
+right). Loss: REINFORCE with the learned baseline (advantage = reward - value at each
+glimpse), the value's squared error, minus an entropy bonus. TensorBoard (``OUT/tb``),
+periodic val evaluation, ``OUT/last.pt`` and ``OUT/best.pt``, ``--resume``, and at the end
+the test accuracy at T in ``OUT/results.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from agents.evaluation import run_policy, summarise
 from agents.loading import check_trained_on
-from agents.reinforce import FORMAT, RamAgent, ReinforceAgent, cell_features, load_reinforce
+from agents.reinforce import FORMAT, RamAgent, ReinforceAgent, load_reinforce, slot_features
 from glimpse_gym.envs import GlimpseVectorEnv
 from glimpse_gym.fileio import save_payload
 from train.run import AgentOptions, prepare_out, setup, split_source, write_results
@@ -53,7 +53,7 @@ class ReinforceConfig(AgentOptions):
 
 def episode_loss(net: RamAgent, envs: GlimpseVectorEnv, seed: int, value_weight: float,
                  entropy_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """One batch of episodes through ``envs`` (partial, torch arrays) and its loss."""
+    """One batch of episodes through ``envs`` (glimpses, torch arrays) and its loss."""
     obs, _ = envs.reset(seed=seed)
     n, d = envs.num_envs, envs.feature_shape[2]
     h, last_features, last_cell = net.initial_state(n, envs.device)
@@ -61,7 +61,7 @@ def episode_loss(net: RamAgent, envs: GlimpseVectorEnv, seed: int, value_weight:
     reward = None
     for t in range(envs.glimpses):
         if t:
-            last_features = cell_features(obs["features"], last_cell, d)
+            last_features = slot_features(obs["features"], t - 1, d)
         logits, value, h = net(h, last_features, last_cell, obs["visited"])
         dist = torch.distributions.Categorical(logits=logits)
         cell = dist.sample()
@@ -97,7 +97,7 @@ def train_reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
     device = setup(cfg.device, cfg.threads)
     out = prepare_out(cfg.out, checkpoints=("last.pt",), resume=cfg.resume,
                       overwrite=cfg.overwrite)
-    envs = GlimpseVectorEnv(cfg.num_envs, glimpses=cfg.glimpses, observation="partial",
+    envs = GlimpseVectorEnv(cfg.num_envs, glimpses=cfg.glimpses, observation="glimpses",
                             array_type="torch", copy=False, device=str(device),
                             **split_source(cfg.banks, "train"))
     torch.manual_seed(cfg.seed)

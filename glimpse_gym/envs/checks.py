@@ -14,14 +14,21 @@ import torch
 from glimpse_gym.envs.source import GlimpseSource
 from glimpse_gym.errors import InvalidAction
 
-OBSERVATION_MODES = ("full", "partial")
+OBSERVATION_MODES = ("full", "partial", "glimpses", "index")
+# the index mode's bound: SB3 reads observations as float32, exact for integers up to 2**24
+MAX_INDEX = 2**24 - 1
 RENDER_MODES = (None, "rgb_array")
 
 
-def check_env_args(observation: Any, render_mode: Any, glimpses: Any, num_cells: int) -> int:
+def check_env_args(observation: Any, render_mode: Any, glimpses: Any, num_cells: int,
+                   num_images: int = 0) -> int:
     """Check the constructor arguments both envs share; returns T as a Python int."""
     if observation not in OBSERVATION_MODES:
         raise ValueError(f"observation must be one of {OBSERVATION_MODES}, got {observation!r}")
+    if observation == "index" and num_images > MAX_INDEX + 1:
+        raise ValueError(f"observation='index' numbers images up to {MAX_INDEX} (SB3 reads "
+                         f"observations as float32); this bank has {num_images}: split it, "
+                         "or use another observation mode")
     if render_mode not in RENDER_MODES:
         raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
     if (isinstance(glimpses, (bool, np.bool_)) or not isinstance(glimpses, (int, np.integer))

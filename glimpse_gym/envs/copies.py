@@ -12,7 +12,7 @@ import torch
 _COPIED_ATTRIBUTES = ("spec", "closed", "_np_random", "_np_random_seed")
 _REPLACED_TENSORS = ("_keys", "_index", "_env_labels")
 _DYNAMIC_TENSORS = (*_REPLACED_TENSORS, "_visited", "_unvisited", "_cells", "_logit_sum",
-                    "_obs_features")
+                    "_obs_features", "_obs_valid", "_obs_index")
 
 
 def copy_value(value: Any) -> Any:

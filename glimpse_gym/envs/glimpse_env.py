@@ -13,6 +13,7 @@ from gymnasium import spaces
 
 from glimpse_gym import rules
 from glimpse_gym.envs.checks import (
+    MAX_INDEX,
     check_env_args,
     check_head,
     check_options,
@@ -47,6 +48,20 @@ class GlimpseEnv(gym.Env):
     - ``visited``: ``Box(H*W,) int8``, 1 on the cells glimpsed so far, row-major like the
       actions (Saccader's cell state ``C``).
 
+    The compact mode ``glimpses`` observes only what was glimpsed, as a sequence padded to T
+    (under a kilobyte per env on an 11x11x32 grid, against 15.5 kB for the grid):
+    - ``features``: ``Box(T*D,) float32``, ``[T, D]`` flattened (``.reshape(T, D)``): row t
+      the features of glimpse t (a revisit fills its row too), zeros in the rows not filled
+      yet;
+    - ``cells``: ``Box(T,) int64``, glimpse t's cell, -1 where not filled yet;
+    - ``valid``: ``Box(T,) int8``, 1 on the filled rows;
+    - ``visited`` as above.
+
+    The mode ``index`` observes the episode by reference, for agents that read the whole
+    grid from the bank themselves (``agents.extractors``: ``bank=``):
+    - ``index``: ``Box(1,) int64``, the image's row in the bank (``env.unwrapped.source``);
+    - ``visited`` as above.
+
     ## Rewards
     0 on every step but the last; 1.0 on the last if the prediction is the label, else 0.0.
     The prediction is the argmax of the mean logits over the distinct cells glimpsed (a
@@ -73,7 +88,7 @@ class GlimpseEnv(gym.Env):
       ...; see :mod:`glimpse_gym.tasks`) set dataset, options and checkpoint; ``root`` is
       needed only by the first make of a split on a machine, which writes the cached bank.
     - ``glimpses``: T, glimpses per episode (default 6).
-    - ``observation``: ``"full"`` (default) or ``"partial"``.
+    - ``observation``: ``"full"`` (default), ``"partial"``, ``"glimpses"`` or ``"index"``.
     - ``head``: optional ``(weight [K, D], bias [K])`` classifier applied to the glimpsed
       features instead of the bank's own logits (e.g. a head fine-tuned by Saccader).
     - ``expect``: fields a bank must match, e.g. ``{"dataset": "cluttered-mnist",
@@ -126,14 +141,15 @@ class GlimpseEnv(gym.Env):
         self.source: GlimpseSource = load_source(**self._spec_kwargs)
         h, w = self.source.grid
         self.num_cells = h * w
-        self.glimpses = check_env_args(observation, render_mode, glimpses, self.num_cells)
+        self.glimpses = check_env_args(observation, render_mode, glimpses, self.num_cells,
+                                      self.source.num_images)
         self.observation_mode = observation
         self.render_mode = render_mode
         self.head = None if head is None else check_head(head, self.source)
         self.feature_shape = (h, w, self.source.feature_dim)
         self.class_names = self.source.class_names
         self.action_space = spaces.Discrete(self.num_cells)
-        self.observation_space = observation_space(self.source)
+        self.observation_space = observation_space(self.source, observation, self.glimpses)
         self._index: int | None = None
         self._key: int | None = None  # episode k shows image rules.episode_image(key, k, N)
         self._episode = 0
@@ -150,6 +166,9 @@ class GlimpseEnv(gym.Env):
         self._labels = np.asarray(self.source.labels)
         if self.observation_mode == "partial" and not hasattr(self, "_features"):
             self._features = np.zeros((cells, d), np.float32)
+        if self.observation_mode == "glimpses" and not hasattr(self, "_features"):
+            self._features = np.zeros((self.glimpses, d), np.float32)  # one row per slot
+            self._slot_cells = np.full(self.glimpses, -1, np.int64)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None,
@@ -170,6 +189,9 @@ class GlimpseEnv(gym.Env):
             self._episode += 1
         if self.observation_mode == "partial" and self._game is not None:
             self._features[self._game.cells] = 0.0  # blank the last episode's revealed rows
+        elif self.observation_mode == "glimpses":
+            self._features[:] = 0.0
+            self._slot_cells[:] = -1
         self._index = index
         self._mask = np.ones(self.num_cells, np.int8)  # 1 - visited, kept in step
         self._image_features = self._feature_bank[index]  # [D, H*W] float16, a view
@@ -191,10 +213,14 @@ class GlimpseEnv(gym.Env):
             raise ResetNeeded(f"the episode ended after {self.glimpses} glimpses; call "
                               "env.reset() to start a new one")
         cell = rules.check_action(action, self.num_cells)  # validate before changing anything
+        slot = len(self._game.cells)
         if self._game.glimpse(cell):  # a revisit brings nothing new
             self._mask[cell] = 0
             if self.observation_mode == "partial":
                 self._features[cell] = self._image_features[:, cell]
+        if self.observation_mode == "glimpses":  # a revisit fills its slot too
+            self._features[slot] = self._image_features[:, cell]
+            self._slot_cells[slot] = cell
         return (self._observation(), self._game.reward(), self._game.done, False,
                 self._info())
 
@@ -229,6 +255,14 @@ class GlimpseEnv(gym.Env):
 
     # ------------------------------------------------------------------ helpers
     def _observation(self) -> dict[str, np.ndarray]:
+        if self.observation_mode == "index":
+            return {"index": np.array([self._index], np.int64),
+                    "visited": self._game.visited.copy()}
+        if self.observation_mode == "glimpses":
+            return {"features": self._features.reshape(-1).copy(),
+                    "cells": self._slot_cells.copy(),
+                    "valid": (self._slot_cells >= 0).astype(np.int8),
+                    "visited": self._game.visited.copy()}
         return {"features": self._features.reshape(-1).copy(),
                 "visited": self._game.visited.copy()}
 
@@ -281,13 +315,30 @@ def _float32_rows(grid: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(grid.T, dtype=np.float32)
 
 
-def observation_space(source: GlimpseSource) -> spaces.Dict:
-    """``features: Box(H*W*D,) float32`` (bounded by the features' range and 0, the value of
-    an unseen cell) and ``visited: Box(H*W,) int8``."""
+def observation_space(source: GlimpseSource, observation: str = "full",
+                      glimpses: int = 6) -> spaces.Dict:
+    """The observation space of a mode (``glimpses``: T, used by the ``glimpses`` mode).
+
+    ``full`` and ``partial``: ``features: Box(H*W*D,) float32`` and ``visited: Box(H*W,)
+    int8``. ``glimpses``: ``features: Box(T*D,) float32`` (``[T, D]`` flattened, row t:
+    glimpse t's features),
+    ``cells: Box(T,) int64`` (-1 in the slots not filled yet), ``valid: Box(T,) int8`` (1 on
+    the filled slots) and ``visited``. ``index``: ``index: Box(1,) int64`` (the image's row
+    in the bank, below 2**24) and ``visited``. Features are bounded by the bank's range and 0,
+    the value of an unseen cell or empty slot."""
     low, high = source.feature_range
     d, (h, w) = source.feature_dim, source.grid
-    return spaces.Dict({
-        "features": spaces.Box(min(0.0, low), max(0.0, high, low + 1e-6), (d * h * w,),
-                               np.float32),
-        "visited": spaces.Box(0, 1, (h * w,), np.int8),
-    })
+    low, high = min(0.0, low), max(0.0, high, low + 1e-6)
+    visited = spaces.Box(0, 1, (h * w,), np.int8)
+    if observation == "index":  # the same space for every split (the bound is fixed)
+        return spaces.Dict({"index": spaces.Box(0, MAX_INDEX, (1,), np.int64),
+                            "visited": visited})
+    if observation == "glimpses":
+        return spaces.Dict({
+            "features": spaces.Box(low, high, (glimpses * d,), np.float32),
+            "cells": spaces.Box(-1, h * w - 1, (glimpses,), np.int64),
+            "valid": spaces.Box(0, 1, (glimpses,), np.int8),
+            "visited": visited,
+        })
+    return spaces.Dict({"features": spaces.Box(low, high, (d * h * w,), np.float32),
+                        "visited": visited})

@@ -27,15 +27,13 @@ class VectorOutputs:
     def _observation(self) -> dict[str, Any]:
         if not self.copy and self._views is not None:  # the same views every step
             return dict(self._views)
-        obs = {"features": self._obs_features.view(self.num_envs, -1), "visited": self._visited}
-        return {k: self._out(v, copy=self.copy) for k, v in obs.items()}
+        return {k: self._out(v, copy=self.copy) for k, v in self._observed().items()}
 
     def _final_observations(self) -> np.ndarray:
         final = np.full(self.num_envs, None, dtype=object)
-        feats = self._obs_features.flatten(1).cpu().numpy().copy()
-        visited = self._visited.cpu().numpy().copy()
+        arrays = {k: v.cpu().numpy().copy() for k, v in self._observed().items()}
         for i in range(self.num_envs):
-            final[i] = {"features": feats[i], "visited": visited[i]}
+            final[i] = {k: v[i] for k, v in arrays.items()}
         return final
 
     def _infos(self, finished: bool = False) -> dict[str, Any]:

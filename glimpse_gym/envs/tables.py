@@ -31,35 +31,42 @@ class HostViews:
 
 def bank_tables(src: GlimpseSource, observation: str, bank_dtype: str,
                 head: tuple[np.ndarray, np.ndarray] | None, device: torch.device
-                ) -> tuple[torch.Tensor, torch.Tensor, int]:
+                ) -> tuple[torch.Tensor | None, torch.Tensor, int]:
     """The bank in memory on ``device``, channels-last, one row per (image, cell), so that a
     glimpse is one row gather.
 
-    The rows a glimpse reads form one table: ``[features | logits]`` in the partial mode with
-    a float32 bank (a cell's features and logits share cache lines), else the logits alone
-    (the full mode reads the whole grid per episode instead). With a ``head`` (checked), the
-    logits are the head applied to the features.
+    The rows a glimpse reads form one table: ``[features | logits]`` in the partial and
+    glimpses modes with a float32 bank (a cell's features and logits share cache lines),
+    else the logits alone (the full mode reads the whole grid per episode instead). With a
+    ``head`` (checked), the logits are the head applied to the features.
 
     Returns:
-        ``features [M, H*W, D]`` (``bank_dtype``), ``rows [M*H*W, width]`` float32 (what a
-        glimpse gathers) and the column where the logits start in ``rows``.
+        ``features [M, H*W, D]`` (``bank_dtype``; None in the index mode), ``rows [M*H*W,
+        width]`` float32 (what a glimpse gathers) and the column where the logits start in
+        ``rows``.
     """
     if bank_dtype not in ("float32", "float16"):
         raise ValueError(f"bank_dtype must be 'float32' or 'float16', got {bank_dtype!r}")
     (h, w), d, k, m = src.grid, src.feature_dim, src.num_classes, src.num_images
-    if observation == "partial" and bank_dtype == "float32":
+    if observation in ("partial", "glimpses") and bank_dtype == "float32":
         table = channels_last(src.features, torch.float32, device, width=d + k)
         features, offset = table[..., :d], d
-    else:
-        features = channels_last(src.features, getattr(torch, bank_dtype), device)
+    else:  # the index mode observes no features: they stay in the (memory-mapped) bank
+        features = None if observation == "index" else \
+            channels_last(src.features, getattr(torch, bank_dtype), device)
         table, offset = large_empty((m, h * w, k), torch.float32, device), 0
     cell_logits = table[..., offset:offset + k]  # [M, H*W, K]
     if head is not None:
         weight, bias = (torch.as_tensor(a).to(device) for a in head)
         for start in range(0, m, CHUNK):
+            if features is None:
+                block = torch.from_numpy(np.asarray(src.features[start:start + CHUNK],
+                                                    np.float32)).to(device)
+                block = block.flatten(2).transpose(1, 2)
+            else:
+                block = features[start:start + CHUNK]
             cell_logits[start:start + CHUNK] = torch.addmm(
-                bias, features[start:start + CHUNK].flatten(0, 1).float(),
-                weight.T).view(-1, h * w, k)
+                bias, block.flatten(0, 1).float(), weight.T).view(-1, h * w, k)
     else:
         load_channels_last(src.logits, cell_logits)
     return features, table.view(m * h * w, -1), offset

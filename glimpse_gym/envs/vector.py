@@ -69,8 +69,9 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
       so starting an episode is a plain copy; ``"float16"`` halves that memory (a 55,000-image
       11x11x32 bank: 426 MB instead of 852 MB) at the cost of a conversion per episode.
 
-    Observations: ``features [N, H*W*D] float32`` (channels-last) and ``visited [N, H*W]
-    int8``. Infos:
+    Observations: those of the single env, batched (``full``/``partial``: ``features [N,
+    H*W*D] float32`` channels-last and ``visited [N, H*W] int8``; ``glimpses`` adds ``cells``
+    and ``valid [N, T]`` to ``features [N, T*D]``; ``index``: ``index [N, 1]``). Infos:
     ``label``, ``prediction``, ``correct``, ``coverage``, ``index`` ``[N]``, ``cells``
     ``[N, T]`` (-1 where not glimpsed yet), ``action_mask [N, H*W] int8``, and at the end of
     the episodes ``label_name`` / ``prediction_name`` (object arrays of class names), each with its
@@ -124,7 +125,8 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
         src = self.source
         h, w = src.grid
         self.num_envs, self.num_cells = num_envs, h * w
-        self.glimpses = check_env_args(observation, render_mode, glimpses, self.num_cells)
+        self.glimpses = check_env_args(observation, render_mode, glimpses, self.num_cells,
+                                      self.source.num_images)
         self.observation_mode = observation
         self.render_mode, self.array_type, self.copy = render_mode, array_type, copy
         self.metadata = {**self.metadata, "autoreset_mode": mode}
@@ -132,7 +134,7 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
         self.feature_shape = (h, w, d)
         self.class_names = src.class_names
         self._class_names = np.array(src.class_names, dtype=object)  # names[labels]: [N]
-        self.single_observation_space = observation_space(src)
+        self.single_observation_space = observation_space(src, observation, self.glimpses)
         self.single_action_space = spaces.Discrete(self.num_cells)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -143,10 +145,16 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
         self._labels = torch.from_numpy(np.array(src.labels)).to(dev)
         self._cov = CoverageTable(src.grid, src.rf, src.stride, src.image_shape[1:], dev)
         n = num_envs
-        self._obs_features = large_empty((n, h * w, d), torch.float32, dev).zero_()
-        # one row per (env, cell): float32 for a glimpse's scatter (4096 rows of 32 values are
-        # enough elements for torch to split the copy over two threads; as 8 wide elements
-        # they are not), wide for the reset's blanking of every revealed row
+        # the observed features: [N, H*W, D] (full, partial) or [N, T, D] (glimpses: one
+        # row per glimpse slot); `valid` marks the filled slots (kept in every mode: small)
+        # (none in the index mode, which observes each env's image row, `_obs_index`)
+        rows = {"glimpses": self.glimpses, "index": 0}.get(observation, h * w)
+        self._obs_features = large_empty((n, rows, d), torch.float32, dev).zero_()
+        self._obs_valid = torch.zeros((n, self.glimpses), dtype=torch.int8, device=dev)
+        self._obs_index = torch.zeros((n, 1), dtype=torch.long, device=dev)
+        # one row per (env, cell or slot): float32 for a glimpse's scatter (4096 rows of 32
+        # values are enough elements for torch to split the copy over two threads; as 8 wide
+        # elements they are not), wide for the reset's blanking of every revealed row
         self._obs_rows = self._obs_features.view(-1, d)
         self._obs_blank = wide(self._obs_rows)
         self._staging = (torch.empty((n, h * w, d), dtype=self._bank.dtype, device=dev)
@@ -170,8 +178,7 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
         # as tensors (from CUDA, numpy arrays are copies to the host)
         self._views = None
         if dev.type == "cpu" or array_type == "torch":
-            self._views = {"features": self._out(self._obs_features.view(n, -1)),
-                           "visited": self._out(self._visited)}
+            self._views = {k: self._out(v) for k, v in self._observed().items()}
         # [2, N]: the step's positions in the [N*H*W] state tables and rows in the bank
         self._positions = np.zeros((2, n), dtype=np.int64)
         self._positions_t = torch.from_numpy(self._positions)
@@ -278,15 +285,30 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
 
     def _reveal(self, flat: torch.Tensor, row: torch.Tensor, both: torch.Tensor) -> None:
         """Partial mode: copy the glimpsed cells' features into the observation
-        (idempotent on a revisit); ``both`` holds the gathered table rows."""
-        if self.observation_mode != "partial":
+        (idempotent on a revisit); glimpses mode: into slot t, and mark it valid. ``both``
+        holds the gathered table rows."""
+        if self.observation_mode in ("full", "index"):
             return
         d = self.feature_shape[2]
         if self._logit_offset:  # the features came with the logits
             features = both[:, :d]
         else:
             features = self._bank.view(-1, d).index_select(0, row).float()
-        self._obs_rows.index_copy_(0, flat, features)
+        if self.observation_mode == "partial":
+            self._obs_rows.index_copy_(0, flat, features)
+        else:
+            self._obs_features[:, self._t] = features
+            self._obs_valid[:, self._t] = 1
+
+    def _observed(self) -> dict[str, torch.Tensor]:
+        """The observation's state tensors, by key (see ``single_observation_space``)."""
+        n = self.num_envs
+        if self.observation_mode == "index":
+            return {"index": self._obs_index, "visited": self._visited}
+        if self.observation_mode == "glimpses":
+            return {"features": self._obs_features.view(n, -1), "cells": self._cells,
+                    "valid": self._obs_valid, "visited": self._visited}
+        return {"features": self._obs_features.view(n, -1), "visited": self._visited}
 
     def coverage_of(self, cells: torch.Tensor) -> torch.Tensor:
         """Covered fraction of the image ``[B]`` for glimpse sequences ``cells [B, t]``
@@ -334,6 +356,9 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
         if self.observation_mode == "partial" and self._t:  # blank only the revealed cells
             rows = (self._env_cell0[:, None] + self._cells[:, :self._t]).reshape(-1)
             self._obs_blank.index_fill_(0, rows, 0)
+        elif self.observation_mode == "glimpses" and self._t:  # blank the filled slots
+            self._obs_features[:, :self._t] = 0
+            self._obs_valid.zero_()
         if images is None:
             images = episode_images(self._keys, self._episode, self.source.num_images)
             self._episode += 1
@@ -345,6 +370,7 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
                 torch.index_select(self._bank, 0, images, out=self._staging)
                 self._obs_features.copy_(self._staging)
         self._index = images
+        self._obs_index[:, 0] = images
         torch.mul(images, self.num_cells, out=self._bases[1])
         self._env_labels = self._labels.index_select(0, images)
         if self._host is not None:  # clear only the glimpsed cells

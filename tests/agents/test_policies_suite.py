@@ -13,7 +13,7 @@ from agents.evaluation import occlude, run_policy, summarise
 from agents.policies import CentrePolicy, OrderedLogitsPolicy, RandomPolicy, SaccaderAgent
 from agents.reinforce import RamAgent, ReinforceAgent
 from agents.saccader import Saccader
-from glimpse_gym.envs import load_source
+from glimpse_gym.envs import OBSERVATION_MODES, load_source
 from glimpse_gym.envs.source import GlimpseSource
 from glimpse_gym.errors import CheckpointError, UsageError
 
@@ -63,7 +63,7 @@ def test_known_numbers_on_a_synthetic_grid() -> None:
 ])
 def test_each_policy_speaks_the_interface(make) -> None:
     policy = make()
-    assert isinstance(policy.name, str) and policy.observation in ("full", "partial")
+    assert isinstance(policy.name, str) and policy.observation in OBSERVATION_MODES
     run = run_policy(policy, _synthetic(), max_glimpses=9)
     assert run.cells.shape == (8, 9) and run.cells.dtype == torch.long
     # nine glimpses of nine cells, never repeating: every cell exactly once

@@ -61,3 +61,41 @@ def test_trainer_weights_give_the_same_actions() -> None:
         with torch.no_grad():
             expected = net.rollout(what, 5, sample=False).cells[0].tolist()
         assert cells == expected
+
+
+def test_by_reference_acts_as_on_the_full_grids_and_trains() -> None:
+    """The Saccader policy on the index observation (grids read from the bank, the where
+    network once per image, kept between rollout steps) chooses what it chooses on the full
+    grids with the same weights, sees a weight change at once, and trains."""
+    envs = {mode: SB3VecEnv(num_envs=6, glimpses=4, observation=mode)
+            for mode in ("full", "index")}
+    models = {}
+    for mode, venv in envs.items():
+        extra = {"bank": {"bank": None, "split": "train"}} if mode == "index" else {}
+        torch.manual_seed(0)
+        models[mode] = MaskablePPO(MaskableSaccaderPolicy, venv, n_steps=4, batch_size=24,
+                                   n_epochs=1, seed=0, device="cpu",
+                                   policy_kwargs={**SMALL, **extra})
+    models["index"].policy.load_state_dict(models["full"].policy.state_dict())
+    for venv in envs.values():
+        venv.seed(3)
+    obs = {mode: venv.reset() for mode, venv in envs.items()}
+    extractor = models["index"].policy.features_extractor
+    for _ in range(4):
+        masks = np.stack(envs["full"].env_method("action_masks"))
+        chosen = {m: models[m].predict(obs[m], deterministic=True, action_masks=masks)[0]
+                  for m in envs}
+        np.testing.assert_array_equal(chosen["index"], chosen["full"])
+        assert extractor._kept is not None  # the images' mixed features, kept
+        for mode, venv in envs.items():
+            venv.step_async(chosen["full"])
+            obs[mode] = venv.step_wait()[0]
+    with torch.no_grad():  # a weight change: the kept features are not reused
+        for model in models.values():
+            model.policy.saccader.mix.weight.mul_(-1)
+    masks = np.stack(envs["full"].env_method("action_masks"))
+    np.testing.assert_array_equal(
+        *(models[m].predict(obs[m], deterministic=True, action_masks=masks)[0]
+          for m in ("index", "full")))
+    models["index"].learn(48)
+    assert models["index"].num_timesteps >= 48

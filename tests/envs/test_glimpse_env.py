@@ -88,9 +88,21 @@ def test_dynamics_reward_iff_mean_logit_argmax_is_the_label(observation) -> None
             assert np.array_equal(obs["visited"], visited)
             assert np.array_equal(info["action_mask"], 1 - visited)
             assert np.array_equal(env.unwrapped.action_masks(), visited == 0)
-            expected = full if observation == "full" else full * visited.reshape(10, 10, 1)
-            assert obs["features"].shape == (1600,) and obs["features"].dtype == np.float32
-            np.testing.assert_array_equal(obs["features"].reshape(10, 10, 16), expected)
+            if observation == "index":  # the image's row in the bank, nothing else
+                assert obs["index"].tolist() == [info["index"]] and set(obs) == {
+                    "index", "visited"} and env.observation_space.contains(obs)
+            elif observation == "glimpses":  # row s: glimpse s's cell (revisits too), then 0
+                slots = np.zeros((4, 16), np.float32)
+                slots[:t + 1] = full.reshape(100, 16)[cells]
+                assert obs["features"].shape == (64,) and obs["features"].dtype == np.float32
+                np.testing.assert_array_equal(obs["features"].reshape(4, 16), slots)
+                assert obs["cells"].tolist() == cells + [-1] * (3 - t)
+                assert obs["valid"].tolist() == [1] * (t + 1) + [0] * (3 - t)
+                assert env.observation_space.contains(obs)
+            else:
+                expected = full if observation == "full" else full * visited.reshape(10, 10, 1)
+                assert obs["features"].shape == (1600,) and obs["features"].dtype == np.float32
+                np.testing.assert_array_equal(obs["features"].reshape(10, 10, 16), expected)
             assert info["cells"] == tuple(cells)
             assert info["prediction"] == _expected_prediction(env, cells)
             assert reward == (float(info["prediction"] == info["label"]) if t == 3 else 0.0)
@@ -120,7 +132,7 @@ def _rollout(env, seed: int, steps: int = 40) -> list:
     rng = np.random.default_rng(seed)
     for _ in range(steps):
         obs, reward, terminated, truncated, info = env.step(int(rng.integers(100)))
-        out.append((obs["features"].copy(), obs["visited"].copy(), reward, info["cells"],
+        out.append((*(v.copy() for v in obs.values()), reward, info["cells"],
                     info["prediction"], info.get("coverage", -1.0)))
         if terminated:
             obs, info = env.reset()

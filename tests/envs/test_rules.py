@@ -84,7 +84,7 @@ def _check_against_rules(steps: list[dict], seed: int = 5, n: int = 6, t: int = 
                     source.image_shape[1:]), abs=1e-12)
 
 
-@pytest.mark.parametrize("observation", ["full", "partial"])
+@pytest.mark.parametrize("observation", ["full", "partial", "glimpses", "index"])
 @pytest.mark.parametrize("path", PATHS)
 def test_env_forms_follow_the_rules(path: str, observation: str) -> None:
     """Image schedule, prediction after every glimpse, reward, visited cells and coverage of

@@ -12,7 +12,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import glimpse_gym
-from glimpse_gym.envs import GlimpseEnv, GlimpseVectorEnv
+from glimpse_gym.envs import OBSERVATION_MODES, GlimpseEnv, GlimpseVectorEnv
 from glimpse_gym.errors import ResetNeeded
 
 COPIERS = {"deepcopy": copy.deepcopy, "pickle": lambda env: pickle.loads(pickle.dumps(env))}
@@ -35,7 +35,7 @@ def _assert_same(a, b, where: str = "") -> None:
 def _vector_state(envs: GlimpseVectorEnv) -> tuple:
     tensors = tuple(getattr(envs, name).clone() for name in
                     ("_visited", "_unvisited", "_cells", "_logit_sum", "_obs_features",
-                     "_keys", "_index", "_bases"))
+                     "_obs_valid", "_obs_index", "_keys", "_index", "_bases"))
     return (*tensors, envs._t, envs._episode, envs._autoreset, envs._started)
 
 
@@ -58,6 +58,9 @@ def _run_vector(envs: GlimpseVectorEnv, actions: np.ndarray) -> list:
     ("full", AutoresetMode.NEXT_STEP, "compiled"),
     ("partial", AutoresetMode.SAME_STEP, "compiled"),
     ("partial", AutoresetMode.NEXT_STEP, "tensor"),
+    ("glimpses", AutoresetMode.SAME_STEP, "compiled"),
+    ("glimpses", AutoresetMode.NEXT_STEP, "tensor"),
+    ("index", AutoresetMode.SAME_STEP, "compiled"),
 ])
 def test_vector_copy_continues_like_the_original(copier, observation, autoreset, path) -> None:
     """A copy taken mid-episode gives the same observations, rewards and infos as the
@@ -93,7 +96,8 @@ def test_vector_copy_before_reset_needs_a_reset(copier) -> None:
 def _single_state(env: gym.Env) -> tuple:
     u = env.unwrapped
     g = u._game
-    return (u._index, tuple(g.cells), g.visited.tobytes(), u._features.tobytes(),
+    features = getattr(u, "_features", np.empty(0))  # none in the index mode
+    return (u._index, tuple(g.cells), g.visited.tobytes(), features.tobytes(),
             g.logit_sum.tobytes(), u._mask.tobytes(), u._key, u._episode,
             str(u.np_random.bit_generator.state))
 
@@ -108,7 +112,7 @@ def _run_single(env: gym.Env, cells: list[int]) -> list:
     return out
 
 
-@pytest.mark.parametrize("observation", ["full", "partial"])
+@pytest.mark.parametrize("observation", OBSERVATION_MODES)
 def test_single_env_deepcopy_continues_like_the_original(observation) -> None:
     env = gym.make("Glimpse-v0", glimpses=3, observation=observation)
     env.reset(seed=4)
@@ -135,9 +139,10 @@ BAD_SINGLE_RESETS = [
 ]
 
 
+@pytest.mark.parametrize("observation", ["partial", "glimpses"])
 @pytest.mark.parametrize(("kwargs", "message"), BAD_SINGLE_RESETS)
-def test_single_env_failed_reset_changes_nothing(kwargs, message) -> None:
-    env = GlimpseEnv(glimpses=3, observation="partial")
+def test_single_env_failed_reset_changes_nothing(kwargs, message, observation) -> None:
+    env = GlimpseEnv(glimpses=3, observation=observation)
     with pytest.raises(ValueError, match=message):  # before the first reset ...
         env.reset(**kwargs)
     with pytest.raises(glimpse_gym.errors.ResetNeeded, match="before reset"):
@@ -148,7 +153,7 @@ def test_single_env_failed_reset_changes_nothing(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):  # mid-episode: the generator is kept too
         env.reset(**kwargs)
     assert _single_state(env) == before
-    twin = GlimpseEnv(glimpses=3, observation="partial")
+    twin = GlimpseEnv(glimpses=3, observation=observation)
     twin.reset(seed=1)
     twin.step(5)
     _assert_same(_run_single(env, [6, 7, 8]), _run_single(twin, [6, 7, 8]))
@@ -171,9 +176,10 @@ BAD_VECTOR_RESETS = [
 ]
 
 
+@pytest.mark.parametrize("observation", ["partial", "glimpses"])
 @pytest.mark.parametrize(("kwargs", "message"), BAD_VECTOR_RESETS)
-def test_vector_failed_reset_changes_nothing(kwargs, message) -> None:
-    envs = GlimpseVectorEnv(num_envs=4, glimpses=3, observation="partial")
+def test_vector_failed_reset_changes_nothing(kwargs, message, observation) -> None:
+    envs = GlimpseVectorEnv(num_envs=4, glimpses=3, observation=observation)
     fresh = _vector_state(envs)
     with pytest.raises(ValueError, match=message):
         envs.reset(**kwargs)
@@ -186,7 +192,7 @@ def test_vector_failed_reset_changes_nothing(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         envs.reset(**kwargs)
     assert _same_vector_state(_vector_state(envs), before)
-    twin = GlimpseVectorEnv(num_envs=4, glimpses=3, observation="partial")
+    twin = GlimpseVectorEnv(num_envs=4, glimpses=3, observation=observation)
     twin.reset(seed=1)
     twin.step(np.array([5, 6, 7, 8]))
     actions = np.array([[1, 2, 3, 4], [9, 9, 9, 9], [0, 0, 0, 0]])

@@ -97,7 +97,7 @@ def test_task_ids_pass_the_checkers(task) -> None:
 
 
 @pytest.mark.parametrize("task", SHIPPED)
-@pytest.mark.parametrize("observation", ["full", "partial"])
+@pytest.mark.parametrize("observation", ["full", "partial", "glimpses", "index"])
 def test_task_vector_env_is_sync_vector_env(task, observation) -> None:
     env_id, kwargs = TASKS[task].env_id, _kwargs(task)
     n, t = 5, 4

@@ -8,12 +8,12 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from glimpse_gym.envs import GlimpseVectorEnv
+from glimpse_gym.envs import OBSERVATION_MODES, GlimpseVectorEnv
 from glimpse_gym.errors import InvalidAction, ResetNeeded
 from tests.envs.vector_check import assert_same_as_sync
 
 
-@pytest.mark.parametrize("observation", ["full", "partial"])
+@pytest.mark.parametrize("observation", OBSERVATION_MODES)
 @pytest.mark.parametrize("autoreset", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
 @pytest.mark.parametrize("path", ["compiled", "tensor"])
 def test_identical_to_sync_vector_env(observation, autoreset, path) -> None:
