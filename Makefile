@@ -28,7 +28,7 @@ print("core install:", glimpse_gym.__file__, "- every id works without the rl ex
 endef
 export CORE_CHECK
 
-.PHONY: demo test test-core test-slow lint bench bench-env bench-ppo bench-bank-open bench-startup robustness default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean \
+.PHONY: demo test test-core test-slow lint bench bench-env bench-ppo bench-bank-open bench-startup bench-bagnet-tta robustness default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean \
 	results-cluttered-mnist results-cluttered-mnist-100 results-cluttered-fashion
 
 $(BIN)/glimpse: pyproject.toml
@@ -73,6 +73,11 @@ bench-env: $(BIN)/glimpse
 bench-ppo: $(BIN)/glimpse
 	$(BIN)/python benchmarks/ppo_throughput.py --bank $(BENCH_BANKS)/train \
 		--out runs/bench/ppo_throughput.json
+
+## bench-bagnet-tta: BagNet recipes on 60x60 cluttered MNIST, images and time to accuracy
+bench-bagnet-tta: $(BIN)/glimpse
+	$(BIN)/python benchmarks/bagnet_time_to_accuracy.py --task cluttered-mnist \
+		--root $(MNIST_ROOT) --out runs/bench/bagnet-tta
 
 ## bench-startup: gym.make("Glimpse-v0") in a fresh process, empty and filled user cache
 bench-startup: $(BIN)/glimpse

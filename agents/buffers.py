@@ -33,6 +33,13 @@ class _FlatMinibatches:
     ``torch.index_select`` per array (multi-threaded). The minibatches hold the same kind of
     samples, drawn with the same ``np.random.permutation`` as SB3's.
 
+    ``rollout_buffer_kwargs={"env_minibatches": True}`` keeps each env's steps of a rollout
+    together in one minibatch (the envs are shuffled, as a recurrent PPO does): all steps of
+    an episode then share a minibatch (when ``n_steps`` is a multiple of T), so a policy
+    that computes something once per image (the Saccader's where network, by reference) does
+    it once per episode instead of once per step. ``batch_size`` must be a multiple of
+    ``n_steps``.
+
     A minibatch's observation tensors live in buffers that the next minibatch overwrites:
     use each one before drawing the next, as PPO's and MaskablePPO's ``train`` do (clone
     what you keep). On the CPU, that is; ``.to(device)`` copies elsewhere.
@@ -41,10 +48,27 @@ class _FlatMinibatches:
     _fields = ("actions", "values", "log_probs", "advantages", "returns")
     _samples: Any
 
+    def __init__(self, *args: Any, env_minibatches: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.env_minibatches = env_minibatches
+
+    def _permutation(self) -> np.ndarray:
+        """The order of the samples: a random permutation of them all (SB3's), or with
+        ``env_minibatches`` a random permutation of the envs, each env's steps together."""
+        total = self.buffer_size * self.n_envs
+        if not self.env_minibatches:
+            return np.random.permutation(total)
+        envs = np.random.permutation(self.n_envs)  # sample (step, env) sits at step*n_envs+env
+        return (np.arange(self.buffer_size)[None, :] * self.n_envs + envs[:, None]).reshape(-1)
+
     def get(self, batch_size: int | None = None):  # noqa: ANN201 (a generator of samples)
         assert self.full, "the rollout buffer is not full yet"
         total = self.buffer_size * self.n_envs
-        indices = np.random.permutation(total)
+        if self.env_minibatches and batch_size and batch_size % self.buffer_size:
+            raise ValueError(f"env_minibatches keeps each env's {self.buffer_size} steps "
+                             f"together: batch_size ({batch_size}) must be a multiple of "
+                             f"n_steps ({self.buffer_size})")
+        indices = self._permutation()
         if not self.generator_ready:
             self._flat = {f"obs/{k}": torch.from_numpy(v.reshape(total, *v.shape[2:]))
                           for k, v in self.observations.items()}

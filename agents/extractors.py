@@ -67,6 +67,7 @@ class BankGrids:
             self.bank = {"bank": str(bank)}
         self._source: GlimpseSource | None = bank if isinstance(bank, GlimpseSource) else None
         self._on_device: dict[str, torch.Tensor] = {}
+        self.generation = getattr(self, "generation", -1) + 1  # what a reader's cache keys on
 
     @property
     def source(self) -> GlimpseSource:
@@ -81,8 +82,9 @@ class BankGrids:
         src = self.source
         rows = index.reshape(-1).long()
         n = src.num_images
-        if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= n):
-            raise ValueError(f"image index {int(rows.max())} is outside the bank this policy "
+        bad = rows[(rows < 0) | (rows >= n)]
+        if len(bad):
+            raise ValueError(f"image index {int(bad[0])} is outside the bank this policy "
                              f"reads ({src.description.get('bank')}, {n} images): bind the "
                              "policy to the env's bank (extractor.grids.bind(...))")
         if rows.device.type == "cpu":
@@ -98,19 +100,26 @@ class BankGrids:
         bank = self.bank
         if isinstance(bank, GlimpseSource):
             d = bank.description
+            # without a path, the bank is rebuilt from its dataset and split; expect its
+            # BagNet, so that a different one is refused rather than read
             bank = {"bank": d["bank"]} if d.get("bank") else \
-                {"bank": None, "dataset": d["dataset"], "split": d["split"]}
+                {"bank": None, "dataset": d["dataset"], "split": d["split"],
+                 "expect": {"model_hash": d["model_hash"]}}
         return {"bank": bank}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.bind(state["bank"])
 
 
-def _grid_size(observation_space: gym.spaces.Dict, bank: BankSpec | None,
+def grid_size(observation_space: gym.spaces.Dict, bank: BankSpec | None,
                feature_dim: int | None, name: str) -> tuple[int, int, BankGrids | None]:
     """``(cells, D, grids)`` of a grid extractor: from the ``features`` space, or, for the
     ``index`` observation, from ``feature_dim`` (or the bank) with the bank's reader."""
     cells = observation_space["visited"].shape[0]
+    if "valid" in observation_space.spaces:
+        raise ValueError(f"{name} reads a whole grid (the full, partial or index "
+                         "observation); the compact 'glimpses' observation is read by "
+                         "SequenceExtractor")
     grids = None if bank is None else BankGrids(bank)
     if "features" in observation_space.spaces:
         total = observation_space["features"].shape[0]
@@ -120,7 +129,7 @@ def _grid_size(observation_space: gym.spaces.Dict, bank: BankSpec | None,
     if grids is None:
         raise ValueError(f"{name} on the 'index' observation reads the grids from the bank: "
                          "pass bank=<bank directory> (and feature_dim=D) in "
-                         "features_extractor_kwargs")
+                         "features_extractor_kwargs (the Saccader's policies: policy_kwargs)")
     return cells, feature_dim or grids.source.feature_dim, grids
 
 
@@ -148,7 +157,7 @@ class CellExtractor(BaseFeaturesExtractor):
     def __init__(self, observation_space: gym.spaces.Dict, hidden: int = 16,
                  code: int = 4, bank: BankSpec | None = None,
                  feature_dim: int | None = None) -> None:
-        cells, d, grids = _grid_size(observation_space, bank, feature_dim, "CellExtractor")
+        cells, d, grids = grid_size(observation_space, bank, feature_dim, "CellExtractor")
         super().__init__(observation_space, (code + 1) * cells)
         self.feature_dim, self.grids = d, grids
         self.mlp = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.ReLU(),
@@ -177,7 +186,7 @@ class GridExtractor(BaseFeaturesExtractor):
                  bank: BankSpec | None = None, feature_dim: int | None = None) -> None:
         super().__init__(observation_space, features_dim)
         h, w = grid
-        cells, d, self.grids = _grid_size(observation_space, bank, feature_dim,
+        cells, d, self.grids = grid_size(observation_space, bank, feature_dim,
                                           "GridExtractor")
         if h * w != cells:
             raise ValueError(f"grid {grid} does not fit the observation space ({cells} cells)")
@@ -205,7 +214,8 @@ class SequenceExtractor(BaseFeaturesExtractor):
     Each filled slot (a glimpse) is coded by a small MLP over its D features and a learned
     embedding of its cell; the codes are averaged over the filled slots (order-invariant, and
     any T: the features are split into rows of D, so a policy trained with T = 6 also reads
-    12 glimpses), and the visited mask is appended for the action head.
+    12 glimpses, as ``glimpse evaluate`` runs it; SB3's ``model.predict`` checks the shape
+    against the trained T), and the visited mask is appended for the action head.
 
     Args:
         observation_space: the ``glimpses`` mode's Dict space.

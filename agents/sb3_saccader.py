@@ -33,14 +33,14 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from agents.extractors import BankGrids, BankSpec, _grid_size
+from agents.extractors import BankGrids, BankSpec, grid_size
 from agents.saccader import Saccader, load_saccader
 
 
 def _grid(observation_space: gym.spaces.Dict, grid: tuple[int, int] | None,
           bank: BankSpec | None = None, feature_dim: int | None = None
           ) -> tuple[int, int, int, BankGrids | None]:
-    cells, d, grids = _grid_size(observation_space, bank, feature_dim, "SaccaderExtractor")
+    cells, d, grids = grid_size(observation_space, bank, feature_dim, "SaccaderExtractor")
     if grid is None:
         side = math.isqrt(cells)
         if side * side != cells:
@@ -77,17 +77,24 @@ class SaccaderExtractor(BaseFeaturesExtractor):
     def _mixed_by_reference(self, index: torch.Tensor) -> torch.Tensor:
         """The mixed features ``[B, C, H*W]`` of the images ``index [B]`` refers to."""
         rows, inverse = torch.unique(index.reshape(-1).long(), return_inverse=True)
-        versions = tuple(p._version for p in self.saccader.parameters())
-        key = (versions, self.training)
+        # the mixed features change with the weights, the BatchNorm statistics, the bank
+        # and the device (Module.to() keeps the versions: see _apply)
+        versions = tuple(t._version for t in (*self.saccader.parameters(),
+                                               *self.saccader.buffers()))
+        key = (versions, self.training, self.grids.generation, str(index.device))
         kept = self._kept
         if (not torch.is_grad_enabled() and kept is not None and kept[0] == key
                 and torch.equal(kept[1], rows)):
-            return kept[2][inverse]
+            return kept[2].index_select(0, inverse)
         h, w = self.grid
         what = self.grids(rows).view(len(rows), h, w, self.feature_dim).permute(0, 3, 1, 2)
         mixed = self.saccader.mixed(what.contiguous())
         self._kept = None if torch.is_grad_enabled() else (key, rows, mixed)
-        return mixed[inverse]
+        return mixed.index_select(0, inverse)  # backward: index_add_, not index_put_
+
+    def _apply(self, *args: Any, **kwargs: Any) -> SaccaderExtractor:
+        self._kept = None  # .to(), .double(), ...: the kept features are of the old tensors
+        return super()._apply(*args, **kwargs)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         h, w = self.grid

@@ -44,18 +44,21 @@ def build(algo: type, venv, source: Any, observation: str, args) -> Any:
     return model
 
 
-def build_saccader(source: Any, observation: str, args) -> Any:
-    """MaskablePPO with the Saccader as its policy (64 channels), warmed up."""
+def build_saccader(source: Any, observation: str, args, env_minibatches: bool = False) -> Any:
+    """MaskablePPO with the Saccader as its policy (64 channels), warmed up; with
+    ``env_minibatches`` each minibatch holds whole envs (the where network runs once per
+    episode of the minibatch)."""
     from agents.sb3_saccader import MaskableSaccaderPolicy
 
     venv = VecMonitor(SB3VecEnv(num_envs=256, bank=args.bank, observation=observation))
     extra = {"bank": {"bank": args.bank} if args.bank else {"bank": None, "split": "train"}} \
         if observation == "index" else {}
-    model = MaskablePPO(MaskableSaccaderPolicy, venv, n_steps=12, batch_size=1024, n_epochs=1,
+    model = MaskablePPO(MaskableSaccaderPolicy, venv, n_steps=12, batch_size=768, n_epochs=1,
                         gamma=1.0, seed=0, device="cpu",
                         policy_kwargs={"num_classes": source.num_classes,
                                        "grid": source.grid, **extra},
-                        rollout_buffer_class=buffer_class(True))
+                        rollout_buffer_class=buffer_class(True),
+                        rollout_buffer_kwargs={"env_minibatches": env_minibatches})
     model.learn(12 * 256)
     return model
 
@@ -84,7 +87,8 @@ def main() -> None:
                         help="observation modes to train in, comma-separated")
     parser.add_argument("--saccader", action="store_true",
                         help="also the Saccader as an SB3 policy (MaskablePPO, 256 envs, "
-                             "batch 1024) on the full and the index observation")
+                             "batch 768) on the full and the index observation, and by "
+                             "index with env_minibatches")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     if args.bank and Path(args.bank).name != "train":
@@ -105,10 +109,12 @@ def main() -> None:
             models[f"{algo.__name__}, native vector env, {mode}"] = (model, args.steps)
         buffer_bytes[mode] = sum(a.nbytes for a in model.rollout_buffer.observations.values())
     models[ref_name] = (build(PPO, dummy, source, "full", args), args.steps // 4)  # slower
-    if args.saccader:  # a much bigger network: fewer steps
-        for mode in ("full", "index"):
-            models[f"MaskablePPO + Saccader policy, 256 envs, {mode}"] = (
-                build_saccader(source, mode, args), args.steps // 40)
+    if args.saccader:  # a much bigger network: two rollouts of 256 envs x 12 steps a round
+        saccader_steps = 2 * 12 * 256 * args.rounds
+        for mode, grouped in (("full", False), ("index", False), ("index", True)):
+            name = f"MaskablePPO + Saccader, 256 envs, {mode}" + (
+                ", env minibatches" if grouped else "")
+            models[name] = (build_saccader(source, mode, args, grouped), saccader_steps)
     rounds: dict[str, list[float]] = {name: [] for name in models}
     for r in range(args.rounds):  # interleaved: a slow spell hits every row of a round
         for name, (model, steps) in models.items():
@@ -120,12 +126,17 @@ def main() -> None:
           f"{args.n_steps}, batch {args.batch_size}, {args.n_epochs} epochs, "
           f"{args.extractor} extractor (sequence for glimpses); median of {args.rounds} "
           "interleaved rounds")
-    print(f"{'measurement':52s} {'env-steps/s':>12s} {'range over rounds':>22s} "
+    print(f"{'measurement':62s} {'env-steps/s':>12s} {'range over rounds':>22s} "
           f"{'x reference':>12s}")
     for name, v in per_round.items():
         ratio = np.median(v / per_round[ref_name])
-        print(f"{name:52s} {np.median(v):12,.0f} {v.min():10,.0f} - {v.max():<9,.0f} "
+        print(f"{name:62s} {np.median(v):12,.0f} {v.min():10,.0f} - {v.max():<9,.0f} "
               f"{ratio:12.2f}")
+    saccader_full = "MaskablePPO + Saccader, 256 envs, full"
+    for name in per_round:
+        if name.startswith("MaskablePPO + Saccader") and name != saccader_full:
+            ratio = np.median(per_round[name] / per_round[saccader_full])
+            print(f"{name} / Saccader on full: {ratio:.2f}x")
     for mode, size in buffer_bytes.items():
         print(f"rollout buffer observations per rollout, {mode}: {size / 2**20:,.1f} MiB")
     if args.out:

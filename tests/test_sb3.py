@@ -227,3 +227,34 @@ def test_glimpse_rollout_buffer_gives_sb3s_samples(maskable: bool) -> None:
     assert rows["ours types"]["features"] == rows["theirs types"]["features"]
     assert rows["ours types"]["visited"] == rows["theirs types"]["visited"]
     assert rows["ours types"]["advantages"] == rows["theirs types"]["advantages"]
+
+
+@pytest.mark.parametrize("maskable", [False, True])
+def test_env_minibatches_keep_each_envs_steps_together(maskable: bool) -> None:
+    """``env_minibatches=True``: every sample once per epoch, each minibatch made of whole
+    envs (all their steps of the rollout, in step order), the envs in a random order."""
+    from agents.buffers import GlimpseRolloutBuffer, MaskableGlimpseRolloutBuffer
+
+    space = spaces.Dict({"features": spaces.Box(0, 1, (12,), np.float32),
+                         "visited": spaces.Box(0, 1, (6,), np.int8)})
+    cls = MaskableGlimpseRolloutBuffer if maskable else GlimpseRolloutBuffer
+    orders = set()
+    for seed in range(4):
+        np.random.seed(seed)
+        buf = cls(5, space, spaces.Discrete(6), device="cpu", n_envs=3, gamma=0.9,
+                  env_minibatches=True)
+        _fill(buf, np.random.default_rng(seed), maskable)
+        stored = buf.observations["features"]  # [steps, envs, 12]
+        envs_seen = []
+        for batch in buf.get(batch_size=10):
+            features = batch.observations["features"].numpy()
+            assert len(features) in (10, 5)
+            for start in range(0, len(features), 5):  # one env: its 5 steps in order
+                env = int(np.flatnonzero((stored[0] == features[start]).all(axis=1))[0])
+                np.testing.assert_array_equal(features[start:start + 5], stored[:, env])
+                envs_seen.append(env)
+        assert sorted(envs_seen) == [0, 1, 2]
+        orders.add(tuple(envs_seen))
+    assert len(orders) > 1  # shuffled
+    with pytest.raises(ValueError, match="must be a multiple of n_steps"):
+        next(buf.get(batch_size=4))

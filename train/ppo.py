@@ -217,6 +217,8 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
             raise UsageError(f"--resume: {out / 'last.zip'} is a {f.manifest['algorithm']} run; "
                              f"continue it with 'glimpse train {command}'")
         model = load_sb3_model(f, venv, device, **hyper)
+        if cfg.observation == "index":  # read the grids from the bank the env indexes now
+            model.policy.features_extractor.grids.bind(source)
         print(f"resuming after {model.num_timesteps} of {cfg.total_timesteps} env steps")
     else:
         model = algo("MultiInputPolicy", venv, device=device,

@@ -232,7 +232,8 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
             writer.add_scalar(f"val/{k}", val[k], step)
         writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
         writer.add_scalar("train/images_per_s", len(order) / epoch_time, step)
-        metrics = {"epoch": epoch + 1, "train": train_stats, "val": val, "train_time_s": elapsed}
+        metrics = {"epoch": epoch + 1, "train": train_stats, "val": val, "train_time_s": elapsed,
+                   "images_per_epoch": num_train}
         print(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_stats['loss']:.4f} "
               f"train image acc {train_stats['image_acc']:.4f} | val image error "
               f"{val['image_error']:.4%} cell acc {val['cell_acc']:.4f} | "

@@ -168,7 +168,6 @@ class GlimpseEnv(gym.Env):
             self._features = np.zeros((cells, d), np.float32)
         if self.observation_mode == "glimpses" and not hasattr(self, "_features"):
             self._features = np.zeros((self.glimpses, d), np.float32)  # one row per slot
-            self._slot_cells = np.full(self.glimpses, -1, np.int64)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None,
@@ -191,7 +190,6 @@ class GlimpseEnv(gym.Env):
             self._features[self._game.cells] = 0.0  # blank the last episode's revealed rows
         elif self.observation_mode == "glimpses":
             self._features[:] = 0.0
-            self._slot_cells[:] = -1
         self._index = index
         self._mask = np.ones(self.num_cells, np.int8)  # 1 - visited, kept in step
         self._image_features = self._feature_bank[index]  # [D, H*W] float16, a view
@@ -220,7 +218,6 @@ class GlimpseEnv(gym.Env):
                 self._features[cell] = self._image_features[:, cell]
         if self.observation_mode == "glimpses":  # a revisit fills its slot too
             self._features[slot] = self._image_features[:, cell]
-            self._slot_cells[slot] = cell
         return (self._observation(), self._game.reward(), self._game.done, False,
                 self._info())
 
@@ -258,10 +255,11 @@ class GlimpseEnv(gym.Env):
         if self.observation_mode == "index":
             return {"index": np.array([self._index], np.int64),
                     "visited": self._game.visited.copy()}
-        if self.observation_mode == "glimpses":
-            return {"features": self._features.reshape(-1).copy(),
-                    "cells": self._slot_cells.copy(),
-                    "valid": (self._slot_cells >= 0).astype(np.int8),
+        if self.observation_mode == "glimpses":  # slot t: glimpse t (revisits too)
+            cells = np.full(self.glimpses, -1, np.int64)
+            cells[:len(self._game.cells)] = self._game.cells
+            return {"features": self._features.reshape(-1).copy(), "cells": cells,
+                    "valid": (cells >= 0).astype(np.int8),
                     "visited": self._game.visited.copy()}
         return {"features": self._features.reshape(-1).copy(),
                 "visited": self._game.visited.copy()}

@@ -97,5 +97,11 @@ def test_by_reference_acts_as_on_the_full_grids_and_trains() -> None:
     np.testing.assert_array_equal(
         *(models[m].predict(obs[m], deterministic=True, action_masks=masks)[0]
           for m in ("index", "full")))
+    kept = extractor._kept[0]
+    extractor.grids.bind({"bank": None, "split": "train"})  # (re)bound: not reused
+    models["index"].predict(obs["index"], deterministic=True, action_masks=masks)
+    assert extractor._kept[0] != kept
+    models["index"].policy.to("cpu")  # moved (Module._apply): dropped
+    assert extractor._kept is None
     models["index"].learn(48)
     assert models["index"].num_timesteps >= 48

@@ -84,11 +84,15 @@ def test_by_reference_trains_and_reloads_with_its_bank(tmp_path) -> None:
     model does."""
     from sb3_contrib import MaskablePPO
 
-    results = train_maskable_ppo(tiny(tmp_path, observation="index"))
+    cfg = tiny(tmp_path, observation="index")
+    results = train_maskable_ppo(cfg)
     assert results["config"]["extractor"] == "cell" and 0 <= results["test"]["accuracy"] <= 1
+    # resumed, the extractor reads the bank the env now indexes (here the same one)
+    more = train_maskable_ppo(dataclasses.replace(cfg, resume=True, total_timesteps=1920))
+    assert more["timesteps"] >= 1920
     loaded = MaskablePPO.load(tmp_path / "last.zip")  # SB3's loader (this file is trusted)
     grids = loaded.policy.features_extractor.grids
-    assert grids.bank == {"bank": None, "split": "train"}
+    assert grids.bank["bank"] is None and grids.bank["split"] == "train"
     assert grids.source.description["split"] == "train"
     ours = make_policy(f"agent={tmp_path / 'last.zip'}", load_source(split="test"))
     assert ours.observation == "full"
