@@ -71,7 +71,7 @@ bench-env: $(BIN)/glimpse
 		--out runs/bench/env_throughput.json
 
 bench-ppo: $(BIN)/glimpse
-	$(BIN)/python benchmarks/ppo_throughput.py --bank $(BENCH_BANKS)/train \
+	$(BIN)/python benchmarks/ppo_throughput.py --bank $(BENCH_BANKS)/train --saccader \
 		--out runs/bench/ppo_throughput.json
 
 ## bench-bagnet-tta: BagNet recipes on 60x60 cluttered MNIST, images and time to accuracy
