@@ -77,7 +77,8 @@ bench-ppo: $(BIN)/glimpse
 ## bench-bagnet-tta: BagNet recipes on 60x60 cluttered MNIST, images and time to accuracy
 bench-bagnet-tta: $(BIN)/glimpse
 	$(BIN)/python benchmarks/bagnet_time_to_accuracy.py --task cluttered-mnist \
-		--root $(MNIST_ROOT) --out runs/bench/bagnet-tta
+		--root $(MNIST_ROOT) --out runs/bench/bagnet-tta --recipe current:epochs=15 \
+		--recipe half-b64:epochs=7,batch_size=64 --recipe half:epochs=7
 
 ## bench-startup: gym.make("Glimpse-v0") in a fresh process, empty and filled user cache
 bench-startup: $(BIN)/glimpse

@@ -63,6 +63,32 @@ def difference(a: Sequence[float], b: Sequence[float], seed: int = 0) -> dict[st
             "differs": bool(lo > 0 or hi < 0)}
 
 
+def paired_difference(a_correct: Sequence[bool], b_correct: Sequence[bool],
+                      seed: int = 0) -> dict[str, Any]:
+    """Error of model ``a`` minus error of model ``b`` on the same test items, with the 95 %
+    bootstrap interval over items (both models' outcomes on an item resampled together);
+    ``differs`` when the interval excludes 0. This is the test set's sampling noise only:
+    it says nothing of how much another training seed would move either model.
+
+    >>> a = [True] * 990 + [False] * 10
+    >>> paired_difference(a, a)["differs"], paired_difference(a, [True] * 1000)["mean"]
+    (False, 0.01)
+    """
+    va = np.asarray(a_correct, dtype=bool)
+    vb = np.asarray(b_correct, dtype=bool)
+    if va.shape != vb.shape or va.ndim != 1 or len(va) == 0:
+        raise ValueError(f"need two outcome lists of the same non-zero length, got "
+                         f"{va.shape} and {vb.shape}")
+    n = len(va)
+    # per item, error(a) - error(b) is -1, 0 or +1: a resample of the items is a multinomial
+    # draw of those three counts (the same bootstrap, without an [RESAMPLES, n] index array)
+    counts = [int((va & ~vb).sum()), int((va == vb).sum()), int((~va & vb).sum())]
+    draws = np.random.default_rng(seed).multinomial(n, np.asarray(counts) / n, size=RESAMPLES)
+    lo, hi = _interval((draws[:, 2] - draws[:, 0]) / n)
+    return {"mean": (counts[2] - counts[0]) / n, "ci95": [lo, hi],
+            "differs": bool(lo > 0 or hi < 0), "n": n}
+
+
 def combine_results(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per policy and metric, the :func:`summary` over runs (one ``glimpse evaluate``
     ``results.json`` per seed): ``error`` and ``coverage`` at every T, and the occlusion

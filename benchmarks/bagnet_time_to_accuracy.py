@@ -5,7 +5,9 @@ dataset) with some options changed; they run one after the other in this process
 spell of the machine shows in all of them alike. The first recipe is the reference: every
 other row is reported as a ratio of its images processed and its training time to the
 reference's, and whether it reaches the reference's test error (or better) with at most half
-of its images.
+of its images. Each recipe's error is also compared with the reference's on the same test
+images: the difference with its 95 % bootstrap interval over the images (the test set's
+sampling noise; one training seed per recipe says nothing of the seed-to-seed spread).
 
     python benchmarks/bagnet_time_to_accuracy.py --task cluttered-mnist --root ../shared/data \\
         --recipe current:epochs=15 --recipe half:epochs=7
@@ -24,17 +26,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agents.stats import paired_difference
+from glimpse_gym.bagnet import evaluate_bagnet, load_bagnet
 from glimpse_gym.tasks import TASKS
-from train.pretrain_bagnet import PretrainConfig, pretrain_bagnet
+from train.pretrain_bagnet import PretrainConfig, make_split, pretrain_bagnet
 from train.results import BAGNET_EPOCHS
 
 
 def parse_recipe(text: str) -> tuple[str, dict[str, Any]]:
     """``"half:epochs=7,batch_size=64"`` -> ``("half", {"epochs": 7, "batch_size": 64})``,
     each value converted to the type of the option's default."""
-    name, _, body = text.partition(":")
-    if not name or "/" in name:
-        raise ValueError(f"recipe {text!r}: expected NAME:KEY=VALUE,... (NAME without '/')")
+    name, colon, body = text.partition(":")
+    if not colon or not name or "/" in name or "=" in name:
+        raise ValueError(f"recipe {text!r}: expected NAME:KEY=VALUE,... (a NAME without '/' "
+                         "or '=', then a colon)")
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
     overrides: dict[str, Any] = {}
     for item in filter(None, body.split(",")):
@@ -71,7 +76,16 @@ def run_recipe(base: PretrainConfig, name: str, overrides: dict[str, Any], out: 
             "train_time_s": metrics["train_time_s"], "wall_time_s": metrics["wall_time_s"],
             "train_images_per_s": metrics.get("train_images_per_s"),
             "val_error": metrics["val"]["image_error"],
-            "test_error": metrics.get("test", {}).get("image_error")}
+            "test_error": metrics.get("test", {}).get("image_error"),
+            "checkpoint": str(folder / "bagnet.pt")}
+
+
+def outcomes_on_test(base: PretrainConfig, checkpoint: str) -> Any:
+    """Per test image, whether the checkpoint's image-level prediction is right."""
+    model, ckpt = load_bagnet(checkpoint)
+    norm = ckpt["normalization"]
+    return evaluate_bagnet(model, make_split(base, "test"), norm["mean"], norm["std"],
+                           per_image=True, batch_size=base.eval_batch_size)["correct"]
 
 
 def main() -> None:
@@ -106,18 +120,24 @@ def main() -> None:
     rows = [run_recipe(base, name, overrides, out, args.overwrite)
             for name, overrides in recipes]
     ref = rows[0]
+    outcomes = [outcomes_on_test(base, row["checkpoint"]) for row in rows]
     print(f"\n{task.name}, seed {args.seed}, {args.threads} threads; reference: {ref['recipe']}")
     print(f"{'recipe':12s} {'images':>10s} {'x ref':>6s} {'train time':>11s} {'x ref':>6s} "
-          f"{'test error':>10s} {'val error':>9s}  at most half the images, error <= ref")
-    for row in rows:
+          f"{'test error':>10s} {'val error':>9s} {'test - ref [95 % interval]':>27s}  "
+          "at most half the images, error <= ref")
+    for row, correct in zip(rows, outcomes, strict=True):
         row["images_ratio"] = row["images"] / ref["images"]
         row["time_ratio"] = row["train_time_s"] / ref["train_time_s"]
         row["meets"] = (row is not ref and row["images_ratio"] <= 0.5
                         and row["test_error"] is not None
                         and row["test_error"] <= ref["test_error"])
+        diff = row["test_minus_ref"] = paired_difference(correct, outcomes[0])
+        lo, hi = diff["ci95"]
         print(f"{row['recipe']:12s} {row['images']:10,d} {row['images_ratio']:6.2f} "
               f"{row['train_time_s'] / 60:9.1f} m {row['time_ratio']:6.2f} "
-              f"{100 * row['test_error']:9.2f}% {100 * row['val_error']:8.2f}%  "
+              f"{100 * row['test_error']:9.2f}% {100 * row['val_error']:8.2f}% "
+              f"{100 * diff['mean']:+9.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+              f"{' differs' if diff['differs'] else '        '}  "
               f"{'-' if row is ref else ('yes' if row['meets'] else 'no')}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"task": task.name, "seed": args.seed,

@@ -37,6 +37,9 @@ class Task:
     """File of the shipped BagNet under ``glimpse_gym/weights``."""
     summary: str = ""
     """One line for listings."""
+    glimpses: int = 6
+    """T of the task's published table: the agents are trained and occluded with T glimpses
+    (8 on 100x100, as RAM's larger task)."""
 
     @property
     def weights_path(self) -> Path:
@@ -58,7 +61,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "cluttered_mnist60_bagnet.pt", "MNIST on 60x60 with 4 pieces of 8x8 clutter (RAM)"),
     Task("cluttered-mnist-100", "Glimpse-ClutteredMNIST100-v0", "cluttered-mnist",
          {"canvas_size": 100, "pieces": 8}, "cluttered_mnist100_bagnet.pt",
-         "MNIST on 100x100 with 8 pieces of 8x8 clutter (RAM's larger task)"),
+         "MNIST on 100x100 with 8 pieces of 8x8 clutter (RAM's larger task)", glimpses=8),
     Task("cluttered-fashion", "Glimpse-ClutteredFashion-v0", "cluttered-fashion-mnist", {},
          "cluttered_fashion60_bagnet.pt", "Fashion-MNIST on 60x60 with 4 pieces of 8x8 clutter"),
 )}

@@ -91,7 +91,9 @@ class PretrainConfig(TrainOptions):
     """DataLoader workers for datasets read from disk (imagefolder)"""
 
 
-def _make_split(cfg: PretrainConfig, split: str, layout_seed: int = 0) -> ImageDataset:
+def make_split(cfg: PretrainConfig, split: str, layout_seed: int = 0) -> ImageDataset:
+    """The ``split`` of ``cfg``'s dataset as pretraining reads it (``layout_seed``: the
+    canvas layouts of a later epoch, for datasets that draw them)."""
     opts: dict[str, Any] = dict(parse_options(cfg.data_option))
     accepted = dataset_options(cfg.dataset)
     opts.setdefault("seed", cfg.seed)
@@ -137,8 +139,8 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
     logdir = Path(cfg.logdir) if cfg.logdir else out.parent / "tb"
 
     # ---------------------------------------------------------------- data and model
-    train_set = _make_split(cfg, "train")
-    val_set = _make_split(cfg, "val")
+    train_set = make_split(cfg, "train")
+    val_set = make_split(cfg, "val")
     arch, arch_kwargs = _arch(cfg, train_set)
     prepare_out(out.parent, finished=(), checkpoints=(out.name,), resume=cfg.resume,
                 overwrite=cfg.overwrite)
@@ -184,7 +186,7 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
     for epoch in range(start_epoch, cfg.epochs):
         # ------------------------------------------------------------ rollout of one epoch
         if cfg.resample_canvases and epoch > 0:
-            train_set = _make_split(cfg, "train", layout_seed=epoch)
+            train_set = make_split(cfg, "train", layout_seed=epoch)
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(
             cfg.seed * 100_003 + epoch))[:num_train]
         model.train()
@@ -244,7 +246,7 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
 
     # ---------------------------------------------------------------- final test
     if cfg.eval_test:
-        test = evaluate_bagnet(model, _make_split(cfg, "test"), mean, std, device,
+        test = evaluate_bagnet(model, make_split(cfg, "test"), mean, std, device,
                                cfg.eval_batch_size, cfg.num_workers)
         metrics["test"] = test
         writer.add_scalar("test/image_error", test["image_error"], cfg.epochs)

@@ -5,8 +5,10 @@ command with its log in ``OUT/logs/``:
 
 1. the BagNet: trained with ``pretrain-bagnet`` (``--bagnet train``), or the package's
    shipped weights (``--bagnet shipped``, no training), then its feature banks;
-2. per seed: MaskablePPO, PPO, REINFORCE and the Saccader's steps 2-3 on those banks;
-3. per seed: ``evaluate`` of every policy with the non-learned ones and the full image;
+2. per seed: MaskablePPO, PPO, REINFORCE and the Saccader's steps 2-3 on those banks, each
+   trained with the task's T (``Task.glimpses``: 6, and 8 on 100x100);
+3. per seed: ``evaluate`` of every policy with the non-learned ones and the full image
+   (the occlusion test with the task's T);
 4. ``evaluate --combine`` over the seeds: mean, spread, 95 % intervals, differences.
 
 With ``--bagnet train`` and ``--bagnet-per-seed``, seed k also trains its own BagNet (seed
@@ -120,14 +122,16 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
         for name in agents:
             cmd, opts, done = AGENTS[name]
             folder = out / f"seed{s}" / name
-            steps.append((f"{name}-s{s}", _glimpse(*cmd, "--banks", banks, *opts, "--seed",
-                                                   str(s), "--out", str(folder), *common),
+            steps.append((f"{name}-s{s}", _glimpse(*cmd, "--banks", banks, *opts, "--glimpses",
+                                                   str(task.glimpses), "--seed", str(s),
+                                                   "--out", str(folder), *common),
                           folder / done))
         ckpt = (out / f"bagnet-s{b}" / "bagnet.pt") if cfg.bagnet == "train" else task.name
         policies = [f"--policy={n}={out / f'seed{s}' / n / AGENTS[n][2]}" for n in agents]
         steps.append((f"evaluate-s{s}", _glimpse(
             "evaluate", "--bank", f"{banks}/test", "--checkpoint", str(ckpt), *policies,
-            "--policy=ordered-logits", "--policy=random", "--policy=centre", "--seed", str(s),
+            "--policy=ordered-logits", "--policy=random", "--policy=centre",
+            "--occlusion-glimpses", str(task.glimpses), "--seed", str(s),
             "--out", str(out / "eval" / f"seed{s}"), *common),
             out / "eval" / f"seed{s}" / "results.json"))
     combined = [f"--combine={out / 'eval' / f'seed{s}'}" for s in seeds]

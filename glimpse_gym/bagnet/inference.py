@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -43,18 +45,22 @@ def iterate_batches(dataset: ImageDataset, batch_size: int, *, num_workers: int 
 @torch.no_grad()
 def evaluate_bagnet(model: BagNetBase, dataset: ImageDataset, mean: Sequence[float],
                     std: Sequence[float], device: torch.device | str = "cpu",
-                    batch_size: int = 256, num_workers: int = 0) -> dict[str, float]:
+                    batch_size: int = 256, num_workers: int = 0,
+                    per_image: bool = False) -> dict[str, Any]:
     """Image-level and per-cell accuracy of ``model`` on ``dataset``.
 
     Returns:
         ``image_acc`` (argmax of the mean cell logits), ``image_error`` (= 1 - image_acc),
         ``cell_acc`` (fraction of cells whose own argmax is the label), ``loss`` (per-cell
-        cross-entropy), ``num_images``.
+        cross-entropy), ``num_images``; with ``per_image``, also ``correct``: a bool array
+        ``[num_images]``, True where the image-level prediction is right (for paired
+        comparisons of two models on the same images).
     """
     was_training = model.training
     model.eval()
     correct = cells_correct = cells = 0
     loss_sum = 0.0
+    hits: list[torch.Tensor] = []
     for images, labels in iterate_batches(dataset, batch_size, num_workers=num_workers):
         x = preprocess(images, mean, std, device)
         y = labels.to(device)
@@ -62,15 +68,21 @@ def evaluate_bagnet(model: BagNetBase, dataset: ImageDataset, mean: Sequence[flo
         h, w = logits.shape[2:]
         target = y[:, None, None].expand(-1, h, w)
         loss_sum += F.cross_entropy(logits, target, reduction="sum").item() / (h * w)
-        correct += (image_logits(logits).argmax(1) == y).sum().item()
+        hit = image_logits(logits).argmax(1) == y
+        correct += hit.sum().item()
+        if per_image:
+            hits.append(hit.cpu())
         cells_correct += (logits.argmax(1) == target).sum().item()
         cells += target.numel()
     model.train(was_training)
     n = len(dataset)
-    return {
+    result: dict[str, Any] = {
         "image_acc": correct / n,
         "image_error": 1 - correct / n,
         "cell_acc": cells_correct / max(cells, 1),
         "loss": loss_sum / n,
         "num_images": n,
     }
+    if per_image:
+        result["correct"] = torch.cat(hits).numpy() if hits else np.zeros(0, dtype=bool)
+    return result

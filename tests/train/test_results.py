@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from glimpse_gym.errors import UsageError
+from glimpse_gym.tasks import TASKS
 from train.cli import build_parser
-from train.results import ResultsConfig, plan, run_results
+from train.results import AGENTS, ResultsConfig, plan, run_results
 
 
 @pytest.mark.parametrize("bagnet", ["train", "shipped"])
@@ -19,9 +20,15 @@ def test_every_planned_step_parses(task, bagnet, tmp_path) -> None:
     assert names[-1] == "combine" and names.count("evaluate-s0") == 1
     assert sum(n.startswith("saccader-") for n in names) == 3
     assert any(n.startswith("bagnet-") for n in names) == (bagnet == "train")
-    for _, cmd, _ in steps:
+    for name, cmd, _ in steps:
         args = parser.parse_args(cmd[3:])  # after "python -m train.cli"
         assert args.command
+        # every agent is trained, and the occlusion test run, with the task's T
+        if name.split("-s")[0] in AGENTS:
+            assert args.glimpses == TASKS[task].glimpses
+        if name.startswith("evaluate-"):
+            assert args.occlusion_glimpses == TASKS[task].glimpses
+    assert TASKS["cluttered-mnist-100"].glimpses == 8  # RAM's larger task: 8 glimpses
 
 
 def test_bagnet_per_seed_trains_one_bagnet_per_seed(tmp_path) -> None:
