@@ -80,12 +80,13 @@ def run_recipe(base: PretrainConfig, name: str, overrides: dict[str, Any], out: 
             "checkpoint": str(folder / "bagnet.pt")}
 
 
-def outcomes_on_test(base: PretrainConfig, checkpoint: str) -> Any:
-    """Per test image, whether the checkpoint's image-level prediction is right."""
+def outcomes_on_test(test: Any, checkpoint: str, batch_size: int = 512) -> Any:
+    """Per image of the split ``test``, whether the checkpoint's image-level prediction is
+    right."""
     model, ckpt = load_bagnet(checkpoint)
     norm = ckpt["normalization"]
-    return evaluate_bagnet(model, make_split(base, "test"), norm["mean"], norm["std"],
-                           per_image=True, batch_size=base.eval_batch_size)["correct"]
+    return evaluate_bagnet(model, test, norm["mean"], norm["std"], per_image=True,
+                           batch_size=batch_size)["correct"]
 
 
 def main() -> None:
@@ -120,7 +121,8 @@ def main() -> None:
     rows = [run_recipe(base, name, overrides, out, args.overwrite)
             for name, overrides in recipes]
     ref = rows[0]
-    outcomes = [outcomes_on_test(base, row["checkpoint"]) for row in rows]
+    test = make_split(base, "test")  # built once: every recipe is read on the same images
+    outcomes = [outcomes_on_test(test, row["checkpoint"], base.eval_batch_size) for row in rows]
     print(f"\n{task.name}, seed {args.seed}, {args.threads} threads; reference: {ref['recipe']}")
     print(f"{'recipe':12s} {'images':>10s} {'x ref':>6s} {'train time':>11s} {'x ref':>6s} "
           f"{'test error':>10s} {'val error':>9s} {'test - ref [95 % interval]':>27s}  "

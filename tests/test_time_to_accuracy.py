@@ -12,7 +12,7 @@ from agents.stats import paired_difference
 from glimpse_gym.bagnet import evaluate_bagnet, load_bagnet
 from glimpse_gym.datasets import make_dataset
 from glimpse_gym.pretrained import default_checkpoint
-from train.pretrain_bagnet import PretrainConfig
+from train.pretrain_bagnet import PretrainConfig, make_split
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bagnet_time_to_accuracy.py"
 _spec = importlib.util.spec_from_file_location("bagnet_time_to_accuracy", SCRIPT)
@@ -45,8 +45,8 @@ def test_per_image_outcomes_agree_with_the_error_on_the_same_images() -> None:
     assert correct.dtype == bool and correct.shape == (len(test),)
     assert 1 - correct.mean() == pytest.approx(metrics["image_error"])
     # the benchmark reads the same split from a pretraining config
-    base = PretrainConfig(dataset="digits", seed=seed)
-    assert np.array_equal(tta.outcomes_on_test(base, str(default_checkpoint())), correct)
+    split = make_split(PretrainConfig(dataset="digits", seed=seed), "test")
+    assert np.array_equal(tta.outcomes_on_test(split, str(default_checkpoint())), correct)
 
 
 def test_paired_difference_is_a_bootstrap_over_items() -> None:
