@@ -33,6 +33,7 @@ import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from glimpse_gym.envs.kernels import channels_last
 from glimpse_gym.envs.source import GlimpseSource, load_source
 
 BankSpec = str | Path | dict | GlimpseSource
@@ -75,10 +76,11 @@ class BankGrids:
             self._source = load_source(**self.bank)
         return self._source
 
-    def __call__(self, index: torch.Tensor) -> torch.Tensor:
+    def __call__(self, index: torch.Tensor, channels_first: bool = False) -> torch.Tensor:
         """``index [B]`` or ``[B, 1]`` (any dtype: SB3 hands observations over as float32)
-        -> the images' grids, channels-last and flat, ``[B, H*W*D] float32`` on the index's
-        device (what the ``full`` observation holds)."""
+        -> the images' grids, float32 on the index's device: channels-last and flat, ``[B,
+        H*W*D]`` (what the ``full`` observation holds), or with ``channels_first`` ``[B, D,
+        H, W]`` (the same values, as the bank stores them: no transpose on the CPU)."""
         src = self.source
         rows = index.reshape(-1).long()
         n = src.num_images
@@ -87,14 +89,20 @@ class BankGrids:
             raise ValueError(f"image index {int(bad[0])} is outside the bank this policy "
                              f"reads ({src.description.get('bank')}, {n} images): bind the "
                              "policy to the env's bank (extractor.grids.bind(...))")
+        b, (h, w), d = len(rows), src.grid, src.feature_dim
         if rows.device.type == "cpu":
-            grids = torch.from_numpy(np.asarray(src.features[rows.numpy()]))  # [B, D, H, W]
-            return grids.permute(0, 2, 3, 1).float().reshape(len(rows), -1)
+            grids = np.asarray(src.features[rows.numpy()])  # [B, D, H, W]
+            if channels_first:
+                return torch.from_numpy(grids).float()
+            return torch.from_numpy(channels_last(grids)).view(b, -1)
         key = str(rows.device)
         if key not in self._on_device:
-            from glimpse_gym.envs.tables import channels_last
-            self._on_device[key] = channels_last(src.features, torch.float16, rows.device)
-        return self._on_device[key].index_select(0, rows).float().reshape(len(rows), -1)
+            from glimpse_gym.envs.tables import channels_last as to_device
+            self._on_device[key] = to_device(src.features, torch.float16, rows.device)
+        grids = self._on_device[key].index_select(0, rows).float()  # [B, H*W, D]
+        if channels_first:
+            return grids.permute(0, 2, 1).reshape(b, d, h, w)
+        return grids.reshape(b, -1)
 
     def __getstate__(self) -> dict[str, Any]:  # the bank's spec travels, not its arrays
         bank = self.bank
@@ -109,6 +117,37 @@ class BankGrids:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.bind(state["bank"])
+
+
+class PerImage:
+    """Mixin of the by-reference extractors (torch modules with a :class:`BankGrids` reader,
+    ``grids``): :meth:`per_image` computes what depends on the image alone once per distinct
+    image of a batch (an episode's T steps share it; in training the gradient flows through
+    the gather) and, while no gradient is taken (collecting rollouts), keeps it from one
+    call to the next until the weights, the bank or the device change."""
+
+    _kept: tuple[Any, torch.Tensor, torch.Tensor] | None = None
+
+    def per_image(self, module: nn.Module, index: torch.Tensor, compute: Any) -> torch.Tensor:
+        """``compute(rows)`` (the distinct images' rows -> a tensor, one entry per row) for
+        the images ``index`` refers to, row i for ``index[i]``; ``module``: what it
+        depends on (its parameters and buffers are watched)."""
+        rows, inverse = torch.unique(index.reshape(-1).long(), return_inverse=True)
+        # what changes the result: the weights, BatchNorm statistics and mode, the bank and
+        # the device (Module.to() keeps the tensors' versions: see _apply)
+        versions = tuple(t._version for t in (*module.parameters(), *module.buffers()))
+        key = (versions, module.training, self.grids.generation, str(index.device))
+        kept = self._kept
+        if (not torch.is_grad_enabled() and kept is not None and kept[0] == key
+                and torch.equal(kept[1], rows)):
+            return kept[2].index_select(0, inverse)
+        values = compute(rows)
+        self._kept = None if torch.is_grad_enabled() else (key, rows, values)
+        return values.index_select(0, inverse)  # backward: index_add_, not index_put_
+
+    def _apply(self, *args: Any, **kwargs: Any) -> Any:
+        self._kept = None  # .to(), .double(), ...: the kept values are of the old tensors
+        return super()._apply(*args, **kwargs)
 
 
 def grid_size(observation_space: gym.spaces.Dict, bank: BankSpec | None,
@@ -145,8 +184,11 @@ def grid_features(observations: dict[str, torch.Tensor], grids: BankGrids | None
     return grids(observations["index"])
 
 
-class CellExtractor(BaseFeaturesExtractor):
+class CellExtractor(PerImage, BaseFeaturesExtractor):
     """``{"features": [B, H*W*D], "visited": [B, H*W]}`` -> ``[B, H*W*(code + 1)]``.
+
+    By reference (the ``index`` observation) the per-cell codes are computed once per
+    distinct image of a batch and kept across rollout steps (:class:`PerImage`).
 
     Args:
         observation_space: Glimpse-v0's Dict space.
@@ -165,8 +207,12 @@ class CellExtractor(BaseFeaturesExtractor):
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         b = observations["visited"].shape[0]
-        features = grid_features(observations, self.grids)
-        codes = self.mlp(features.view(b, -1, self.feature_dim))
+        if "features" in observations or self.grids is None:
+            features = grid_features(observations, self.grids)
+            codes = self.mlp(features.view(b, -1, self.feature_dim))
+        else:
+            codes = self.per_image(self.mlp, observations["index"], lambda rows: self.mlp(
+                self.grids(rows).view(len(rows), -1, self.feature_dim)))
         visited = observations["visited"].to(codes.dtype).view(b, -1, 1)
         return torch.cat([codes, visited], dim=2).flatten(1)
 

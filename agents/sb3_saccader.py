@@ -33,7 +33,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from agents.extractors import BankGrids, BankSpec, grid_size
+from agents.extractors import BankGrids, BankSpec, PerImage, grid_size
 from agents.saccader import Saccader, load_saccader
 
 
@@ -53,7 +53,7 @@ def _grid(observation_space: gym.spaces.Dict, grid: tuple[int, int] | None,
     return h, w, d, grids
 
 
-class SaccaderExtractor(BaseFeaturesExtractor):
+class SaccaderExtractor(PerImage, BaseFeaturesExtractor):
     """Glimpse-v0 observation -> ``[B, H*W + C + 1]``: location logits, then the critic's
     summary. Arguments after ``observation_space`` are those of :class:`Saccader`, then
     ``bank`` and ``feature_dim`` for the ``index`` observation (by reference).
@@ -72,29 +72,11 @@ class SaccaderExtractor(BaseFeaturesExtractor):
         super().__init__(observation_space, h * w + mixed_channels + 1)
         self.grid, self.feature_dim = (h, w), d
         self.saccader = Saccader(d, num_classes, where_channels, mixed_channels)
-        self._kept: tuple[Any, torch.Tensor, torch.Tensor] | None = None
 
     def _mixed_by_reference(self, index: torch.Tensor) -> torch.Tensor:
         """The mixed features ``[B, C, H*W]`` of the images ``index [B]`` refers to."""
-        rows, inverse = torch.unique(index.reshape(-1).long(), return_inverse=True)
-        # the mixed features change with the weights, the BatchNorm statistics, the bank
-        # and the device (Module.to() keeps the versions: see _apply)
-        versions = tuple(t._version for t in (*self.saccader.parameters(),
-                                               *self.saccader.buffers()))
-        key = (versions, self.training, self.grids.generation, str(index.device))
-        kept = self._kept
-        if (not torch.is_grad_enabled() and kept is not None and kept[0] == key
-                and torch.equal(kept[1], rows)):
-            return kept[2].index_select(0, inverse)
-        h, w = self.grid
-        what = self.grids(rows).view(len(rows), h, w, self.feature_dim).permute(0, 3, 1, 2)
-        mixed = self.saccader.mixed(what.contiguous())
-        self._kept = None if torch.is_grad_enabled() else (key, rows, mixed)
-        return mixed.index_select(0, inverse)  # backward: index_add_, not index_put_
-
-    def _apply(self, *args: Any, **kwargs: Any) -> SaccaderExtractor:
-        self._kept = None  # .to(), .double(), ...: the kept features are of the old tensors
-        return super()._apply(*args, **kwargs)
+        return self.per_image(self.saccader, index, lambda rows: self.saccader.mixed(
+            self.grids(rows, channels_first=True)))
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         h, w = self.grid

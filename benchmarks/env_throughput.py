@@ -8,6 +8,10 @@ Measures, in one run (so a noisy machine shows in every figure alike):
   each mode's observation size in bytes per env;
 - ``SyncVectorEnv`` of the single env (``--sync-envs`` of them; its cost per env-step does
   not depend on N) and the native env's ratio to it;
+- for ``copy=True``, the bytes each env-step hands back as copies (observation and infos
+  arrays of a mid-episode step) and the rate at which this machine's memory bandwidth
+  alone would copy them (each byte read once and written once): that mode's ceiling with
+  copies, whatever the step itself costs;
 - for the ``full`` mode, the bytes a step must move (each episode reads its image's feature
   grid from the in-memory bank and writes it into the observation: ``H*W*D`` values read
   and written once per episode of ``T + 1`` steps, as an episode takes T glimpse steps plus
@@ -71,6 +75,16 @@ def vector_rate(envs, seconds: float, as_tensor: bool = False, copy: bool | None
     return steps * n / (time.perf_counter() - t0)
 
 
+def copied_bytes_per_env(envs: GlimpseVectorEnv) -> int:
+    """Bytes of the arrays a mid-episode ``copy=True`` step hands back, per env."""
+    envs.copy = True
+    envs.reset(seed=0)
+    obs, _, _, _, info = envs.step(np.zeros(envs.num_envs, dtype=np.int64))
+    arrays = [*obs.values(), *(v for k, v in info.items() if not k.startswith("_"))]
+    return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray) and a.dtype != object) \
+        // envs.num_envs
+
+
 def memory_bandwidth(seconds: float, src: torch.Tensor, dst: torch.Tensor) -> float:
     """Bytes per second of a large fp32 tensor copy (each byte read once and written once)."""
     dst.copy_(src)
@@ -100,7 +114,7 @@ def main() -> None:
     s, n, m = args.seconds, args.num_envs, args.sync_envs
     measures = {}
     modes = ("glimpses", "partial", "full")
-    obs_bytes = {}
+    obs_bytes, copy_bytes = {}, {}
     for mode in modes:
         wrapped = gym.make("Glimpse-v0", observation=mode, **kw)
         measures[f"single env, gym.make, {mode}"] = lambda e=wrapped: single_env_rate(e, s)
@@ -112,6 +126,7 @@ def main() -> None:
         native = GlimpseVectorEnv(n, observation=mode, device=args.device, **kw)
         obs_bytes[mode] = sum(int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
                               for space in native.single_observation_space.values())
+        copy_bytes[mode] = copied_bytes_per_env(native)
         for copy in (False, True):
             measures[f"native vector x{n}, {mode}, copy={copy}"] = \
                 lambda e=native, c=copy: vector_rate(e, s, copy=c)
@@ -146,6 +161,12 @@ def main() -> None:
         print(f"native / SyncVectorEnv, {key}: {np.median(v):.0f}x "
               f"(rounds {v.min():.0f}x - {v.max():.0f}x)")
     print("observation bytes per env: " + ", ".join(f"{k} {v:,}" for k, v in obs_bytes.items()))
+    copy_limits = {mode: bandwidth / (2 * b) for mode, b in copy_bytes.items()}
+    for mode, b in copy_bytes.items():
+        lim = copy_limits[mode]
+        print(f"copy=True, {mode}: {b:,} B copied per env-step (observation and infos); "
+              f"the bandwidth alone copies {np.median(lim):,.0f} env-steps/s (rounds "
+              f"{lim.min():,.0f} - {lim.max():,.0f})")
     print(f"memory bandwidth (copy): {np.median(bandwidth) / 1e9:.1f} GB/s (rounds "
           f"{bandwidth.min() / 1e9:.1f} - {bandwidth.max() / 1e9:.1f}); full mode moves "
           f"{bytes_per_step:.0f} B per env-step -> limit {np.median(limit):,.0f} env-steps/s")
@@ -161,6 +182,9 @@ def main() -> None:
             "bandwidth_bytes_per_s_rounds": bandwidth.tolist(),
             "full_bytes_per_env_step": bytes_per_step,
             "observation_bytes_per_env": obs_bytes,
+            "copied_bytes_per_env_step": copy_bytes,
+            "copy_limit_env_steps_per_s": {m: float(np.median(v)) for m, v in
+                                           copy_limits.items()},
             "full_below_limit": float(np.median(below)),
             "full_below_limit_rounds": below.tolist(),
             "bank": args.bank, "num_envs": n, "sync_envs": m, "num_rounds": args.rounds,

@@ -13,6 +13,8 @@ The episode schedule and the coverage have their compiled loops beside their ten
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 
@@ -84,3 +86,46 @@ def clear_episodes(cells: np.ndarray, t: int, num_cells: int, visited: np.ndarra
     for p in range(0, len(visited), 64):
         warm += visited[p] + unvisited[p]
     return warm
+
+
+@numba.njit(**JIT)
+def float16_channels_last(grids: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
+    """``grids [B, D, C]`` (float16 bit patterns as uint16) -> ``out [B, C, D]`` float32
+    through ``table`` (the float32 value of every pattern: exact, as ``astype``). One image
+    at a time: its grid stays in the first-level cache while it is transposed (torch's
+    strided copy of the same [4096, 32, 121] -> [4096, 121, 32] ran 3x slower here)."""
+    b, d, c = grids.shape
+    for i in range(b):
+        for j in range(c):
+            for k in range(d):
+                out[i, j, k] = table[grids[i, k, j]]
+
+
+@numba.njit(**JIT)
+def float32_channels_last(grids: np.ndarray, out: np.ndarray) -> None:
+    """``grids [B, D, C]`` -> ``out [B, C, D]``, any float type to float32."""
+    b, d, c = grids.shape
+    for i in range(b):
+        for j in range(c):
+            for k in range(d):
+                out[i, j, k] = grids[i, k, j]
+
+
+def channels_last(grids: np.ndarray) -> np.ndarray:
+    """Bank grids ``[B, D, H, W]`` (float16 or float32) as ``[B, H*W, D] float32``."""
+    b, d = grids.shape[:2]
+    flat = np.ascontiguousarray(grids).reshape(b, d, -1)
+    out = np.empty((b, flat.shape[2], d), np.float32)
+    if flat.dtype == np.float16:
+        float16_channels_last(flat.view(np.uint16), float16_values(), out)
+    else:
+        float32_channels_last(flat, out)
+    return out
+
+
+@functools.cache
+def float16_values() -> np.ndarray:
+    """float32 value of every float16 bit pattern (256 kB): a gather through it converts
+    float16 to float32 exactly as ``astype`` does, at twice its speed."""
+    return np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(
+        np.float32)

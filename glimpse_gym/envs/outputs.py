@@ -27,7 +27,7 @@ class VectorOutputs:
     def _observation(self) -> dict[str, Any]:
         if not self.copy and self._views is not None:  # the same views every step
             return dict(self._views)
-        return {k: self._out(v, copy=self.copy) for k, v in self._observed().items()}
+        return {k: self._out(v, copy=self.copy, key=k) for k, v in self._observed().items()}
 
     def _final_observations(self) -> np.ndarray:
         final = np.full(self.num_envs, None, dtype=object)
@@ -48,10 +48,12 @@ class VectorOutputs:
         copy = self.copy or finished
         index, label = self._episode_info["index"], self._episode_info["label"]
         values = {  # index and label: per-episode arrays the env never writes to
-            "index": copy_value(index) if self.copy else index, "prediction": self._prediction,
-            "label": copy_value(label) if self.copy else label, "correct": self._correct,
-            "cells": self._out(self._cells, copy=copy),
-            "action_mask": self._out(self._unvisited, copy=copy),
+            "index": self._copy("info.index", index) if self.copy else index,
+            "prediction": self._prediction,
+            "label": self._copy("info.label", label) if self.copy else label,
+            "correct": self._correct,
+            "cells": self._out(self._cells, copy=copy, key="info.cells"),
+            "action_mask": self._out(self._unvisited, copy=copy, key="info.action_mask"),
         }
         if finished:
             values["coverage"] = self._out(self._cov.union(self._cells))
@@ -65,11 +67,20 @@ class VectorOutputs:
             infos[f"_{key}"] = mask
         return infos
 
-    def _out(self, value: torch.Tensor, copy: bool = False) -> Any:
+    def _out(self, value: torch.Tensor, copy: bool = False, key: str | None = None) -> Any:
+        """``value`` as the outputs' array type; ``copy``: a copy (on the CPU, recycled
+        under ``key``: see :class:`~glimpse_gym.envs.copies.Recycler`)."""
         if self.array_type == "torch":
             return value.clone() if copy else value.to(self.device)
         array = value.detach().cpu().numpy()
-        return array.copy() if copy and value.device.type == "cpu" else array
+        if not copy or value.device.type != "cpu":  # from CUDA, .cpu() made a new array
+            return array
+        return self._copy(key, array) if key is not None else array.copy()
+
+    def _copy(self, key: str, value: Any) -> Any:
+        """A copy of a numpy array (recycled) or a tensor."""
+        return self._recycler.copy(key, value) if isinstance(value, np.ndarray) else \
+            copy_value(value)
 
 
 def _host_array(value: Any) -> np.ndarray:

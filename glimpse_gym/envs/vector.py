@@ -36,7 +36,7 @@ from glimpse_gym.envs.checks import (
     check_seeds,
     raise_out_of_range,
 )
-from glimpse_gym.envs.copies import CopyByRebuild
+from glimpse_gym.envs.copies import CopyByRebuild, Recycler
 from glimpse_gym.envs.coverage import CoverageTable
 from glimpse_gym.envs.episodes import episode_images
 from glimpse_gym.envs.glimpse_env import observation_space
@@ -129,6 +129,7 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
                                       self.source.num_images)
         self.observation_mode = observation
         self.render_mode, self.array_type, self.copy = render_mode, array_type, copy
+        self._recycler = Recycler()  # the buffers of copy=True's copies
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         d = src.feature_dim
         self.feature_shape = (h, w, d)

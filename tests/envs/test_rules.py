@@ -148,3 +148,20 @@ def test_masking_constant_hides_visited_cells() -> None:
     assert torch.equal(masked[~visited], logits[~visited])
     assert not bool(visited.gather(1, masked.argmax(dim=1, keepdim=True)).any())
     assert float(torch.softmax(masked, dim=1)[visited].max()) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_compiled_channels_last_equals_the_transpose(dtype) -> None:
+    """The compiled grid transpose (bank grids [B, D, H, W] -> [B, H*W, D] float32) gives
+    exactly numpy's transpose and cast, special float16 values included."""
+    from glimpse_gym.envs.kernels import channels_last
+
+    rng = np.random.default_rng(0)
+    grids = (rng.standard_normal((5, 7, 3, 4)) * 100).astype(dtype)
+    grids.flat[:4] = [np.inf, -np.inf, 0.0, -0.0]
+    if dtype == np.float16:
+        grids.flat[4] = np.float16(6e-8)  # a subnormal
+    expected = grids.reshape(5, 7, 12).transpose(0, 2, 1).astype(np.float32)
+    got = channels_last(grids)
+    assert got.dtype == np.float32 and got.shape == (5, 12, 7)
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))  # -0.0 too

@@ -171,3 +171,50 @@ def test_full_observation_is_the_image_grid_after_every_autoreset(bank_dtype) ->
             np.testing.assert_array_equal(got, expected)
         for _ in range(3):
             obs, _, _, _, info = envs.step(np.array([0, 1, 2, 3]))
+
+
+@pytest.mark.parametrize("observation", ["glimpses", "partial", "full", "index"])
+def test_copies_held_in_any_form_are_never_overwritten(observation) -> None:
+    """copy=True reuses the memory of returned arrays nobody holds any more: arrays kept
+    directly, as views, inside the returned dicts or as tensors keep their values through
+    later steps and episodes, and a dropped array's memory is reused."""
+    envs = GlimpseVectorEnv(num_envs=3, glimpses=2, observation=observation)
+    obs, _ = envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    held = {"dict": obs, "view": obs["visited"][1:], "tensor": torch.from_numpy(obs["visited"])}
+    _, _, _, _, info = envs.step(rng.integers(0, 100, 3))
+    held["info"] = info["action_mask"]
+    def values(key):
+        value = held[key]["visited"] if key == "dict" else held[key]
+        return value.numpy().copy() if torch.is_tensor(value) else np.array(value)
+
+    snapshots = {key: values(key) for key in held}
+    seen = set()
+    for _ in range(12):  # several episodes: every recycled buffer is written many times
+        obs, *_, info = envs.step(rng.integers(0, 100, 3))
+        seen.add(obs["visited"].__array_interface__["data"][0])
+        del obs, info
+    for key in held:
+        assert np.array_equal(values(key), snapshots[key]), key
+    held_memory = {held["dict"]["visited"].__array_interface__["data"][0],
+                   held["info"].__array_interface__["data"][0]}
+    assert not held_memory & seen
+    assert len(seen) <= 2  # dropped each step: the same one or two buffers come back
+
+
+def test_recycled_copies_equal_fresh_copies() -> None:
+    """Outputs through recycled buffers are the values copy=False shows at that step."""
+    kw = {"num_envs": 5, "glimpses": 3, "observation": "glimpses"}
+    views, copies = GlimpseVectorEnv(copy=False, **kw), GlimpseVectorEnv(**kw)
+    views.reset(seed=2)
+    copies.reset(seed=2)
+    rng = np.random.default_rng(1)
+    for _ in range(9):
+        actions = rng.integers(0, 100, 5)
+        obs_v, *_, info_v = views.step(actions)
+        obs_c, *_, info_c = copies.step(actions)
+        for key in obs_v:
+            assert np.array_equal(obs_v[key], obs_c[key])
+            assert not np.shares_memory(obs_v[key], obs_c[key])
+        for key in ("cells", "action_mask", "index", "label"):
+            assert np.array_equal(info_v[key], info_c[key])

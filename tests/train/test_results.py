@@ -26,6 +26,9 @@ def test_every_planned_step_parses(task, bagnet, tmp_path) -> None:
         # every agent is trained, and the occlusion test run, with the task's T
         if name.split("-s")[0] in AGENTS:
             assert args.glimpses == TASKS[task].glimpses
+        if name.startswith("saccader-"):  # 1 + 3 epochs on 100x100, else 3 + 10
+            epochs = (1, 3) if task == "cluttered-mnist-100" else (3, 10)
+            assert (args.location_epochs, args.policy_epochs) == epochs
         if name.startswith("evaluate-"):
             assert args.occlusion_glimpses == TASKS[task].glimpses
     assert TASKS["cluttered-mnist-100"].glimpses == 8  # RAM's larger task: 8 glimpses
