@@ -36,6 +36,7 @@ from glimpse_gym.envs.render import draw_glimpses
 from glimpse_gym.errors import CheckpointError, UsageError
 from glimpse_gym.fileio import atomic_write
 from glimpse_gym.pretrained import resolve_checkpoint
+from train.markdown import combined_markdown
 from train.run import RunOptions, prepare_out, setup, write_results
 
 
@@ -240,7 +241,8 @@ def _read_run(spec: str) -> dict[str, Any]:
 
 def combine(cfg: EvaluateConfig) -> dict[str, Any]:
     """Combine the evaluations of several seeds: :func:`agents.stats.combine_results` and
-    :func:`agents.stats.differences` written to ``results.json`` / ``results.csv``, the plot
+    :func:`agents.stats.differences` written to ``results.json`` / ``results.csv`` (and the
+    docs' Markdown table, ``results.md``), the plot
     with the 95 % intervals shaded, and the table printed as mean ± std."""
     runs = [_read_run(s) for s in cfg.combine]
     where = {(r["bank"].get("dataset"), r["bank"].get("split"), r["num_images"]) for r in runs}
@@ -277,8 +279,9 @@ def combine(cfg: EvaluateConfig) -> dict[str, Any]:
     seeds = max(row["seeds"] for row in table.values())
     _plot(means, tmax, out / "accuracy.png", f"{first['bank'].get('dataset')} "
           f"{first['bank'].get('split')}: mean of {seeds} seeds, 95 % interval shaded", bands)
+    atomic_write(out / "results.md", lambda f: f.write(combined_markdown(results).encode()))
     print_combined(results)
-    write_results(out, results, ["results.csv", "accuracy.png"])
+    write_results(out, results, ["results.csv", "results.md", "accuracy.png"])
     return results
 
 

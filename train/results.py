@@ -11,6 +11,13 @@ command with its log in ``OUT/logs/``:
    (the occlusion test with the task's T);
 4. ``evaluate --combine`` over the seeds: mean, spread, 95 % intervals, differences.
 
+With ``--finetune-epochs N`` each seed's Saccader also runs the paper's step 3 (``train
+saccader --stage finetune``: the Saccader and the BagNet trained together on the images, new
+banks from the fine-tuned BagNet), is evaluated on its own fine-tuned banks into
+``OUT/eval-finetuned/seedK`` and combined over the seeds; ``OUT/eval-finetuned/versus-fixed-
+bank.json`` gives the fine-tuned minus the fixed-bank Saccader's error at every T, with its
+95 % interval over the seeds.
+
 With ``--bagnet train`` and ``--bagnet-per-seed``, seed k also trains its own BagNet (seed
 k), so the spread includes the representation's. A step whose output is already there is
 skipped, so an interrupted run continues where it stopped (``--overwrite`` redoes all).
@@ -32,7 +39,7 @@ from glimpse_gym.errors import UsageError
 from glimpse_gym.fileio import atomic_write
 from glimpse_gym.tasks import TASKS
 
-AGENTS = {  # name: (glimpse subcommand, options, the policy file, which also marks it done)
+AGENTS = {  # name: (glimpse subcommand, options, the policy file evaluate loads)
     "saccader": (["train", "saccader"], [], "policy.pt"),
     "maskable-ppo": (["train", "maskable-ppo"], ["--total-timesteps", "600000",
                                                  "--eval-freq", "150000"], "last.zip"),
@@ -75,6 +82,9 @@ class ResultsConfig:
     """redo every step, even those whose output is there"""
     threads: int = 2
     """torch CPU threads of each step"""
+    finetune_epochs: int = 0
+    """also run the paper's step 3 on each seed's Saccader for this many epochs (the BagNet
+    fine-tuned with it on the images), evaluated into OUT/eval-finetuned (0: not run)"""
     dry_run: bool = False
     """print the commands and stop"""
 
@@ -125,13 +135,13 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
         b = s if len(bagnet_seeds) > 1 else bagnet_seeds[0]
         banks = str(out / f"banks-s{b}")
         for name in agents:
-            cmd, opts, done = AGENTS[name]
+            cmd, opts, _ = AGENTS[name]
             opts = [*opts, *TASK_AGENT_OPTIONS.get(task.name, {}).get(name, [])]
             folder = out / f"seed{s}" / name
             steps.append((f"{name}-s{s}", _glimpse(*cmd, "--banks", banks, *opts, "--glimpses",
                                                    str(task.glimpses), "--seed", str(s),
                                                    "--out", str(folder), *common),
-                          folder / done))
+                          folder / "results.json"))  # written last: checkpoints come earlier
         ckpt = (out / f"bagnet-s{b}" / "bagnet.pt") if cfg.bagnet == "train" else task.name
         policies = [f"--policy={n}={out / f'seed{s}' / n / AGENTS[n][2]}" for n in agents]
         steps.append((f"evaluate-s{s}", _glimpse(
@@ -140,11 +150,58 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
             "--occlusion-glimpses", str(task.glimpses), "--seed", str(s),
             "--out", str(out / "eval" / f"seed{s}"), *common),
             out / "eval" / f"seed{s}" / "results.json"))
-    combined = [f"--combine={out / 'eval' / f'seed{s}'}" for s in seeds]
-    steps.append(("combine", _glimpse("evaluate", *combined, "--out",
-                                      str(out / "eval" / "combined"), "--overwrite"),
-                  out / "eval" / "combined" / "results.json"))
+        if cfg.finetune_epochs and "saccader" in agents:
+            steps += _finetune_steps(cfg, out / f"seed{s}" / "saccader", banks, str(ckpt),
+                                     task.glimpses, s)
+    steps.append(_combine_step("combine", out / "eval", seeds))
+    if cfg.finetune_epochs and "saccader" in agents:
+        steps.append(_combine_step("combine-finetuned", out / "eval-finetuned", seeds))
     return steps
+
+
+def _combine_step(name: str, evals: Path, seeds: list[int]) -> tuple[str, list[str], Path]:
+    combined = [f"--combine={evals / f'seed{s}'}" for s in seeds]
+    return (name, _glimpse("evaluate", *combined, "--out", str(evals / "combined"),
+                           "--overwrite"), evals / "combined" / "results.json")
+
+
+def _finetune_steps(cfg: ResultsConfig, folder: Path, banks: str, ckpt: str, glimpses: int,
+                    seed: int) -> list[tuple[str, list[str], Path]]:
+    """The paper's step 3 on one seed's Saccader, and its evaluation on the fine-tuned
+    BagNet's own banks (every row of that table reads the fine-tuned BagNet)."""
+    tuned = folder / "finetuned"
+    common = ["--threads", str(cfg.threads), "--no-progress"]
+    evals = folder.parent.parent / "eval-finetuned" / f"seed{seed}"
+    return [
+        (f"saccader-finetune-s{seed}", _glimpse(
+            "train", "saccader", "--stage", "finetune", "--finetune-epochs",
+            str(cfg.finetune_epochs), "--banks", banks, "--bagnet-checkpoint", ckpt,
+            "--glimpses", str(glimpses), "--seed", str(seed), "--out", str(folder), *common),
+         tuned / "policy.pt"),
+        (f"evaluate-finetuned-s{seed}", _glimpse(
+            "evaluate", "--bank", str(tuned / "banks" / "test"), "--checkpoint",
+            str(tuned / "bagnet.pt"), f"--policy=saccader-finetuned={tuned / 'policy.pt'}",
+            "--policy=ordered-logits", "--policy=random", "--policy=centre",
+            "--occlusion-glimpses", str(glimpses), "--seed", str(seed), "--out", str(evals),
+            *common, "--overwrite"), evals / "results.json")]
+
+
+def compare_finetuned(out: Path) -> dict[str, Any]:
+    """The fine-tuned minus the fixed-bank Saccader's test error at every T, over the seeds
+    both combined tables hold (:func:`agents.stats.difference`); written to
+    ``OUT/eval-finetuned/versus-fixed-bank.json``."""
+    from agents.stats import difference
+
+    def errors(table: str, name: str) -> dict[str, list[float]]:
+        row = json.loads((out / table / "combined" / "results.json").read_text())["policies"]
+        return {t: e["values"] for t, e in row[name]["error"].items()}
+
+    fixed, tuned = errors("eval", "saccader"), errors("eval-finetuned", "saccader-finetuned")
+    result = {"finetuned - fixed bank": {t: difference(tuned[t], fixed[t])
+                                         for t in fixed if t in tuned}}
+    atomic_write(out / "eval-finetuned" / "versus-fixed-bank.json",
+                 lambda f: f.write(json.dumps(result, indent=1).encode()))
+    return result
 
 
 def run_results(cfg: ResultsConfig) -> dict[str, Any]:
@@ -161,7 +218,7 @@ def run_results(cfg: ResultsConfig) -> dict[str, Any]:
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     start = time.perf_counter()
     for i, (name, cmd, done) in enumerate(steps, 1):
-        if done.exists() and not cfg.overwrite and name != "combine":
+        if done.exists() and not cfg.overwrite and not name.startswith("combine"):
             print(f"[{i}/{len(steps)}] {name}: done before, skipped ({done})")
             continue
         print(f"[{i}/{len(steps)}] {name}: glimpse {shlex.join(cmd[3:])}", flush=True)
@@ -176,9 +233,15 @@ def run_results(cfg: ResultsConfig) -> dict[str, Any]:
         timings[name] = round(seconds, 1)
         atomic_write(timings_path, lambda f: f.write(json.dumps(timings, indent=1).encode()))
         print(f"    {seconds / 60:.1f} min", flush=True)
+    if any(name == "combine-finetuned" for name, _, _ in steps):
+        rows = compare_finetuned(out)["finetuned - fixed bank"]
+        print("the fine-tuned minus the fixed-bank Saccader's test error (points, 95 % "
+              "interval over seeds): " + ", ".join(
+                  f"T={t} {100 * d['mean']:+.2f} [{100 * d['ci95'][0]:+.2f}, "
+                  f"{100 * d['ci95'][1]:+.2f}]" for t, d in rows.items()))
     print(f"{cfg.task}: every step done in {(time.perf_counter() - start) / 60:.1f} min; the "
           f"table is {out / 'eval' / 'combined'}/results.json (and accuracy.png)")
     return timings
 
 
-__all__ = ["ResultsConfig", "output_folder", "plan", "run_results"]
+__all__ = ["ResultsConfig", "compare_finetuned", "output_folder", "plan", "run_results"]

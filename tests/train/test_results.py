@@ -8,7 +8,7 @@ import pytest
 from glimpse_gym.errors import UsageError
 from glimpse_gym.tasks import TASKS
 from train.cli import build_parser
-from train.results import AGENTS, ResultsConfig, plan, run_results
+from train.results import AGENTS, ResultsConfig, compare_finetuned, plan, run_results
 
 
 @pytest.mark.parametrize("bagnet", ["train", "shipped"])
@@ -49,6 +49,47 @@ def test_bad_task_agent_or_bagnet_is_a_usage_error() -> None:
             plan(cfg)
 
 
+@pytest.mark.parametrize("bagnet", ["train", "shipped"])
+def test_finetune_runs_the_papers_step_3_per_seed_on_its_own_banks(bagnet, tmp_path) -> None:
+    steps = plan(ResultsConfig(bagnet=bagnet, finetune_epochs=1, out=str(tmp_path)))
+    names = [name for name, _, _ in steps]
+    assert names[-2:] == ["combine", "combine-finetuned"]
+    parser = build_parser()
+    for s in range(3):
+        # after the seed's own Saccader, which it starts from
+        assert names.index(f"saccader-s{s}") < names.index(f"saccader-finetune-s{s}") \
+            < names.index(f"evaluate-finetuned-s{s}")
+        cmd = dict((n, c) for n, c, _ in steps)[f"saccader-finetune-s{s}"]
+        args = parser.parse_args(cmd[3:])
+        assert (args.stage, args.finetune_epochs, args.seed) == ("finetune", 1, s)
+        assert args.bagnet_checkpoint == ("cluttered-mnist" if bagnet == "shipped" else
+                                          str(tmp_path / "bagnet-s0" / "bagnet.pt"))
+        evaluate = parser.parse_args(dict((n, c) for n, c, _ in steps)
+                                     [f"evaluate-finetuned-s{s}"][3:])
+        tuned = tmp_path / f"seed{s}" / "saccader" / "finetuned"
+        assert evaluate.bank == str(tuned / "banks" / "test")
+        assert evaluate.checkpoint == str(tuned / "bagnet.pt")
+    assert not any("finetune" in name for name, _, _ in plan(ResultsConfig(out="unused")))
+
+
+def test_compare_finetuned_gives_the_difference_over_seeds(tmp_path) -> None:
+    import json
+
+    def write(table: str, name: str, values: list[float]) -> None:
+        folder = tmp_path / table / "combined"
+        folder.mkdir(parents=True)
+        row = {"error": {"6": {"values": values}, "8": {"values": values}}}
+        (folder / "results.json").write_text(json.dumps({"policies": {name: row}}))
+
+    write("eval", "saccader", [0.010, 0.011, 0.009])
+    write("eval-finetuned", "saccader-finetuned", [0.008, 0.0085, 0.0075])
+    rows = compare_finetuned(tmp_path)["finetuned - fixed bank"]
+    assert set(rows) == {"6", "8"}
+    assert rows["6"]["mean"] == pytest.approx(-0.002) and rows["6"]["differs"]
+    saved = json.loads((tmp_path / "eval-finetuned" / "versus-fixed-bank.json").read_text())
+    assert saved["finetuned - fixed bank"]["8"]["mean"] == pytest.approx(-0.002)
+
+
 def test_done_steps_are_skipped_and_the_dry_run_runs_nothing(tmp_path, capsys) -> None:
     cfg = ResultsConfig(agents=["saccader"], seeds=[0], out=str(tmp_path), dry_run=True)
     assert run_results(cfg) == {}
@@ -61,6 +102,22 @@ def test_done_steps_are_skipped_and_the_dry_run_runs_nothing(tmp_path, capsys) -
         run_results(cfg)
     out = capsys.readouterr().out
     assert out.count("done before, skipped") == len(plan(cfg)) - 1
+
+
+def test_an_agent_cut_short_after_a_checkpoint_is_run_again(tmp_path, capsys) -> None:
+    # trainers save best/last checkpoints while they run; only results.json says they finished
+    cfg = ResultsConfig(agents=["reinforce"], seeds=[0], out=str(tmp_path))
+    steps = {name: done for name, _, done in plan(cfg)}
+    assert steps["reinforce-s0"].name == "results.json"
+    for name, done in steps.items():
+        if name != "combine":
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text("{}")
+    steps["reinforce-s0"].unlink()
+    (steps["reinforce-s0"].parent / "best.pt").write_text("partial")
+    with pytest.raises(UsageError, match="step reinforce-s0 failed"):  # the banks are fakes
+        run_results(cfg)
+    assert "reinforce-s0: done before" not in capsys.readouterr().out
 
 
 def test_evaluate_combines_seeds_into_means_intervals_and_differences(tmp_path, capsys) -> None:
@@ -86,8 +143,16 @@ def test_evaluate_combines_seeds_into_means_intervals_and_differences(tmp_path, 
     assert ordered["std"] == 0  # one BagNet: ordered logits is the same for every seed
     diff = combined["differences"][2]["ordered-logits - random"]
     assert diff["differs"] == (diff["ci95"][1] < 0 or diff["ci95"][0] > 0)
-    for name in ("results.json", "results.csv", "accuracy.png"):
+    for name in ("results.json", "results.csv", "results.md", "accuracy.png"):
         assert (tmp_path / "all" / name).is_file()
+    markdown = (tmp_path / "all" / "results.md").read_text().splitlines()
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in markdown
+            if line.startswith("| ") and " | " in line}
+    assert set(rows) >= {"test error (%) at T =", "random", "ordered-logits"}
+    # the spread of the random draws shows; ordered logits reads one BagNet: a bare value
+    assert rows["random"][1] == "{:.2f} ± {:.2f}".format(100 * random_t2["mean"],
+                                                         100 * random_t2["std"])
+    assert "±" not in rows["ordered-logits"][0]
     assert "mean ± std over seeds" in capsys.readouterr().out
     with pytest.raises(UsageError, match="--reference"):
         evaluate(EvaluateConfig(combine=[str(tmp_path / "seed0")], reference="saccader",
