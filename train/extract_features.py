@@ -10,6 +10,7 @@ from glimpse_gym.bagnet import load_bagnet
 from glimpse_gym.bank import FeatureBank, write_bank
 from glimpse_gym.datasets import dataset_options, make_dataset
 from glimpse_gym.errors import UsageError
+from glimpse_gym.multiscale import MultiScaleBank, check_scales, write_multiscale_bank
 from glimpse_gym.pretrained import resolve_checkpoint
 from train.config import parse_options
 from train.run import RunOptions, setup
@@ -40,10 +41,21 @@ class ExtractConfig(RunOptions):
     """also store the uint8 images (rendering and the occlusion test need them)"""
     num_workers: int = 0
     """DataLoader workers for datasets read from disk (imagefolder)"""
+    scales: str | None = None
+    """write multi-scale banks instead (TNet's levels): the BagNet on the images resized by
+    each of these comma-separated, rising scales ending with 1, e.g. 0.25,0.5,1"""
 
 
-def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank]:
-    """Write one bank per split; return them by split name."""
+def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank | MultiScaleBank]:
+    """Write one bank (or, with ``--scales``, one multi-scale bank) per split; return them by
+    split name."""
+    scales = None
+    if cfg.scales is not None:
+        try:
+            scales = check_scales([float(x) for x in cfg.scales.split(",")])
+        except ValueError:
+            raise UsageError(f"--scales must be comma-separated numbers, got {cfg.scales!r}") \
+                from None
     device = setup(cfg.device, cfg.threads)
     model, ckpt = load_bagnet(resolve_checkpoint(cfg.checkpoint), device)
     trained_on = ckpt.get("dataset", {})
@@ -64,14 +76,26 @@ def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank]:
     for split in cfg.split or ["train", "val", "test"]:
         ds = make_dataset(name, split, **opts)
         target = Path(cfg.out) / split
+        if scales is not None:
+            banks[split] = write_multiscale_bank(
+                model, ds, target, scales, checkpoint=ckpt, batch_size=cfg.batch_size,
+                device=device, store_images=cfg.store_images, overwrite=cfg.overwrite,
+                dataset_options=opts, progress=cfg.progress)
+            for i, level in enumerate(banks[split].levels):
+                _summary(f"{target} level {i} (x{level.scale:g})", level.bank)
+            continue
         bank = write_bank(model, ds, target, checkpoint=ckpt, batch_size=cfg.batch_size,
                           device=device, store_images=cfg.store_images, overwrite=cfg.overwrite,
                           dataset_options=opts, num_workers=cfg.num_workers,
                           progress=cfg.progress)
-        s = bank.meta["stats"]
-        print(f"{target}: {bank.num_images} images, grid {bank.grid}, features "
-              f"{tuple(bank.features.shape)} float16 | image acc {s['image_acc']:.4f} "
-              f"cell acc {s['cell_acc']:.4f} | {s['images_per_s']:.0f} img/s")
+        _summary(str(target), bank)
         banks[split] = bank
     print(f"wrote: {', '.join(str(b.path) for b in banks.values())}")
     return banks
+
+
+def _summary(what: str, bank: FeatureBank) -> None:
+    s = bank.meta["stats"]
+    print(f"{what}: {bank.num_images} images, grid {bank.grid}, features "
+          f"{tuple(bank.features.shape)} float16 | image acc {s['image_acc']:.4f} "
+          f"cell acc {s['cell_acc']:.4f} | {s['images_per_s']:.0f} img/s")

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
@@ -28,9 +29,10 @@ from glimpse_gym.bagnet import (
     preprocess,
     save_checkpoint,
 )
-from glimpse_gym.datasets import ImageDataset, dataset_options, make_dataset
+from glimpse_gym.datasets import ImageDataset, TensorImageDataset, dataset_options, make_dataset
 from glimpse_gym.errors import CheckpointError, UsageError
 from glimpse_gym.fileio import write_json
+from glimpse_gym.multiscale import check_scales, level_size, resize_images
 from train.config import parse_options
 from train.run import TrainOptions, prepare_out, setup
 
@@ -89,6 +91,10 @@ class PretrainConfig(TrainOptions):
     """images per batch in evaluation"""
     num_workers: int = 0
     """DataLoader workers for datasets read from disk (imagefolder)"""
+    scales: str | None = None
+    """train across scales for multi-scale banks: each batch resized by one of these
+    comma-separated scales (rising, ending with 1; drawn at random per batch), e.g. 0.5,1;
+    validation and test are reported at each scale"""
 
 
 def make_split(cfg: PretrainConfig, split: str, layout_seed: int = 0) -> ImageDataset:
@@ -146,6 +152,7 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
                 overwrite=cfg.overwrite)
     model = build_bagnet(arch, **arch_kwargs).to(device)
     mean, std = list(train_set.mean), list(train_set.std)
+    scales = _scales(cfg, model, train_set)
     num_train = len(train_set) if cfg.max_train_images is None else min(cfg.max_train_images,
                                                                         len(train_set))
     steps_per_epoch = math.ceil(num_train / cfg.batch_size)
@@ -196,7 +203,11 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
                                    num_workers=cfg.num_workers),
                    total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not cfg.progress, leave=False)
+        scale_rng = np.random.default_rng(cfg.seed * 1_000_003 + epoch)
         for images, labels in bar:
+            if scales:  # one scale per batch
+                s = scales[int(scale_rng.integers(len(scales)))]
+                images = resize_images(images, level_size(images.shape[-2:], s))
             x = preprocess(images, mean, std, device)
             y = labels.to(device)
             # -------------------------------------------------------- loss
@@ -236,6 +247,10 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
         writer.add_scalar("train/images_per_s", len(order) / epoch_time, step)
         metrics = {"epoch": epoch + 1, "train": train_stats, "val": val, "train_time_s": elapsed,
                    "images_per_epoch": num_train}
+        if scales:
+            metrics["val_by_scale"] = _by_scale(model, val_set, scales, mean, std, device, cfg)
+            for key, row in metrics["val_by_scale"].items():
+                writer.add_scalar(f"val/image_error_x{key}", row["image_error"], step)
         print(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_stats['loss']:.4f} "
               f"train image acc {train_stats['image_acc']:.4f} | val image error "
               f"{val['image_error']:.4%} cell acc {val['cell_acc']:.4f} | "
@@ -246,9 +261,14 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
 
     # ---------------------------------------------------------------- final test
     if cfg.eval_test:
-        test = evaluate_bagnet(model, make_split(cfg, "test"), mean, std, device,
-                               cfg.eval_batch_size, cfg.num_workers)
+        test_set = make_split(cfg, "test")
+        test = evaluate_bagnet(model, test_set, mean, std, device, cfg.eval_batch_size,
+                               cfg.num_workers)
         metrics["test"] = test
+        if scales:
+            metrics["test_by_scale"] = _by_scale(model, test_set, scales, mean, std, device, cfg)
+            print("test image error by scale: " + ", ".join(
+                f"x{k} {row['image_error']:.2%}" for k, row in metrics["test_by_scale"].items()))
         writer.add_scalar("test/image_error", test["image_error"], cfg.epochs)
         writer.add_scalar("test/cell_acc", test["cell_acc"], cfg.epochs)
         print(f"test: image error {test['image_error']:.4%}, cell acc {test['cell_acc']:.4f} "
@@ -262,3 +282,35 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
     print(f"wrote: {out} (checkpoint), {out.parent / 'metrics.json'}, TensorBoard logs in "
           f"{logdir}")
     return metrics
+
+
+def _scales(cfg: PretrainConfig, model: torch.nn.Module, train: ImageDataset) -> list[float]:
+    """``--scales`` parsed and checked against the images and the receptive field."""
+    if cfg.scales is None:
+        return []
+    try:
+        scales = check_scales([float(x) for x in cfg.scales.split(",")])
+    except ValueError:
+        raise UsageError(f"--scales must be comma-separated numbers, got {cfg.scales!r}") from None
+    if not train.in_memory:
+        raise UsageError(f"--scales needs a dataset held in memory; {cfg.dataset!r} is read "
+                         "from disk image by image")
+    size = level_size(train.image_shape[1:], scales[0])
+    if min(model.grid_size(*size)) < 1:
+        raise UsageError(f"--scales: at {scales[0]} the images are {size[0]}x{size[1]}, "
+                         f"smaller than the receptive field ({model.rf} px)")
+    return scales
+
+
+def _by_scale(model: torch.nn.Module, data: ImageDataset, scales: list[float],
+              mean: list[float], std: list[float], device: torch.device,
+              cfg: PretrainConfig) -> dict[str, dict[str, Any]]:
+    """The image error and cell accuracy of ``data`` resized by each scale."""
+    rows = {}
+    for s in scales:
+        resized = TensorImageDataset(data.name, data.split, resize_images(
+            data.images, level_size(data.image_shape[1:], s)), data.labels, data.class_names,
+            mean, std)
+        rows[f"{s:g}"] = evaluate_bagnet(model, resized, mean, std, device,
+                                         cfg.eval_batch_size, cfg.num_workers)
+    return rows

@@ -1,0 +1,180 @@
+"""Multi-scale banks: levels, geometry, the parent map, atomic writes and loud damage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from glimpse_gym.bagnet import bagnet_tiny, preprocess
+from glimpse_gym.datasets import make_dataset
+from glimpse_gym.errors import BankError, UsageError
+from glimpse_gym.fileio import json_checksum, state_dict_hash
+from glimpse_gym.multiscale import (
+    META,
+    MultiScaleBank,
+    bagnet_flops,
+    check_scales,
+    parents,
+    resize_images,
+    write_multiscale_bank,
+)
+
+
+def _checkpoint(model) -> dict:
+    return {"arch": "bagnet-tiny", "arch_kwargs": {"num_classes": 10},
+            "model_hash": state_dict_hash(model.state_dict()),
+            "normalization": {"mean": [0.1], "std": [0.3]}}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.manual_seed(0)
+    model = bagnet_tiny(num_classes=10).eval()
+    ds = make_dataset("digits", "val")
+    out = tmp_path_factory.mktemp("ms") / "val"
+    bank = write_multiscale_bank(model, ds, out, [0.5, 0.75, 1], checkpoint=_checkpoint(model),
+                                 batch_size=128, progress=False)
+    return model, ds, bank
+
+
+def test_levels_hold_the_bagnet_at_each_scale(tiny) -> None:
+    model, ds, bank = tiny
+    assert [lv.grid for lv in bank.levels] == [(2, 2), (6, 6), (10, 10)]
+    assert [lv.scale for lv in bank.levels] == [0.5, 0.75, 1.0]
+    assert bank.num_images == len(ds) and np.array_equal(bank.labels, ds.labels.numpy())
+    # the full-size level is the ordinary bank of the images, with them stored
+    finest = bank.levels[-1].bank
+    assert np.array_equal(finest.images, ds.images.numpy())
+    assert all(lv.bank.images is None for lv in bank.levels[:-1])
+    # a coarse level is the BagNet on the resized images
+    small = resize_images(ds.images[:8], (16, 16))
+    with torch.no_grad():
+        logits = model(preprocess(small, [0.1], [0.3])).logits
+    np.testing.assert_allclose(bank.levels[0].bank.logits[:8], logits.numpy(), atol=1e-5)
+
+
+def test_boxes_are_in_full_resolution_pixels(tiny) -> None:
+    model, _, bank = tiny
+    coarse = bank.levels[0]  # 16x16 image, rf 13, stride 2: x2 in full pixels
+    np.testing.assert_allclose(coarse.boxes[0], [0, 0, 26, 26])
+    np.testing.assert_allclose(coarse.boxes[3], [4, 4, 30, 30])
+    np.testing.assert_allclose(bank.levels[-1].boxes[0], [0, 0, model.rf, model.rf])
+    spec = bank.meta["levels"][0]
+    assert spec["rf_full"] == [26.0, 26.0] and spec["stride_full"] == [4.0, 4.0]
+
+
+def test_every_cell_has_the_parent_with_the_nearest_centre(tiny) -> None:
+    _, _, bank = tiny
+    for above, level in zip(bank.levels, bank.levels[1:], strict=False):
+        assert level.parent.shape == (level.num_cells,)
+        centre = lambda b: np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], 1)  # noqa: E731
+        d = ((centre(level.boxes)[:, None] - centre(above.boxes)[None]) ** 2).sum(-1)
+        assert np.all(d[np.arange(level.num_cells), level.parent] <= d.min(1) + 1e-9)
+        # the children of all parents partition the finer level
+        kids = np.concatenate([level.children(p) for p in range(above.num_cells)])
+        assert sorted(kids.tolist()) == list(range(level.num_cells))
+    # on the 2x2 coarse grid the four quadrants of the 6x6 level split evenly
+    assert np.bincount(bank.levels[1].parent).tolist() == [9, 9, 9, 9]
+    assert bank.levels[1].children(0).tolist() == [0, 1, 2, 6, 7, 8, 12, 13, 14]
+
+
+def test_ties_go_to_the_lower_index() -> None:
+    coarse = np.array([[0, 0, 2, 2], [0, 2, 2, 4]], dtype=float)  # centres (1, 1) and (1, 3)
+    fine = np.array([[0, 1, 2, 3]], dtype=float)  # centre (1, 2): equally near both
+    assert parents(coarse, fine).tolist() == [0]
+
+
+def test_flops_grow_with_the_image(tiny) -> None:
+    model, _, bank = tiny
+    flops = [lv.flops_image for lv in bank.levels]
+    assert flops == sorted(flops) and flops[0] > 0
+    assert bank.levels[0].flops_cell == bagnet_flops(model, 1, (model.rf, model.rf)) < flops[0]
+
+
+def test_bad_scales_and_tiny_images_are_usage_errors(tiny, tmp_path) -> None:
+    model, ds, _ = tiny
+    for scales in ([1], [0.5, 0.25, 1], [0.5, 0.9], [0, 1], [0.5, 0.5, 1]):
+        with pytest.raises(UsageError, match="--scales"):
+            check_scales(scales)
+    with pytest.raises(UsageError, match="smaller than the BagNet's receptive field"):
+        write_multiscale_bank(model, ds, tmp_path / "b", [0.25, 1], checkpoint=_checkpoint(model),
+                              progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_an_existing_bank_is_kept_unless_overwrite(tiny) -> None:
+    model, ds, bank = tiny
+    with pytest.raises(BankError, match="already exists"):
+        write_multiscale_bank(model, ds, bank.path, [0.5, 1], checkpoint=_checkpoint(model),
+                              progress=False)
+    assert MultiScaleBank.load(bank.path).meta == bank.meta
+
+
+def _copy(bank, tmp_path):
+    import shutil
+    target = tmp_path / "copy"
+    shutil.copytree(bank.path, target)
+    return target
+
+
+def _edit_meta(path, change) -> None:
+    meta = json.loads((path / META).read_text())
+    change(meta)
+    meta["meta_sha256"] = json_checksum(meta, "meta_sha256")
+    (path / META).write_text(json.dumps(meta))
+
+
+def test_damage_is_named(tiny, tmp_path) -> None:
+    _, _, bank = tiny
+    path = _copy(bank, tmp_path)
+    text = (path / META).read_text()
+    (path / META).write_text(text.replace('"scale": 0.5', '"scale": 0.6'))
+    with pytest.raises(BankError, match="changed or damaged"):
+        MultiScaleBank.load(path)
+    (path / META).write_text(text)
+    _edit_meta(path, lambda m: m["levels"][1]["parent"].reverse())
+    with pytest.raises(BankError, match="parent map of level 1"):
+        MultiScaleBank.load(path)
+    (path / META).write_text(text)
+    _edit_meta(path, lambda m: m["levels"][0].update(folder="../elsewhere"))
+    with pytest.raises(BankError, match="plain name"):
+        MultiScaleBank.load(path)
+    (path / META).write_text(text)
+    labels = path / "level0" / "labels.npy"
+    labels.write_bytes(labels.read_bytes()[:-8])
+    with pytest.raises(BankError, match="labels.npy"):
+        MultiScaleBank.load(path)
+    with pytest.raises(BankError, match="no multi-scale bank"):
+        MultiScaleBank.load(tmp_path / "nothing")
+
+
+def test_pretraining_across_scales_then_a_multiscale_extraction(tmp_path, monkeypatch) -> None:
+    import train.pretrain_bagnet as pretrain_module
+    from tests.train.test_pretrain_extract import tiny_config
+    from train.extract_features import ExtractConfig, extract_features
+
+    sizes = []
+
+    def spy(images, size, **kw):
+        sizes.append(tuple(size))
+        return resize_images(images, size, **kw)
+
+    monkeypatch.setattr(pretrain_module, "resize_images", spy)
+    cfg = tiny_config(tmp_path, scales="0.5,1", epochs=2)
+    metrics = pretrain_module.pretrain_bagnet(cfg)
+    # training batches came at both sizes (one scale per batch); evaluation at both too
+    assert {(16, 16), (32, 32)} <= set(sizes)
+    assert set(metrics["test_by_scale"]) == set(metrics["val_by_scale"]) == {"0.5", "1"}
+    assert metrics["test_by_scale"]["1"]["image_error"] == metrics["test"]["image_error"]
+    banks = extract_features(ExtractConfig(checkpoint=cfg.out, out=str(tmp_path / "ms"),
+                                           split=["test"], scales="0.5,1", progress=False))
+    bank = MultiScaleBank.load(tmp_path / "ms" / "test", verify=True)
+    assert banks["test"].meta == bank.meta and [lv.grid for lv in bank.levels] == [(2, 2),
+                                                                                  (10, 10)]
+    coarse = bank.levels[0].bank.meta["stats"]["image_acc"]
+    assert coarse == pytest.approx(1 - metrics["test_by_scale"]["0.5"]["image_error"])
+    with pytest.raises(UsageError, match="--scales"):
+        pretrain_module.pretrain_bagnet(tiny_config(tmp_path / "bad", scales="0.2,1"))
