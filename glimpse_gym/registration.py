@@ -33,3 +33,6 @@ def register_envs() -> None:
         register(id=env_id, entry_point="glimpse_gym.envs:GlimpseEnv",
                  vector_entry_point="glimpse_gym.envs:make_vector_env", kwargs=dict(kwargs),
                  order_enforce=False, disable_env_checker=True)
+    if "MultiScale-v0" not in registry:  # glimpses across scales; needs bank= (multi-scale)
+        register(id="MultiScale-v0", entry_point="glimpse_gym.envs:MultiScaleEnv",
+                 order_enforce=False, disable_env_checker=True)

@@ -22,6 +22,12 @@ The rules, for a grid of ``H x W`` cells (numbered row-major, ``c = row * W + co
   rf) x [j*stride, j*stride + rf)`` (:func:`receptive_field`).
 - **masking constant**: a policy that must not revisit subtracts :data:`VISITED_PENALTY`
   from its logits on visited cells (:func:`mask_visited`), as the Saccader does.
+
+Across scales (``MultiScale-v0``, :mod:`glimpse_gym.envs.multiscale_env`) the same episode
+has a **prior**, the coarse level's vote counted once from the start (the readout is the
+argmax of prior + the distinct opened cells' logits), and a glimpse at a cell that may not be
+opened yet (its parent is closed) is **wasted**: it uses one of the T glimpses and reveals
+nothing (:meth:`Episode.waste`).
 """
 
 from __future__ import annotations
@@ -112,13 +118,19 @@ class Episode:
         cell_logits: ``[K, H*W]`` logits of the image's cells (column ``c`` is cell ``c``).
         label: the image's class.
         glimpses: T, the episode's length.
+        prior: ``[K]`` logits counted in the readout from the start (None: no prior, and no
+            prediction before the first glimpse).
     """
 
-    def __init__(self, cell_logits: np.ndarray, label: int, glimpses: int) -> None:
+    def __init__(self, cell_logits: np.ndarray, label: int, glimpses: int,
+                 prior: np.ndarray | None = None) -> None:
         self.cell_logits, self.label, self.glimpses = cell_logits, label, glimpses
         self.cells: list[int] = []
         self.visited = np.zeros(cell_logits.shape[1], np.int8)  # 1 on glimpsed cells
         self.logit_sum = np.zeros(cell_logits.shape[0], np.float64)
+        self.has_prior = prior is not None
+        if prior is not None:
+            self.logit_sum += prior
 
     def glimpse(self, cell: int) -> bool:
         """Glimpse at ``cell`` (checked by :func:`check_action`); True when it is new. A
@@ -130,10 +142,14 @@ class Episode:
         self.logit_sum += self.cell_logits[:, cell]
         return True
 
+    def waste(self, cell: int) -> None:
+        """A glimpse that uses one of the T and reveals nothing (a cell not open to it)."""
+        self.cells.append(cell)
+
     @property
     def prediction(self) -> int:
-        """The readout of the glimpses so far (-1 before the first)."""
-        return readout(self.logit_sum) if self.cells else -1
+        """The readout of the glimpses so far (-1 before the first, unless there is a prior)."""
+        return readout(self.logit_sum) if self.cells or self.has_prior else -1
 
     @property
     def done(self) -> bool:

@@ -67,6 +67,21 @@ def check_options(options: Any, key: str, usage: str) -> Any:
     return options.get(key)
 
 
+def check_index(options: Any, n: int) -> int | None:
+    """The image of a single env's ``reset(options={"index": i})`` (None without one), or a
+    ValueError saying what is valid: an integer in ``[0, n)``."""
+    index = check_options(options, "index", f'options={{"index": i}}, i in [0, {n})')
+    if options is None or "index" not in options:
+        return None
+    if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+        raise ValueError(f"options['index'] {index!r} of type {type(index).__name__} is "
+                         f"not an integer; pass an image index in [0, {n})")
+    if not 0 <= index < n:
+        raise ValueError(f"options['index'] {index} is outside [0, {n}); this split has "
+                         f"{n} images, pass an index in [0, {n})")
+    return int(index)
+
+
 def check_seeds(seed: Any, n: int) -> list[int | None]:
     """One seed per env (Python ints or None) from ``reset``'s ``seed``, or a ValueError."""
     if seed is None:

@@ -15,7 +15,7 @@ from glimpse_gym.envs.checks import (
     MAX_INDEX,
     check_env_args,
     check_head,
-    check_options,
+    check_index,
     check_seed,
 )
 from glimpse_gym.envs.kernels import float16_values
@@ -178,7 +178,7 @@ class GlimpseEnv(gym.Env):
         env (its generator too) as it was.
         """
         seed = check_seed(seed)
-        index = self._check_index(options)
+        index = check_index(options, self.source.num_images)
         super().reset(seed=seed)
         n = self.source.num_images
         if index is None:
@@ -220,20 +220,6 @@ class GlimpseEnv(gym.Env):
             self._features[slot] = self._image_features[:, cell]
         return (self._observation(), self._game.reward(), self._game.done, False,
                 self._info())
-
-    def _check_index(self, options: Any) -> int | None:
-        """The image of ``options={"index": i}`` (None without one), or a ValueError."""
-        n = self.source.num_images
-        index = check_options(options, "index", f'options={{"index": i}}, i in [0, {n})')
-        if options is None or "index" not in options:
-            return None
-        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
-            raise ValueError(f"options['index'] {index!r} of type {type(index).__name__} is "
-                             f"not an integer; pass an image index in [0, {n})")
-        if not 0 <= index < n:
-            raise ValueError(f"options['index'] {index} is outside [0, {n}); this split has "
-                             f"{n} images, pass an index in [0, {n})")
-        return int(index)
 
     def action_masks(self) -> np.ndarray:
         """``[H*W] bool``: True on the cells not glimpsed yet (for MaskablePPO)."""

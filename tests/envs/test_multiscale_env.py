@@ -1,0 +1,179 @@
+"""MultiScale-v0: spaces, checkers, the parent rule, readout, costs, copies and bad input."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import glimpse_gym  # noqa: F401  (registers the ids)
+from glimpse_gym.bagnet import bagnet_tiny
+from glimpse_gym.datasets import make_dataset
+from glimpse_gym.envs import MultiScaleEnv
+from glimpse_gym.errors import InvalidAction, ResetNeeded
+from glimpse_gym.fileio import state_dict_hash
+from glimpse_gym.multiscale import write_multiscale_bank
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    """Three levels of the digits test split: 2x2, 6x6 and 10x10 cells."""
+    torch.manual_seed(0)
+    model = bagnet_tiny(num_classes=10).eval()
+    ckpt = {"arch": "bagnet-tiny", "arch_kwargs": {"num_classes": 10},
+            "model_hash": state_dict_hash(model.state_dict()),
+            "normalization": {"mean": [0.1], "std": [0.3]}}
+    out = tmp_path_factory.mktemp("ms") / "test"
+    return write_multiscale_bank(model, make_dataset("digits", "test"), out, [0.5, 0.75, 1],
+                                 checkpoint=ckpt, batch_size=128, progress=False)
+
+
+@pytest.mark.parametrize("observation", ["partial", "glimpses"])
+def test_checkers_pass_without_warnings(bank, observation) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env = gym.make("MultiScale-v0", bank=str(bank.path), observation=observation,
+                       render_mode="rgb_array")
+        gym_check_env(env.unwrapped)
+        sb3_check_env(env, warn=True)
+
+
+def test_actions_are_the_finer_levels_cells(bank) -> None:
+    env = MultiScaleEnv(bank, glimpses=4)
+    assert env.action_space.n == 36 + 100 and env.offsets.tolist() == [0, 36, 136]
+    assert env.action_level.tolist() == [1] * 36 + [2] * 100
+    assert env.parent_action[:36].tolist() == [-1] * 36
+    assert np.array_equal(env.parent_action[36:], 0 + bank.levels[2].parent)
+    obs, _ = env.reset(seed=0)
+    assert obs["coarse"].shape == (2 * 2 * 16,) and obs["features"].shape == (136 * 16,)
+    np.testing.assert_array_equal(obs["coarse"].reshape(2, 2, 16),
+                                  bank.levels[0].bank.features[env._index].transpose(1, 2, 0))
+
+
+def test_a_cell_opens_only_under_an_open_parent(bank) -> None:
+    env = MultiScaleEnv(bank, glimpses=4)
+    _, info = env.reset(seed=1)
+    child = 36 + 55  # a level-2 cell
+    parent = int(env.parent_action[child])
+    assert info["action_mask"][:36].all() and not info["action_mask"][36:].any()
+    before = info["prediction"]
+    obs, _, _, _, info = env.step(child)  # wasted: its parent is closed
+    assert obs["visited"].sum() == 0 and not obs["features"].any()
+    assert info["cells"] == (child,) and info["prediction"] == before
+    assert info["pixels"] == 16 * 16 and info["flops"] == bank.levels[0].flops_image
+    obs, _, _, _, info = env.step(parent)
+    kids = set(np.flatnonzero(info["action_mask"][36:]) + 36)
+    assert kids == set(36 + bank.levels[2].children(parent)) and child in kids
+    assert not info["action_mask"][parent] and env.action_masks().sum() == 35 + len(kids)
+    obs, _, _, _, info = env.step(child)
+    assert obs["visited"][[parent, child]].tolist() == [1, 1]
+    row = obs["features"].reshape(136, 16)[child]
+    np.testing.assert_array_equal(row, bank.levels[2].bank.features[env._index, :, 5, 5])
+    rf = [lv.bank.rf for lv in bank.levels]
+    assert info["pixels"] == 16 * 16 + rf[1] ** 2 + rf[2] ** 2
+    assert info["full_resolution_pixels"] == rf[2] ** 2
+    assert info["flops"] == bank.levels[0].flops_image + 2 * bank.levels[0].flops_cell
+    obs, reward, terminated, _, info = env.step(child)  # a revisit: free, last glimpse
+    assert terminated and info["pixels"] == 16 * 16 + rf[1] ** 2 + rf[2] ** 2
+    assert info["glimpse_levels"] == (2, 1, 2, 2) and reward == float(info["correct"])
+
+
+def test_the_readout_is_the_coarse_vote_plus_the_opened_cells(bank) -> None:
+    env = MultiScaleEnv(bank, glimpses=3)
+    rng = np.random.default_rng(0)
+    for episode in range(20):
+        _, info = env.reset(seed=episode)
+        i = info["index"]
+        k = 10
+        total = bank.levels[0].bank.logits[i].reshape(k, -1).mean(1, dtype=np.float64)
+        assert info["prediction"] == int(np.argmax(total))
+        opened = set()
+        for _ in range(3):
+            a = int(rng.choice(np.flatnonzero(env.action_masks())))
+            _, reward, done, _, info = env.step(a)
+            if a not in opened:
+                lv, cell = env.action_level[a], env.action_cell[a]
+                total = total + bank.levels[lv].bank.logits[i].reshape(k, -1)[:, cell]
+                opened.add(a)
+            assert info["prediction"] == int(np.argmax(total))
+        assert reward == float(info["prediction"] == bank.labels[i])
+
+
+def test_the_glimpses_mode_fills_one_slot_per_glimpse(bank) -> None:
+    env = MultiScaleEnv(bank, glimpses=3, observation="glimpses")
+    env.reset(seed=0)
+    env.step(36)  # wasted (level 2, parent closed): its slot stays empty
+    env.step(0)
+    obs, *_ = env.step(0)  # a revisit fills its slot too
+    assert obs["cells"].tolist() == [36, 0, 0] and obs["valid"].tolist() == [0, 1, 1]
+    rows = obs["features"].reshape(3, 16)
+    assert not rows[0].any() and np.array_equal(rows[1], rows[2]) and rows[1].any()
+
+
+def test_seeds_copies_and_pickles_continue_alike(bank) -> None:
+    a, b = MultiScaleEnv(bank, glimpses=3), MultiScaleEnv(bank, glimpses=3)
+    assert a.reset(seed=3)[1]["index"] == b.reset(seed=3)[1]["index"]
+    a.step(4)
+    for twin in (copy.deepcopy(a), pickle.loads(pickle.dumps(a))):
+        for env in (a, twin):
+            env.step(5)
+        out_a, out_t = a.step(6), twin.step(6)
+        assert out_a[1:4] == out_t[1:4] and out_a[4]["cells"] == out_t[4]["cells"]
+        for key in out_a[0]:
+            np.testing.assert_array_equal(out_a[0][key], out_t[0][key])
+        assert [a.reset()[1]["index"] for _ in range(3)] == \
+            [twin.reset()[1]["index"] for _ in range(3)]
+        a.reset(seed=3)
+        a.step(4)
+
+
+def test_bad_input_is_refused_before_anything_changes(bank) -> None:
+    for kwargs, match in (({"observation": "full"}, "observation"),
+                          ({"glimpses": 0}, "glimpses"), ({"glimpses": 137}, "glimpses"),
+                          ({"render_mode": "human"}, "render_mode")):
+        with pytest.raises(ValueError, match=match):
+            MultiScaleEnv(bank, **kwargs)
+    env = MultiScaleEnv(bank, glimpses=2)
+    with pytest.raises(ResetNeeded):
+        env.step(0)
+    env.reset(seed=0)
+    for action in (-1, 136, 1.0, True, [1, 2]):
+        with pytest.raises(InvalidAction):
+            env.step(action)
+    assert env._game.cells == []
+    for kwargs in ({"seed": -1}, {"options": {"index": 359}}, {"options": {"cell": 1}}):
+        with pytest.raises(ValueError):
+            env.reset(**kwargs)
+    env.step(0)
+    env.step(1)
+    with pytest.raises(ResetNeeded):
+        env.step(2)
+
+
+def test_render_outlines_the_opened_cells(bank) -> None:
+    env = MultiScaleEnv(bank, glimpses=2, render_mode="rgb_array")
+    env.reset(seed=0)
+    plain = env.render()
+    env.step(0)
+    env.step(36 + int(bank.levels[2].children(0)[0]))
+    drawn = env.render()
+    assert plain.shape == drawn.shape and plain.dtype == np.uint8
+    assert (plain != drawn).any()
+
+
+def test_sync_vector_env_runs_it(bank) -> None:
+    envs = gym.make_vec("MultiScale-v0", num_envs=3, vectorization_mode="sync",
+                        bank=str(bank.path), glimpses=2)
+    obs, info = envs.reset(seed=0)
+    assert obs["features"].shape == (3, 136 * 16)
+    _, reward, terminated, _, _ = envs.step(np.array([0, 1, 2]))
+    _, reward, terminated, _, info = envs.step(np.array([3, 4, 5]))
+    assert terminated.all() and set(reward.tolist()) <= {0.0, 1.0}
+    envs.close()
