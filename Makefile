@@ -28,7 +28,7 @@ print("core install:", glimpse_gym.__file__, "- every id works without the rl ex
 endef
 export CORE_CHECK
 
-.PHONY: demo test test-core test-slow lint bench bench-env bench-ppo bench-bank-open bench-startup bench-bagnet-tta robustness default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean \
+.PHONY: demo test test-core test-slow lint bench bench-env bench-multiscale bench-ppo bench-bank-open bench-startup bench-bagnet-tta robustness default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean \
 	results-cluttered-mnist results-cluttered-mnist-100 results-cluttered-fashion
 
 $(BIN)/glimpse: pyproject.toml
@@ -64,6 +64,16 @@ lint: $(BIN)/glimpse
 ## bench: throughput benchmarks (training and extraction), printed and saved to runs/bench
 bench: $(BIN)/glimpse
 	$(BIN)/python benchmarks/bagnet_throughput.py --out runs/bench/bagnet_throughput.json
+
+## bench-multiscale: MultiScale-v0 against Glimpse-v0 on the same images (writes the 100x100
+## multi-scale test bank first if it is missing)
+MS_BANK ?= runs/banks/cluttered-mnist-100-ms
+bench-multiscale: $(BIN)/glimpse
+	test -f $(MS_BANK)/test/multiscale.json || $(BIN)/glimpse extract-features \
+		--checkpoint cluttered-mnist-100 --root $(MNIST_ROOT) --split test \
+		--scales 0.25,0.5,1 --out $(MS_BANK) --no-progress
+	$(BIN)/python benchmarks/multiscale_throughput.py --bank $(MS_BANK)/test \
+		--out runs/bench/multiscale_throughput.json
 
 ## bench-env / bench-ppo: environment and end-to-end PPO speed on the cluttered-MNIST bank
 bench-env: $(BIN)/glimpse

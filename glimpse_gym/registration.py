@@ -35,4 +35,5 @@ def register_envs() -> None:
                  order_enforce=False, disable_env_checker=True)
     if "MultiScale-v0" not in registry:  # glimpses across scales; needs bank= (multi-scale)
         register(id="MultiScale-v0", entry_point="glimpse_gym.envs:MultiScaleEnv",
+                 vector_entry_point="glimpse_gym.envs:make_multiscale_vector_env",
                  order_enforce=False, disable_env_checker=True)

@@ -26,23 +26,27 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
+from glimpse_gym.envs.multiscale_vector import MultiScaleVectorEnv
 from glimpse_gym.envs.vector import GlimpseVectorEnv
 
 # per-episode facts copied into a finished env's info (VecMonitor adds "episode")
-EPISODE_KEYS = ("label", "prediction", "correct", "coverage", "index")
+EPISODE_KEYS = ("label", "prediction", "correct", "coverage", "index", "pixels",
+                "full_resolution_pixels", "flops")
 
 
 class SB3VecEnv(VecEnv):
-    """``num_envs`` Glimpse episodes as one SB3 ``VecEnv`` (keyword arguments as the vector env).
+    """``num_envs`` Glimpse episodes as one SB3 ``VecEnv`` (keyword arguments as the vector env;
+    ``multiscale=True``: MultiScale-v0's, :class:`~glimpse_gym.envs.MultiScaleVectorEnv`).
 
     ``get_attr`` / ``set_attr`` / ``env_method`` reach the vector env's attributes and methods;
     ``env_method("action_masks")`` returns one ``[H*W] bool`` mask per env.
     """
 
-    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
+    def __init__(self, num_envs: int = 1, *, multiscale: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("copy", False)  # SB3 copies observations into its own buffers
-        self.venv = GlimpseVectorEnv(num_envs=num_envs, autoreset_mode="SameStep",
-                                     array_type="numpy", **kwargs)
+        vector_env = MultiScaleVectorEnv if multiscale else GlimpseVectorEnv
+        self.venv = vector_env(num_envs=num_envs, autoreset_mode="SameStep",
+                               array_type="numpy", **kwargs)
         self.render_mode = self.venv.render_mode
         super().__init__(num_envs, self.venv.single_observation_space,
                          self.venv.single_action_space)
@@ -71,7 +75,8 @@ class SB3VecEnv(VecEnv):
                 info["terminal_observation"] = infos["final_obs"][i]
                 info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
                 for key in EPISODE_KEYS:
-                    info[key] = final[key][i].item()
+                    if key in final:  # the costs: multi-scale envs only
+                        info[key] = final[key][i].item()
         obs = {k: v.copy() for k, v in obs.items()}
         return obs, rewards.astype(np.float32), dones, out
 

@@ -34,7 +34,10 @@ class CoverageTable:
     _M1, _M2, _M4 = 0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F
 
     def __init__(self, grid: tuple[int, int], rf: int, stride: int,
-                 image_hw: tuple[int, int], device: torch.device) -> None:
+                 image_hw: tuple[int, int], device: torch.device,
+                 empty_cell: bool = False) -> None:
+        """``empty_cell``: one more cell, index ``H*W``, that covers nothing (for glimpses
+        that are not of this grid, such as a coarser level's)."""
         (h, w), (ih, iw) = grid, image_hw
 
         def bands(cells: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +66,8 @@ class CoverageTable:
             word_area += [float(size)] * words
         order = np.concatenate(columns)  # rectangle of each bit, -1 for padding
         bits = np.where(order >= 0, inside[:, np.maximum(order, 0)], False)
+        if empty_cell:
+            bits = np.concatenate([bits, np.zeros((1, bits.shape[1]), bool)])
         packed = np.ascontiguousarray(np.packbits(bits, axis=1, bitorder="little"))
         self.masks = torch.from_numpy(packed.view(np.int64).copy()).to(device)  # [H*W, words]
         self.word_area = torch.tensor(word_area, dtype=torch.float32, device=device)

@@ -66,6 +66,73 @@ def glimpse_state(cell: np.ndarray, t: int, flat: np.ndarray, visited: np.ndarra
 
 
 @numba.njit(**JIT)
+def multiscale_glimpse(action: np.ndarray, t: int, parent: np.ndarray, children: np.ndarray,
+                       visited: np.ndarray, mask: np.ndarray, gathered: np.ndarray,
+                       valid: np.ndarray, rows: np.ndarray, logits: np.ndarray,
+                       logit_sum: np.ndarray, cost_table: np.ndarray, cost: np.ndarray,
+                       cells: np.ndarray, labels: np.ndarray, prediction: np.ndarray,
+                       correct: np.ndarray) -> None:
+    """Glimpse ``t`` of MultiScale-v0 at ``action [N]`` (checked), one env at a time. A cell
+    under a closed ``parent`` is wasted: its row of ``gathered [N, D]`` (the features the
+    caller gathered, to be written to the observation) is zeroed. Otherwise slot t is
+    ``valid``, and a new cell is marked visited, closed in ``mask``, opens its ``children``
+    and adds its logits (bank row ``rows[i]``) and its cost (``cost [3, N]``). Then each
+    env's prediction (first maximum of ``logit_sum``) and whether it is ``labels``."""
+    n, k = logit_sum.shape
+    for i in range(n):
+        a = action[i]
+        cells[i, t] = a
+        p = parent[a]
+        if p >= 0 and not visited[i, p]:
+            gathered[i, :] = 0.0
+        else:
+            valid[i, t] = 1
+            if not visited[i, a]:  # a revisit adds nothing
+                visited[i, a] = 1
+                mask[i, a] = 0
+                for jj in range(children.shape[1]):
+                    c = children[a, jj]
+                    if c >= 0:
+                        mask[i, c] = 1
+                row = rows[i]
+                for j in range(k):
+                    logit_sum[i, j] += logits[row, j]
+                for j in range(cost.shape[0]):
+                    cost[j, i] += cost_table[a, j]
+        best, value = 0, logit_sum[i, 0]
+        for j in range(1, k):
+            v = logit_sum[i, j]
+            greater = v > value
+            best = j if greater else best
+            value = v if greater else value
+        prediction[i] = best
+        correct[i] = best == labels[i]
+
+
+@numba.njit(**JIT)
+def multiscale_clear(cells: np.ndarray, t: int, children: np.ndarray, initial: np.ndarray,
+                     visited: np.ndarray, mask: np.ndarray, obs: np.ndarray,
+                     partial: bool) -> None:
+    """Undo what MultiScale-v0's last ``t`` glimpses set, touching only their cells: each
+    glimpsed cell unvisited, its observation row (``partial``) zeroed, it and its children
+    back to the ``initial`` mask; then ``cells`` back to -1. (The glimpses mode's slots and
+    the sums are reset by the caller.)"""
+    n, num_actions = visited.shape
+    for i in range(n):
+        for s in range(t):
+            a = cells[i, s]
+            visited[i, a] = 0
+            mask[i, a] = initial[a]
+            for jj in range(children.shape[1]):
+                c = children[a, jj]
+                if c >= 0:
+                    mask[i, c] = initial[c]
+            if partial:
+                obs[i * num_actions + a, :] = 0.0
+            cells[i, s] = -1
+
+
+@numba.njit(**JIT)
 def clear_episodes(cells: np.ndarray, t: int, num_cells: int, visited: np.ndarray,
                    unvisited: np.ndarray, logit_sum: np.ndarray) -> int:
     """Undo what the last ``t`` glimpses set: only the glimpsed cells are visited, so only

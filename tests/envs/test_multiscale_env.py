@@ -177,3 +177,97 @@ def test_sync_vector_env_runs_it(bank) -> None:
     _, reward, terminated, _, info = envs.step(np.array([3, 4, 5]))
     assert terminated.all() and set(reward.tolist()) <= {0.0, 1.0}
     envs.close()
+
+
+def _actions(rng, masks: np.ndarray) -> np.ndarray:
+    """Per env: a cell it may open, half the time; else any action (wasted or a revisit)."""
+    out = rng.integers(0, masks.shape[1], len(masks))
+    for i, mask in enumerate(masks):
+        if rng.random() < 0.5 and mask.any():
+            out[i] = rng.choice(np.flatnonzero(mask))
+    return out
+
+
+@pytest.mark.parametrize("observation", ["partial", "glimpses"])
+@pytest.mark.parametrize("autoreset", ["NextStep", "SameStep"])
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "tensor-ops"])
+def test_the_native_vector_env_equals_sync_vector_env(bank, observation, autoreset,
+                                                      compiled) -> None:
+    n, kwargs = 5, dict(bank=str(bank.path), glimpses=3, observation=observation)
+    native = gym.make_vec("MultiScale-v0", num_envs=n, autoreset_mode=autoreset, **kwargs)
+    assert native.compiled  # on the CPU; the tensor path is CUDA's
+    native.compiled = compiled
+    sync = gym.vector.SyncVectorEnv([lambda: MultiScaleEnv(**kwargs)] * n,
+                                    autoreset_mode=gym.vector.AutoresetMode(autoreset))
+    assert native.single_observation_space == sync.single_observation_space
+    rng = np.random.default_rng(0)
+    outs = native.reset(seed=7), sync.reset(seed=7)
+    for step in range(10):
+        (obs_n, info_n), (obs_s, info_s) = outs[0][:1] + outs[0][-1:], outs[1][:1] + outs[1][-1:]
+        for key in obs_s:
+            np.testing.assert_array_equal(obs_n[key], obs_s[key], err_msg=f"{key} @ {step}")
+        for key in ("index", "label", "prediction", "correct", "action_mask", "pixels",
+                    "full_resolution_pixels", "flops", "coverage"):
+            assert (key in info_n) == (key in info_s), key
+            if key in info_s:
+                np.testing.assert_allclose(np.stack(info_n[key]).astype(float),
+                                           np.stack(info_s[key]).astype(float), err_msg=key)
+        if len(outs[0]) == 5:
+            for a, b in zip(outs[0][1:4], outs[1][1:4], strict=True):
+                np.testing.assert_array_equal(a, b)
+        actions = _actions(rng, np.stack(info_s["action_mask"]).astype(bool))
+        outs = native.step(actions), sync.step(actions)
+
+
+def test_vector_copies_continue_alike_and_bad_actions_change_nothing(bank) -> None:
+    from glimpse_gym.envs import MultiScaleVectorEnv
+
+    envs = MultiScaleVectorEnv(3, bank, glimpses=3)
+    envs.reset(seed=0)
+    envs.step(np.array([0, 1, 2]))
+    for bad in ([0, 1], [0, 1, 136], [0.0, 1.0, 2.0], [-1, 0, 0]):
+        with pytest.raises(InvalidAction):
+            envs.step(np.array(bad))
+    for twin in (copy.deepcopy(envs), pickle.loads(pickle.dumps(envs))):
+        a = envs.step(np.array([3, 4, 36]))
+        b = twin.step(np.array([3, 4, 36]))
+        for key in a[0]:
+            np.testing.assert_array_equal(a[0][key], b[0][key])
+        np.testing.assert_array_equal(a[4]["pixels"], b[4]["pixels"])
+        envs = twin
+
+
+def test_maskable_ppo_trains_on_it_through_the_sb3_adapter(bank) -> None:
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from glimpse_gym.sb3 import SB3VecEnv
+
+    venv = VecMonitor(SB3VecEnv(num_envs=8, multiscale=True, bank=str(bank.path), glimpses=3))
+    model = MaskablePPO("MultiInputPolicy", venv, n_steps=6, batch_size=24, n_epochs=1,
+                        seed=0, device="cpu")
+    model.learn(96)
+    obs = venv.reset()
+    masks = np.stack(venv.env_method("action_masks"))
+    assert masks.shape == (8, 136) and masks[:, :36].all() and not masks[:, 36:].any()
+    infos = [{}] * 8
+    for _ in range(3):
+        actions, _ = model.predict(obs, action_masks=np.stack(venv.env_method("action_masks")))
+        obs, _, dones, infos = venv.step(actions)
+    assert dones.all() and all("flops" in info and "episode" in info for info in infos)
+
+
+def test_torch_outputs_and_a_float16_table_give_the_same_episodes(bank) -> None:
+    from glimpse_gym.envs import MultiScaleVectorEnv
+
+    plain = MultiScaleVectorEnv(4, bank, glimpses=3)
+    other = MultiScaleVectorEnv(4, bank, glimpses=3, array_type="torch", bank_dtype="float16")
+    a, b = plain.reset(seed=1), other.reset(seed=1)
+    for actions in ([0, 1, 2, 3], [40, 0, 36, 3], [5, 6, 7, 8]):
+        a, b = plain.step(np.array(actions)), other.step(torch.tensor(actions))
+        assert torch.is_tensor(b[0]["features"]) and torch.is_tensor(b[4]["flops"])
+        for key in a[0]:  # the bank's features are float16: both tables hold them exactly
+            np.testing.assert_array_equal(a[0][key], b[0][key].numpy())
+        np.testing.assert_array_equal(a[1], b[1].numpy())
+    with pytest.raises(ValueError, match="bank_dtype"):
+        MultiScaleVectorEnv(2, bank, bank_dtype="int8")
