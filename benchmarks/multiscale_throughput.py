@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
-from env_throughput import vector_rate
 from gymnasium.vector import SyncVectorEnv
 
 from glimpse_gym.envs import GlimpseVectorEnv, MultiScaleEnv, MultiScaleVectorEnv
 from glimpse_gym.multiscale import MultiScaleBank
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark's timer
+from env_throughput import vector_rate  # noqa: E402
 
 
 def digits_bank(folder: Path) -> Path:
