@@ -54,6 +54,8 @@ COMMANDS = {
                         "the RAM-style REINFORCE baseline on compact glimpse observations"),
     "train saccader": ("train.saccader", "SaccaderConfig", "train_saccader",
                        "the Saccader's training steps (BagNet, locations, policy)"),
+    "train tnet": ("train.tnet", "TNetConfig", "train_tnet",
+                   "TNet on multi-scale banks: top-k cells per level, features of all levels"),
     "results": ("train.results", "ResultsConfig", "run_results",
                 "a standard task's whole table over seeds (BagNet, agents, evaluation)"),
 }

@@ -1,0 +1,109 @@
+"""TNet on a multi-scale bank: the parent rule in its choices, top-k, the env's readout, the
+loss's gradients, and ``glimpse train tnet`` with TensorBoard, checkpoints and --resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents.tnet import Geometry, TNet, evaluate_tnet, level_features, tnet_loss
+from glimpse_gym.bagnet import bagnet_tiny
+from glimpse_gym.datasets import make_dataset
+from glimpse_gym.envs import MultiScaleEnv
+from glimpse_gym.errors import UsageError
+from glimpse_gym.fileio import state_dict_hash
+from glimpse_gym.multiscale import write_multiscale_bank
+from train.tnet import TNetConfig, train_tnet
+
+
+@pytest.fixture(scope="module")
+def banks(tmp_path_factory):
+    """Three-level banks of the digits splits: 2x2, 6x6 and 10x10 cells."""
+    torch.manual_seed(0)
+    model = bagnet_tiny(num_classes=10).eval()
+    ckpt = {"arch": "bagnet-tiny", "arch_kwargs": {"num_classes": 10},
+            "model_hash": state_dict_hash(model.state_dict()),
+            "normalization": {"mean": [0.1], "std": [0.3]}}
+    root = tmp_path_factory.mktemp("tnet-banks")
+    return root, {split: write_multiscale_bank(model, make_dataset("digits", split), root / split,
+                                               [0.5, 0.75, 1], checkpoint=ckpt, batch_size=256,
+                                               progress=False)
+                  for split in ("train", "val", "test")}
+
+
+def test_choices_follow_the_parents_and_the_scores(banks) -> None:
+    _, b = banks
+    torch.manual_seed(0)
+    net = TNet(Geometry.of(b["test"]), (3, 2))
+    levels = level_features(b["test"], np.arange(16))
+    out = net(levels)
+    first, second = out["chosen"]
+    assert first.shape == (16, 3) and second.shape == (16, 2)
+    parent = b["test"].levels[2].parent
+    for i in range(16):
+        assert len(set(first[i].tolist())) == 3 and len(set(second[i].tolist())) == 2
+        assert set(parent[second[i].numpy()]) <= set(first[i].tolist())
+    # level 1's choice is the top 3 of its location scores, best first
+    scores = net.scores(1, levels[0])
+    assert torch.equal(first, scores.topk(3, dim=1).indices)
+    assert out["log_probs"].shape == (16, 5) and bool((out["log_probs"] <= 0).all())
+    assert out["each"].shape == (16, 6, 10) and out["logits"].shape == (16, 10)
+
+
+def test_the_loss_reaches_every_part(banks) -> None:
+    _, b = banks
+    net = TNet(Geometry.of(b["test"]), (3, 2))
+    out = net(level_features(b["test"], np.arange(32)))
+    loss, stats = tnet_loss(out, torch.from_numpy(np.array(b["test"].labels[:32])), 0.5)
+    loss.backward()
+    for name, module in (("head", net.head), ("position", net.position),
+                         ("where 1", net.where[0]), ("where 2", net.where[1])):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters()), \
+            name
+    assert 0 <= stats["reward"] <= 1 and np.isfinite(stats["loss"])
+
+
+def test_the_readout_equals_the_env_playing_the_same_cells(banks) -> None:
+    _, b = banks
+    torch.manual_seed(1)
+    net = TNet(Geometry.of(b["test"]), (3, 2))
+    result = evaluate_tnet(net, b["test"], max_images=40)
+    out = net(level_features(b["test"], np.arange(40)))
+    env = MultiScaleEnv(b["test"], glimpses=5)
+    rewards = []
+    for i in range(40):
+        env.reset(options={"index": i})
+        actions = [int(c) for c in out["chosen"][0][i]] + \
+            [int(env.offsets[1] + c) for c in out["chosen"][1][i]]
+        for a in actions:
+            assert env.action_masks()[a]  # every choice may be opened when it is made
+            _, reward, *_ = env.step(a)
+        rewards.append(reward)
+    assert result["readout_error"] == pytest.approx(1 - np.mean(rewards))
+
+
+def test_train_tnet_writes_results_checkpoints_and_resumes(banks, tmp_path) -> None:
+    root, _ = banks
+    base = dict(banks=str(root), locations="3,2", batch_size=128, device="cpu",
+                progress=False, eval_images=100)
+    straight = train_tnet(TNetConfig(**base, epochs=2, out=str(tmp_path / "a")))
+    train_tnet(TNetConfig(**base, epochs=1, out=str(tmp_path / "b")))
+    resumed = train_tnet(TNetConfig(**base, epochs=2, out=str(tmp_path / "b"), resume=True))
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2]
+    assert resumed["test_error"] == straight["test_error"]
+    assert resumed["history"][1]["loss"] == pytest.approx(straight["history"][1]["loss"])
+    saved = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert saved["glimpses"] == 5  # 2 cells of the full-size level, 13x13 pixels each
+    assert saved["cost_per_episode"]["full_resolution_pixels"] == 2 * 13 ** 2
+    for name in ("last.pt", "best.pt"):
+        assert (tmp_path / "a" / name).is_file()
+    assert any((tmp_path / "a" / "tb").iterdir())
+    with pytest.raises(UsageError, match="holds a finished run"):
+        train_tnet(TNetConfig(**base, epochs=1, out=str(tmp_path / "a")))
+    for locations, match in (("5", "one count"), ("3,x", "integers"), ("40,2", "fewer than"),
+                             ("1,30", "children")):
+        with pytest.raises(UsageError, match=match):
+            train_tnet(TNetConfig(**{**base, "locations": locations}, out=str(tmp_path / "c")))
