@@ -107,3 +107,22 @@ def test_train_tnet_writes_results_checkpoints_and_resumes(banks, tmp_path) -> N
                              ("1,30", "children")):
         with pytest.raises(UsageError, match=match):
             train_tnet(TNetConfig(**{**base, "locations": locations}, out=str(tmp_path / "c")))
+
+
+def test_the_policy_in_the_env_makes_the_models_choices(banks) -> None:
+    from agents.multiscale_eval import RandomLegal, TNetPolicy, run_multiscale, summarise_multiscale
+
+    _, b = banks
+    torch.manual_seed(2)
+    net = TNet(Geometry.of(b["test"]), (3, 2))
+    run = run_multiscale(TNetPolicy(net, b["test"]), b["test"], 5, batch=64, max_images=100)
+    out = net(level_features(b["test"], np.arange(100)))
+    expected = torch.cat([out["chosen"][0], out["chosen"][1] + 36], 1)
+    assert torch.equal(run.actions, expected)
+    summary = summarise_multiscale(run)
+    assert summary["error"][5] == pytest.approx(
+        evaluate_tnet(net, b["test"], max_images=100)["readout_error"])
+    # every glimpse opened a new cell: the costs grow by one cell each step
+    assert summary["flops"][5] > summary["flops"][1] and summary["pixels"][3] < summary["pixels"][4]
+    random = summarise_multiscale(run_multiscale(RandomLegal(0), b["test"], 5, max_images=100))
+    assert set(random) == {"error", "pixels", "full_resolution_pixels", "flops"}
