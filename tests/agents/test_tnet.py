@@ -107,6 +107,24 @@ def test_train_tnet_writes_results_checkpoints_and_resumes(banks, tmp_path) -> N
                              ("1,30", "children")):
         with pytest.raises(UsageError, match=match):
             train_tnet(TNetConfig(**{**base, "locations": locations}, out=str(tmp_path / "c")))
+    # the trained TNet against random cells and the finest level alone, error and cost
+    from train.evaluate_multiscale import MultiScaleEvalConfig, evaluate_multiscale
+
+    result = evaluate_multiscale(MultiScaleEvalConfig(
+        bank=str(root / "test"), policy=["random", f"tnet={tmp_path / 'a' / 'best.pt'}"],
+        max_glimpses=5, max_images=80, out=str(tmp_path / "eval"), device="cpu"))
+    rows = result["policies"]
+    assert set(rows) == {"random", "tnet", "ordered-logits (finest level)",
+                         "random (finest level)", "full-image"}
+    assert rows["tnet"]["glimpses_per_level"] == {1: 3.0, 2: 2.0}
+    assert rows["tnet"]["full_resolution_pixels"][5] == 2 * 13 ** 2
+    assert rows["random (finest level)"]["full_resolution_pixels"][5] == 5 * 13 ** 2
+    assert rows["full-image"]["full_resolution_pixels"][1] == 32 * 32
+    for name in ("results.json", "results.md", "cost.png"):
+        assert (tmp_path / "eval" / name).is_file()
+    with pytest.raises(UsageError, match="unknown policy"):
+        evaluate_multiscale(MultiScaleEvalConfig(bank=str(root / "test"), policy=["centre"],
+                                                 out=str(tmp_path / "eval2")))
 
 
 def test_the_policy_in_the_env_makes_the_models_choices(banks) -> None:

@@ -1,0 +1,156 @@
+"""``glimpse evaluate-multiscale``: policies across scales against the finest level alone.
+
+On a multi-scale bank's split (``--bank``, e.g. ``runs/banks/X-ms/test``) every ``--policy``
+(``random``: uniformly among the cells that may be opened; ``NAME=PATH``: a TNet from ``glimpse
+train tnet``) plays ``MultiScale-v0`` for 1..``--max-glimpses`` glimpses on every image. With
+``--single-scale`` (default) the finest level alone is evaluated too, as ``Glimpse-v0`` on its
+bank: ordered logits and random cells, and the full image. Every row gets the error and the
+mean cost at each T: pixels the BagNet processed, full-resolution pixels, BagNet FLOPs (a
+single-scale glimpse: one receptive-field patch at full size; the full image: the whole image;
+ordered logits needs that full pass to rank the cells, so it is a reference, not a saving).
+Writes ``results.json``, ``results.md`` and ``cost.png`` (error against full-resolution pixels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.evaluation import compare
+from agents.multiscale_eval import RandomLegal, TNetPolicy, run_multiscale, summarise_multiscale
+from agents.policies import FULL_IMAGE, OrderedLogitsPolicy, RandomPolicy
+from agents.tnet import load_tnet
+from glimpse_gym.envs import MultiScaleEnv, load_source
+from glimpse_gym.errors import UsageError
+from glimpse_gym.fileio import atomic_write
+from glimpse_gym.multiscale import MultiScaleBank
+from train.run import RunOptions, prepare_out, setup, write_results
+
+
+@dataclass
+class MultiScaleEvalConfig(RunOptions):
+    """Options of ``glimpse evaluate-multiscale``."""
+
+    bank: str = "runs/banks/cluttered-mnist-100-ms/test"
+    """a multi-scale bank split (extract-features --scales ...)"""
+    policy: list[str] = field(default_factory=list)
+    """random, or NAME=PATH for a TNet checkpoint (repeatable; default: random)"""
+    max_glimpses: int = 8
+    """glimpses per episode (errors and costs at every T up to it)"""
+    max_images: int | None = None
+    """evaluate on the first N images only"""
+    batch: int = 1024
+    """episodes run at once"""
+    single_scale: bool = True
+    """also the finest level alone (Glimpse-v0): ordered logits, random cells, the full image"""
+    out: str = "runs/eval-multiscale"
+    """output folder: results.json, results.md, cost.png"""
+
+
+def _policies(cfg: MultiScaleEvalConfig, bank: MultiScaleBank, device: torch.device) -> list:
+    policies = []
+    for spec in cfg.policy or ["random"]:
+        if spec == "random":
+            policies.append(RandomLegal(cfg.seed))
+        elif "=" in spec:
+            name, path = spec.split("=", 1)
+            policy = TNetPolicy(load_tnet(path, bank, device), bank)
+            policy.name = name
+            policies.append(policy)
+        else:
+            raise UsageError(f"unknown policy {spec!r}: use random, or NAME=PATH for a TNet "
+                             "checkpoint (glimpse train tnet)")
+    return policies
+
+
+def _single_scale(cfg: MultiScaleEvalConfig, bank: MultiScaleBank, n: int,
+                  device: torch.device) -> dict[str, dict[str, Any]]:
+    """The finest level alone in Glimpse-v0, with each row's costs."""
+    finest = bank.levels[-1]
+    source = load_source(finest.bank.path)
+    table = compare([OrderedLogitsPolicy(), RandomPolicy(cfg.seed)], source,
+                    max_glimpses=cfg.max_glimpses, batch=cfg.batch, max_images=n,
+                    device=device)
+    rf2, h, w = finest.bank.rf ** 2, *bank.image_shape[1:]
+    rows = {}
+    for name, row in table.items():
+        ts = range(1, cfg.max_glimpses + 1)
+        whole = name in (FULL_IMAGE, "ordered-logits")  # these need the full pass
+        pixels = {t: float(h * w if whole else t * rf2) for t in ts}
+        flops = {t: float(finest.flops_image if whole else t * finest.flops_cell) for t in ts}
+        rows[f"{name} (finest level)" if name != FULL_IMAGE else FULL_IMAGE] = {
+            "error": {t: row["error"][t] for t in ts}, "pixels": pixels,
+            "full_resolution_pixels": pixels, "flops": flops}
+    return rows
+
+
+def evaluate_multiscale(cfg: MultiScaleEvalConfig) -> dict[str, Any]:
+    """Run every policy (and the single-scale rows); write and return the results."""
+    device = setup(cfg.device, cfg.threads)
+    bank = MultiScaleBank.load(cfg.bank)
+    if cfg.max_glimpses < 1:
+        raise UsageError(f"--max-glimpses must be at least 1, got {cfg.max_glimpses}")
+    MultiScaleEnv(bank, glimpses=cfg.max_glimpses)  # checks T against the actions
+    out = prepare_out(cfg.out, overwrite=cfg.overwrite)
+    n = bank.num_images if cfg.max_images is None else min(cfg.max_images, bank.num_images)
+    table: dict[str, dict[str, Any]] = {}
+    for policy in _policies(cfg, bank, device):
+        run = run_multiscale(policy, bank, cfg.max_glimpses, batch=cfg.batch, max_images=n,
+                             device=str(device))
+        row = summarise_multiscale(run)
+        env = MultiScaleEnv(bank, glimpses=cfg.max_glimpses)
+        levels = env.action_level[run.actions.numpy()]
+        row["glimpses_per_level"] = {int(lv): float((levels == lv).sum(1).mean())
+                                     for lv in np.unique(levels)}
+        table[policy.name] = row
+    if cfg.single_scale:
+        table.update(_single_scale(cfg, bank, n, device))
+    results = {"config": asdict(cfg), "bank": str(bank.path), "num_images": n,
+               "levels": [{"scale": lv.scale, "grid": list(lv.grid)} for lv in bank.levels],
+               "policies": table}
+    atomic_write(out / "results.md", lambda f: f.write(_markdown(results).encode()))
+    _plot(table, out / "cost.png")
+    print(_markdown(results))
+    write_results(out, results, ["results.md", "cost.png"])
+    return results
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    table = results["policies"]
+    ts = sorted({t for row in table.values() for t in row["error"]})
+    lines = ["| test error (%) / full-resolution pixels at T = | " +
+             " | ".join(str(t) for t in ts) + " |", "|---" * (len(ts) + 1) + "|"]
+    for name, row in table.items():
+        cells = [f"{100 * row['error'][t]:.2f} / {row['full_resolution_pixels'][t]:,.0f}"
+                 for t in ts]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\n{results['num_images']:,} images of {results['bank']}.\n"
+
+
+def _plot(table: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name, row in table.items():
+        ts = sorted(row["error"])
+        x = [max(1.0, row["full_resolution_pixels"][t]) for t in ts]
+        y = [100 * row["error"][t] for t in ts]
+        ax.plot(x, y, "--" if name == FULL_IMAGE else "-o", label=name, markersize=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("full-resolution pixels processed per image (1 = none)")
+    ax.set_ylabel("test error (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = ["MultiScaleEvalConfig", "evaluate_multiscale"]
