@@ -67,9 +67,12 @@ def run_recipe(base: PretrainConfig, name: str, overrides: dict[str, Any], out: 
     if (folder / "metrics.json").is_file() and not overwrite:
         metrics = json.loads((folder / "metrics.json").read_text())
         print(f"{name}: read back from {folder / 'metrics.json'}")
-    else:
+    else:  # an interrupted recipe continues from its last epoch (its time accumulates)
+        resume = (folder / "bagnet.pt").is_file() and not overwrite
+        if resume:
+            print(f"{name}: continuing {folder / 'bagnet.pt'}")
         cfg = dataclasses.replace(base, **overrides, out=str(folder / "bagnet.pt"),
-                                  overwrite=True)
+                                  overwrite=not resume, resume=resume)
         metrics = pretrain_bagnet(cfg)
     return {"recipe": name, "overrides": overrides, "epochs": metrics["epoch"],
             "images": metrics["epoch"] * metrics["images_per_epoch"],
@@ -104,7 +107,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench/bagnet-tta",
                         help="folder of the recipes' checkpoints and of results.json")
     parser.add_argument("--overwrite", action="store_true",
-                        help="retrain recipes whose metrics.json exists")
+                        help="retrain recipes whose metrics.json exists (without it, a recipe "
+                             "cut short continues from its last epoch)")
     args = parser.parse_args()
     task = TASKS[args.task]
     epochs = BAGNET_EPOCHS[task.name]

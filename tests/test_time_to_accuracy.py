@@ -69,3 +69,13 @@ def test_paired_difference_is_a_bootstrap_over_items() -> None:
     assert not paired_difference(c, b)["differs"]
     with pytest.raises(ValueError, match="same non-zero length"):
         paired_difference(a, b[:10])
+
+
+def test_a_recipe_cut_short_continues_from_its_last_epoch(tmp_path, capsys) -> None:
+    base = PretrainConfig(dataset="digits", image_loss=1.0, max_train_images=64, batch_size=32,
+                          width=4, feature_dim=8, progress=False, device="cpu")
+    tta.run_recipe(base, "r", {"epochs": 1}, tmp_path, overwrite=False)
+    (tmp_path / "r" / "metrics.json").unlink()  # as if killed after its first epoch
+    row = tta.run_recipe(base, "r", {"epochs": 2}, tmp_path, overwrite=False)
+    assert "r: continuing" in capsys.readouterr().out
+    assert row["epochs"] == 2 and row["images"] == 2 * 64
