@@ -20,7 +20,8 @@ bank.json`` gives the fine-tuned minus the fixed-bank Saccader's error at every 
 
 With ``--bagnet train`` and ``--bagnet-per-seed``, seed k also trains its own BagNet (seed
 k), so the spread includes the representation's. A step whose output is already there is
-skipped, so an interrupted run continues where it stopped (``--overwrite`` redoes all).
+skipped, and a trainer cut short continues from its last checkpoint (``--resume``), so an
+interrupted run continues where it stopped (``--overwrite`` redoes all).
 ``OUT/timings.json`` records each step's wall time.
 """
 
@@ -204,6 +205,23 @@ def compare_finetuned(out: Path) -> dict[str, Any]:
     return result
 
 
+RESUMABLE = {"pretrain-bagnet": "", "train saccader": "locations.pt",
+             "train ppo": "last.zip", "train maskable-ppo": "last.zip",
+             "train reinforce": "last.pt"}
+"""The checkpoint each trainer leaves while it runs ("": ``--out`` is the checkpoint), from
+which ``--resume`` continues."""
+
+
+def _checkpoint_of(cmd: list[str]) -> Path | None:
+    """The checkpoint a step's trainer writes as it goes (None for other steps)."""
+    args = cmd[3:]
+    command = " ".join(args[:2]) if args[0] == "train" else args[0]
+    if command not in RESUMABLE or "--out" not in args:
+        return None
+    out = Path(args[args.index("--out") + 1])
+    return out / RESUMABLE[command] if RESUMABLE[command] else out
+
+
 def run_results(cfg: ResultsConfig) -> dict[str, Any]:
     """Run (or, with ``--dry-run``, print) the steps; return the timings."""
     steps = plan(cfg)
@@ -221,6 +239,11 @@ def run_results(cfg: ResultsConfig) -> dict[str, Any]:
         if done.exists() and not cfg.overwrite and not name.startswith("combine"):
             print(f"[{i}/{len(steps)}] {name}: done before, skipped ({done})")
             continue
+        checkpoint = _checkpoint_of(cmd)
+        if checkpoint is not None and checkpoint.exists() and not cfg.overwrite:
+            # cut short earlier: the trainer continues from its last checkpoint
+            cmd = ["--resume" if c == "--overwrite" else c for c in cmd]
+            print(f"[{i}/{len(steps)}] {name}: continuing {checkpoint}", flush=True)
         print(f"[{i}/{len(steps)}] {name}: glimpse {shlex.join(cmd[3:])}", flush=True)
         t0 = time.perf_counter()
         with open(logs / f"{name}.log", "w") as log:

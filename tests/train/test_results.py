@@ -115,9 +115,13 @@ def test_an_agent_cut_short_after_a_checkpoint_is_run_again(tmp_path, capsys) ->
             done.write_text("{}")
     steps["reinforce-s0"].unlink()
     (steps["reinforce-s0"].parent / "best.pt").write_text("partial")
+    (steps["reinforce-s0"].parent / "last.pt").write_text("partial")
     with pytest.raises(UsageError, match="step reinforce-s0 failed"):  # the banks are fakes
         run_results(cfg)
-    assert "reinforce-s0: done before" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "reinforce-s0: done before" not in out
+    # it continues from its checkpoint instead of starting again
+    assert "reinforce-s0: continuing" in out and "--resume" in out.split("continuing")[1]
 
 
 def test_evaluate_combines_seeds_into_means_intervals_and_differences(tmp_path, capsys) -> None:
@@ -159,3 +163,14 @@ def test_evaluate_combines_seeds_into_means_intervals_and_differences(tmp_path, 
                                 out=str(tmp_path / "again"), overwrite=True))
     with pytest.raises(UsageError, match="not the results.json"):
         evaluate(EvaluateConfig(combine=[str(tmp_path / "nowhere")], out=str(tmp_path / "x")))
+
+
+def test_every_trainer_step_names_the_checkpoint_it_continues_from(tmp_path) -> None:
+    from train.results import _checkpoint_of
+
+    for name, cmd, _ in plan(ResultsConfig(out=str(tmp_path))):
+        checkpoint = _checkpoint_of(cmd)
+        kind = name.rsplit("-s", 1)[0]
+        expected = {"bagnet": "bagnet.pt", "saccader": "locations.pt", "maskable-ppo":
+                    "last.zip", "ppo": "last.zip", "reinforce": "last.pt"}.get(kind)
+        assert (checkpoint.name if checkpoint else None) == expected, name
