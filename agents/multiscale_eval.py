@@ -58,7 +58,9 @@ class RandomLegal(MultiScalePolicy):
 class TNetPolicy(MultiScalePolicy):
     """A trained TNet in the env: glimpse t opens the best-scored cell of its level (the
     ``locations`` schedule: ``k_1`` glimpses at level 1, then ``k_2`` at level 2, ...) among
-    those that may be opened, scored from the observed features of the level above."""
+    those that may be opened, scored from the observed features of the level above. Beyond
+    the schedule's T (not TNet's own behaviour) it goes on opening the best cells of the
+    last level under the opened parents."""
 
     name = "tnet"
 

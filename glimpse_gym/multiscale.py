@@ -190,15 +190,24 @@ class MultiScaleBank:
                                     "one its geometry gives (nearest coarse centre)")
             levels.append(Level(bank, float(spec["scale"]), boxes, parent,
                                 int(spec["flops_image"]), int(spec["flops_cell"])))
+        if list(levels[-1].bank.meta["image_shape"]) != list(meta["image_shape"]):
+            raise BankError(f"{path / meta['levels'][-1]['folder']}: images of "
+                            f"{levels[-1].bank.meta['image_shape']}, but {META} gives the full "
+                            f"size {meta['image_shape']}")
         return cls(path, meta, levels)
 
 
 def _check_same_images(a: FeatureBank, b: FeatureBank, where: Path) -> None:
+    """``b`` must be the same images and labels as ``a``, through the same BagNet."""
     wrong = []
     for field in ("name", "split", "num_images"):
         if a.meta["dataset"][field] != b.meta["dataset"][field]:
             wrong.append(f"dataset {field} {b.meta['dataset'][field]!r}, level 0 has "
                          f"{a.meta['dataset'][field]!r}")
+    if a.meta["model"]["hash"] != b.meta["model"]["hash"]:
+        wrong.append(f"BagNet {b.meta['model']['hash']}, level 0 has {a.meta['model']['hash']}")
+    if a.meta["normalization"] != b.meta["normalization"]:
+        wrong.append("another normalisation")
     if a.meta["model"]["num_classes"] != b.meta["model"]["num_classes"]:
         wrong.append("a different number of classes")
     if not wrong and not np.array_equal(a.labels, b.labels):

@@ -27,7 +27,9 @@ Across scales (``MultiScale-v0``, :mod:`glimpse_gym.envs.multiscale_env`) the sa
 has a **prior**, the coarse level's vote counted once from the start (the readout is the
 argmax of prior + the distinct opened cells' logits), and a glimpse at a cell that may not be
 opened yet (its parent is closed) is **wasted**: it uses one of the T glimpses and reveals
-nothing (:meth:`Episode.waste`).
+nothing (:meth:`Episode.waste`). Its fast forms (``envs/multiscale_vector.py`` and its
+compiled loops) are checked against the single env, which plays by this module, in
+``tests/envs/test_multiscale_env.py``.
 """
 
 from __future__ import annotations

@@ -68,14 +68,19 @@ def test_boxes_are_in_full_resolution_pixels(tiny) -> None:
 
 def test_every_cell_has_the_parent_with_the_nearest_centre(tiny) -> None:
     _, _, bank = tiny
-    for above, level in zip(bank.levels, bank.levels[1:], strict=False):
+    for i, (above, level) in enumerate(zip(bank.levels, bank.levels[1:], strict=False)):
         assert level.parent.shape == (level.num_cells,)
         centre = lambda b: np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], 1)  # noqa: E731
         d = ((centre(level.boxes)[:, None] - centre(above.boxes)[None]) ** 2).sum(-1)
         assert np.all(d[np.arange(level.num_cells), level.parent] <= d.min(1) + 1e-9)
-        # the children of all parents partition the finer level
-        kids = np.concatenate([level.children(p) for p in range(above.num_cells)])
-        assert sorted(kids.tolist()) == list(range(level.num_cells))
+        # each cell's centre lies in its parent's tile: within half a stride of the parent's
+        # centre on each axis, or beyond the outermost centre on that side (the border)
+        stride = np.array(bank.meta["levels"][i]["stride_full"])
+        mine, theirs = centre(level.boxes), centre(above.boxes)[level.parent]
+        low, high = centre(above.boxes).min(0), centre(above.boxes).max(0)
+        inside = np.abs(mine - theirs) <= stride / 2 + 1e-9
+        border = ((mine < low) & (theirs == low)) | ((mine > high) & (theirs == high))
+        assert np.all(inside | border)
     # on the 2x2 coarse grid the four quadrants of the 6x6 level split evenly
     assert np.bincount(bank.levels[1].parent).tolist() == [9, 9, 9, 9]
     assert bank.levels[1].children(0).tolist() == [0, 1, 2, 6, 7, 8, 12, 13, 14]
@@ -149,6 +154,21 @@ def test_damage_is_named(tiny, tmp_path) -> None:
         MultiScaleBank.load(path)
     with pytest.raises(BankError, match="no multi-scale bank"):
         MultiScaleBank.load(tmp_path / "nothing")
+
+
+def test_a_level_of_another_bagnet_is_refused(tiny, tmp_path) -> None:
+    import shutil
+
+    model, ds, bank = tiny
+    torch.manual_seed(1)
+    other = bagnet_tiny(num_classes=10).eval()
+    elsewhere = write_multiscale_bank(other, ds, tmp_path / "other", [0.5, 0.75, 1],
+                                      checkpoint=_checkpoint(other), progress=False)
+    path = _copy(bank, tmp_path)
+    shutil.rmtree(path / "level1")
+    shutil.copytree(elsewhere.path / "level1", path / "level1")
+    with pytest.raises(BankError, match="BagNet"):
+        MultiScaleBank.load(path)
 
 
 def test_pretraining_across_scales_then_a_multiscale_extraction(tmp_path, monkeypatch) -> None:

@@ -94,7 +94,10 @@ def evaluate_multiscale(cfg: MultiScaleEvalConfig) -> dict[str, Any]:
     bank = MultiScaleBank.load(cfg.bank)
     if cfg.max_glimpses < 1:
         raise UsageError(f"--max-glimpses must be at least 1, got {cfg.max_glimpses}")
-    MultiScaleEnv(bank, glimpses=cfg.max_glimpses)  # checks T against the actions
+    try:
+        MultiScaleEnv(bank, glimpses=cfg.max_glimpses)  # checks T against the actions
+    except ValueError as exc:
+        raise UsageError(f"--max-glimpses: {exc}") from None
     out = prepare_out(cfg.out, overwrite=cfg.overwrite)
     n = bank.num_images if cfg.max_images is None else min(cfg.max_images, bank.num_images)
     table: dict[str, dict[str, Any]] = {}

@@ -178,7 +178,7 @@ def _finetune_steps(cfg: ResultsConfig, folder: Path, banks: str, ckpt: str, gli
             "train", "saccader", "--stage", "finetune", "--finetune-epochs",
             str(cfg.finetune_epochs), "--banks", banks, "--bagnet-checkpoint", ckpt,
             "--glimpses", str(glimpses), "--seed", str(seed), "--out", str(folder), *common),
-         tuned / "policy.pt"),
+         tuned / "results.json"),  # written last, after the fine-tuned test errors
         (f"evaluate-finetuned-s{seed}", _glimpse(
             "evaluate", "--bank", str(tuned / "banks" / "test"), "--checkpoint",
             str(tuned / "bagnet.pt"), f"--policy=saccader-finetuned={tuned / 'policy.pt'}",
@@ -216,8 +216,8 @@ def _checkpoint_of(cmd: list[str]) -> Path | None:
     """The checkpoint a step's trainer writes as it goes (None for other steps)."""
     args = cmd[3:]
     command = " ".join(args[:2]) if args[0] == "train" else args[0]
-    if command not in RESUMABLE or "--out" not in args:
-        return None
+    if command not in RESUMABLE or "--out" not in args or "finetune" in args:
+        return None  # (the paper's step 3 starts again from policy.pt)
     out = Path(args[args.index("--out") + 1])
     return out / RESUMABLE[command] if RESUMABLE[command] else out
 

@@ -7,7 +7,8 @@ cheap; ``--stage finetune`` then continues from ``OUT/policy.pt`` with the same 
 that computes the what-features from the images stored in the banks. BatchNorm keeps its
 statistics. Afterwards the fine-tuned BagNet writes new banks, so every evaluation runs on
 them as usual. Everything goes to ``OUT/finetuned/``: ``bagnet.pt``, ``banks/``,
-``policy.pt`` and the test errors in ``OUT/results.json`` under ``"finetuned"``.
+``policy.pt`` and, last, ``results.json`` (the test errors, also in ``OUT/results.json``
+under ``"finetuned"``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from glimpse_gym.bank import write_bank
 from glimpse_gym.datasets import TensorImageDataset
 from glimpse_gym.envs.source import GlimpseSource, load_source
 from glimpse_gym.errors import CheckpointError, UsageError
+from glimpse_gym.fileio import write_json
 from glimpse_gym.pretrained import resolve_checkpoint
 
 if TYPE_CHECKING:
@@ -131,4 +133,6 @@ def finetune(cfg: SaccaderConfig, net: Saccader, sources: dict[str, GlimpseSourc
     print(f"after fine-tuning the BagNet (banks {banks}): test error at T = {glimpses}:")
     for name, errors in test.items():
         print(f"  {name:21s} " + "  ".join(f"{errors[t]:7.2%}" for t in glimpses))
-    return {"history": history, "banks": str(banks), "test_error": test}
+    result = {"history": history, "banks": str(banks), "test_error": test}
+    write_json(folder / "results.json", result)  # last: the fine-tuning is complete
+    return result

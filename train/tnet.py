@@ -7,8 +7,8 @@ their children; T is the sum), TNet's loss (cross-entropy 0.7 / 0.3, REINFORCE 0
 moving-average baseline, per-feature REINFORCE). Each epoch: TensorBoard scalars (``OUT/tb``),
 the val error of TNet's classifier and of the env's readout of the same cells,
 ``OUT/last.pt`` (and ``OUT/best.pt`` at the best val error), so ``--resume`` continues after
-the last whole epoch. At the end ``OUT/results.json``: the test errors and each episode's cost
-(pixels, full-resolution pixels, BagNet FLOPs).
+the last whole epoch. At the end ``OUT/results.json``: ``best.pt``'s test errors and each
+episode's cost (pixels, full-resolution pixels, BagNet FLOPs).
 """
 
 from __future__ import annotations
@@ -120,9 +120,14 @@ def train_tnet(cfg: TNetConfig) -> dict[str, Any]:
     baseline, first_epoch, history, best = BASELINE_START, 0, [], float("inf")
     if cfg.resume:
         ckpt = load_payload(out / "last.pt", FORMAT, "TNet", device)
-        if ckpt["geometry"] != geometry.describe() or tuple(ckpt["locations"]) != locations:
-            raise CheckpointError(f"--resume: {out / 'last.pt'} was trained with "
-                                  f"{ckpt['geometry']} and locations {ckpt['locations']}")
+        model = banks["train"].levels[-1].bank.meta["model"]["hash"]
+        if (ckpt["geometry"] != geometry.describe() or tuple(ckpt["locations"]) != locations
+                or ckpt["hidden"] != cfg.hidden or ckpt["bank"] != model):
+            raise CheckpointError(
+                f"--resume: {out / 'last.pt'} was trained with {ckpt['geometry']}, locations "
+                f"{ckpt['locations']}, --hidden {ckpt['hidden']} on banks of BagNet "
+                f"{ckpt['bank']}; this run has {geometry.describe()}, locations "
+                f"{list(locations)}, --hidden {cfg.hidden}, BagNet {model}")
         net.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
         baseline, first_epoch = ckpt["baseline"], ckpt["epoch"]
@@ -172,6 +177,8 @@ def train_tnet(cfg: TNetConfig) -> dict[str, Any]:
             save_payload(payload, out / "best.pt")
         save_payload(payload, out / "last.pt")
     writer.close()
+    if (out / "best.pt").is_file():  # the test figures are best.pt's (best val error)
+        net.load_state_dict(load_payload(out / "best.pt", FORMAT, "TNet", device)["state_dict"])
     test = evaluate_tnet(net, banks["test"], device=device)
     results = {"config": asdict(cfg), "locations": list(locations), "glimpses": sum(locations),
                "test_error": test["error"], "test_readout_error": test["readout_error"],

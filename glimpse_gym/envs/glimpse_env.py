@@ -181,9 +181,10 @@ class GlimpseEnv(gym.Env):
         index = check_index(options, self.source.num_images)
         super().reset(seed=seed)
         n = self.source.num_images
+        # a seed starts a new stream of images, with or without an index (as in the vector env)
+        if seed is not None or self._key is None:
+            self._key, self._episode = rules.draw_key(self.np_random), 0
         if index is None:
-            if seed is not None or self._key is None:
-                self._key, self._episode = rules.draw_key(self.np_random), 0
             index = rules.episode_image(self._key, self._episode, n)
             self._episode += 1
         if self.observation_mode == "partial" and self._game is not None:

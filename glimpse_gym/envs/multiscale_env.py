@@ -33,10 +33,12 @@ class MultiScaleEnv(gym.Env):
     ## Action space
     ``Discrete(A)``: the cells of levels 1, 2, ... numbered level after level, row-major in
     each (``env.unwrapped.action_level`` and ``action_cell`` give an action's level and cell;
-    ``offsets[l - 1]`` is the first action of level ``l``). A cell that is already open, or
-    whose parent is not open yet, is a wasted glimpse: it uses one of the T and reveals
-    nothing (``info["action_mask"]`` marks the cells that may be opened; :meth:`action_masks`
-    gives it as bool for MaskablePPO).
+    ``offsets[l - 1]`` is the first action of level ``l``). A cell whose parent is not open
+    yet is a wasted glimpse: it uses one of the T and reveals nothing. A cell already open is
+    a revisit: it costs nothing and adds nothing to the readout, and its features are shown
+    again (in the ``glimpses`` mode, in its slot). ``info["action_mask"]`` marks the cells
+    that may be opened, new ones under open parents; :meth:`action_masks` gives it as bool for
+    MaskablePPO.
 
     ## Observation space
     ``Dict`` of flat vectors, features channels-last:
@@ -143,9 +145,10 @@ class MultiScaleEnv(gym.Env):
         n = self.bank.num_images
         index = check_index(options, n)
         super().reset(seed=seed)
+        # a seed starts a new stream of images, with or without an index (as in the vector env)
+        if seed is not None or self._key is None:
+            self._key, self._episode = rules.draw_key(self.np_random), 0
         if index is None:
-            if seed is not None or self._key is None:
-                self._key, self._episode = rules.draw_key(self.np_random), 0
             index = rules.episode_image(self._key, self._episode, n)
             self._episode += 1
         self._index = index

@@ -5,10 +5,11 @@ Same dynamics, observations, rewards and infos as ``SyncVectorEnv`` of N
 step), with no Python loop over envs. As in the single-scale vector env every episode lasts
 exactly T glimpses and ``reset`` starts all envs together, so the envs run in lockstep.
 
-The bank is held as tables of rows (the action cells' features ``[M*A, D]`` float16 and logits
-``[M*A, K]``, level 0's features ``[M, H0*W0*D]`` float16 and vote ``[M, K]``), so a glimpse
-is one gather per table. The cells that may be opened (``info["action_mask"]``) are kept up
-to date: opening a cell closes it and opens its children (a padded children table).
+The bank is held as tables of rows (the action cells' features ``[M*A, D]``, float32 or
+``bank_dtype="float16"``, and logits ``[M*A, K]``; level 0's features ``[M, H0*W0*D]`` and
+vote ``[M, K]``), so a glimpse is one gather per table. The cells that may be opened
+(``info["action_mask"]``) are kept up to date: opening a cell closes it and opens its
+children (a padded children table).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.tnet import Geometry, TNet, evaluate_tnet, level_features, tnet_loss
+from agents.tnet import Geometry, TNet, evaluate_tnet, level_features, load_tnet, tnet_loss
 from glimpse_gym.bagnet import bagnet_tiny
 from glimpse_gym.datasets import make_dataset
 from glimpse_gym.envs import MultiScaleEnv
@@ -86,7 +86,7 @@ def test_the_readout_equals_the_env_playing_the_same_cells(banks) -> None:
 
 
 def test_train_tnet_writes_results_checkpoints_and_resumes(banks, tmp_path) -> None:
-    root, _ = banks
+    root, loaded = banks
     base = dict(banks=str(root), locations="3,2", batch_size=128, device="cpu",
                 progress=False, eval_images=100)
     straight = train_tnet(TNetConfig(**base, epochs=2, out=str(tmp_path / "a")))
@@ -103,6 +103,13 @@ def test_train_tnet_writes_results_checkpoints_and_resumes(banks, tmp_path) -> N
     assert any((tmp_path / "a" / "tb").iterdir())
     with pytest.raises(UsageError, match="holds a finished run"):
         train_tnet(TNetConfig(**base, epochs=1, out=str(tmp_path / "a")))
+    from glimpse_gym.errors import CheckpointError
+    with pytest.raises(CheckpointError, match="--hidden 64"):  # resumed with another width
+        train_tnet(TNetConfig(**base, epochs=3, hidden=32, out=str(tmp_path / "b"),
+                              resume=True))
+    # the test figures are best.pt's
+    best = load_tnet(tmp_path / "a" / "best.pt", loaded["test"])
+    assert saved["test_error"] == evaluate_tnet(best, loaded["test"])["error"]
     for locations, match in (("5", "one count"), ("3,x", "integers"), ("40,2", "fewer than"),
                              ("1,30", "children")):
         with pytest.raises(UsageError, match=match):

@@ -179,13 +179,36 @@ def test_sync_vector_env_runs_it(bank) -> None:
     envs.close()
 
 
-def _actions(rng, masks: np.ndarray) -> np.ndarray:
-    """Per env: a cell it may open, half the time; else any action (wasted or a revisit)."""
+def _actions(rng, masks: np.ndarray, last: np.ndarray | None) -> np.ndarray:
+    """Per env: a cell it may open (half the time), the last action again (a revisit or a
+    second waste, a fifth) or any action (often wasted)."""
     out = rng.integers(0, masks.shape[1], len(masks))
     for i, mask in enumerate(masks):
-        if rng.random() < 0.5 and mask.any():
+        u = rng.random()
+        if u < 0.5 and mask.any():
             out[i] = rng.choice(np.flatnonzero(mask))
+        elif u < 0.7 and last is not None:
+            out[i] = last[i]
     return out
+
+
+def _same(native, single, where: str) -> None:
+    """A native vector env's output equals SyncVectorEnv's (infos: every key; the singles'
+    tuples of cells and levels padded with -1 to the native [N, T] arrays)."""
+    if isinstance(single, dict):
+        assert set(native) == set(single), f"{where}: {sorted(set(native) ^ set(single))}"
+        for key in single:
+            _same(native[key], single[key], f"{where}.{key}")
+    elif isinstance(single, np.ndarray) and single.dtype == object:
+        assert len(native) == len(single), where
+        for i, (a, b) in enumerate(zip(native, single, strict=True)):
+            if isinstance(b, tuple):
+                b = list(b) + [-1] * (len(a) - len(b))
+            _same(a, b, f"{where}[{i}]")
+    elif isinstance(single, (str, dict)) or single is None:
+        assert native == single, where
+    else:
+        np.testing.assert_array_equal(np.asarray(native), np.asarray(single), err_msg=where)
 
 
 @pytest.mark.parametrize("observation", ["partial", "glimpses"])
@@ -201,40 +224,73 @@ def test_the_native_vector_env_equals_sync_vector_env(bank, observation, autores
                                     autoreset_mode=gym.vector.AutoresetMode(autoreset))
     assert native.single_observation_space == sync.single_observation_space
     rng = np.random.default_rng(0)
-    outs = native.reset(seed=7), sync.reset(seed=7)
-    for step in range(10):
-        (obs_n, info_n), (obs_s, info_s) = outs[0][:1] + outs[0][-1:], outs[1][:1] + outs[1][-1:]
-        for key in obs_s:
-            np.testing.assert_array_equal(obs_n[key], obs_s[key], err_msg=f"{key} @ {step}")
-        for key in ("index", "label", "prediction", "correct", "action_mask", "pixels",
-                    "full_resolution_pixels", "flops", "coverage"):
-            assert (key in info_n) == (key in info_s), key
-            if key in info_s:
-                np.testing.assert_allclose(np.stack(info_n[key]).astype(float),
-                                           np.stack(info_s[key]).astype(float), err_msg=key)
-        if len(outs[0]) == 5:
-            for a, b in zip(outs[0][1:4], outs[1][1:4], strict=True):
+    out_n, out_s = native.reset(seed=7), sync.reset(seed=7)
+    last = None
+    for step in range(16):
+        _same(out_n[0], out_s[0], f"obs @ {step}")
+        _same(out_n[-1], out_s[-1], f"info @ {step}")
+        if len(out_s) == 5:
+            for a, b in zip(out_n[1:4], out_s[1:4], strict=True):
                 np.testing.assert_array_equal(a, b)
-        actions = _actions(rng, np.stack(info_s["action_mask"]).astype(bool))
-        outs = native.step(actions), sync.step(actions)
+        if step == 5:  # a reset in the middle of the episodes, then one on given images
+            out_n, out_s = native.reset(seed=11), sync.reset(seed=11)
+            continue
+        if step == 9:
+            out_n = native.reset(options={"indices": [3] * n})
+            out_s = sync.reset(options={"index": 3})
+            continue
+        last = _actions(rng, np.stack(out_s[-1]["action_mask"]).astype(bool), last)
+        out_n, out_s = native.step(last), sync.step(last)
 
 
-def test_vector_copies_continue_alike_and_bad_actions_change_nothing(bank) -> None:
+def test_a_seed_with_an_index_restarts_the_stream_as_in_the_vector_env(bank) -> None:
     from glimpse_gym.envs import MultiScaleVectorEnv
 
-    envs = MultiScaleVectorEnv(3, bank, glimpses=3)
-    envs.reset(seed=0)
-    envs.step(np.array([0, 1, 2]))
+    singles = [MultiScaleEnv(bank, glimpses=2) for _ in range(3)]
+    native = MultiScaleVectorEnv(3, bank, glimpses=2)
+    for env in singles:
+        env.reset(seed=9)  # something to restart from
+    native.reset(seed=9)
+    for i, env in enumerate(singles):
+        env.reset(seed=3 + i, options={"index": 5})
+    native.reset(seed=3, options={"indices": [5, 5, 5]})
+    assert [env.reset()[1]["index"] for env in singles] == native.reset()[1]["index"].tolist()
+
+
+def test_bad_actions_change_nothing_and_copies_continue_alike(bank) -> None:
+    from glimpse_gym.envs import MultiScaleVectorEnv
+
+    state = ("_visited", "_mask", "_cells", "_cost", "_logit_sum", "_obs_features")
+
+    def started() -> MultiScaleVectorEnv:
+        envs = MultiScaleVectorEnv(3, bank, glimpses=3)
+        envs.reset(seed=0)
+        envs.step(np.array([0, 1, 2]))
+        return envs
+
+    envs = started()
+    before = {name: getattr(envs, name).clone() for name in state}
     for bad in ([0, 1], [0, 1, 136], [0.0, 1.0, 2.0], [-1, 0, 0]):
         with pytest.raises(InvalidAction):
             envs.step(np.array(bad))
-    for twin in (copy.deepcopy(envs), pickle.loads(pickle.dumps(envs))):
-        a = envs.step(np.array([3, 4, 36]))
-        b = twin.step(np.array([3, 4, 36]))
-        for key in a[0]:
-            np.testing.assert_array_equal(a[0][key], b[0][key])
-        np.testing.assert_array_equal(a[4]["pixels"], b[4]["pixels"])
-        envs = twin
+    assert envs._t == 1
+    for name in state:
+        assert torch.equal(getattr(envs, name), before[name]), name
+    # a level-2 cell under the opened level-1 cell 0, a revisit, a wasted glimpse, the
+    # autoreset and the next episode's first glimpse
+    child = 36 + int(bank.levels[2].children(0)[0])
+    steps = ([child, 1, 36], [0, 1, 2], [5, 6, 7], [8, 9, 10])
+    for copier in (copy.deepcopy, lambda e: pickle.loads(pickle.dumps(e))):
+        original = started()
+        twin = copier(original)
+        for actions in steps:
+            a, b = original.step(np.array(actions)), twin.step(np.array(actions))
+            for key in a[0]:
+                np.testing.assert_array_equal(a[0][key], b[0][key])
+            for x, y in zip(a[1:4], b[1:4], strict=True):
+                np.testing.assert_array_equal(x, y)
+            for key in ("cells", "action_mask", "pixels", "flops", "prediction", "index"):
+                np.testing.assert_array_equal(a[4][key], b[4][key])
 
 
 def test_maskable_ppo_trains_on_it_through_the_sb3_adapter(bank) -> None:

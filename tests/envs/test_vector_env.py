@@ -218,3 +218,17 @@ def test_recycled_copies_equal_fresh_copies() -> None:
             assert not np.shares_memory(obs_v[key], obs_c[key])
         for key in ("cells", "action_mask", "index", "label"):
             assert np.array_equal(info_v[key], info_c[key])
+
+
+def test_a_seed_with_an_index_restarts_the_stream_as_in_the_single_env() -> None:
+    from glimpse_gym.envs import GlimpseEnv
+
+    singles = [GlimpseEnv(split="test", glimpses=2) for _ in range(3)]
+    native = GlimpseVectorEnv(3, split="test", glimpses=2)
+    for env in singles:
+        env.reset(seed=9)
+    native.reset(seed=9)
+    for i, env in enumerate(singles):
+        env.reset(seed=3 + i, options={"index": 5})
+    native.reset(seed=3, options={"indices": [5, 5, 5]})
+    assert [env.reset()[1]["index"] for env in singles] == native.reset()[1]["index"].tolist()

@@ -64,6 +64,10 @@ def test_finetune_runs_the_papers_step_3_per_seed_on_its_own_banks(bagnet, tmp_p
         assert (args.stage, args.finetune_epochs, args.seed) == ("finetune", 1, s)
         assert args.bagnet_checkpoint == ("cluttered-mnist" if bagnet == "shipped" else
                                           str(tmp_path / "bagnet-s0" / "bagnet.pt"))
+        done = dict((n, d) for n, _, d in steps)[f"saccader-finetune-s{s}"]
+        assert done == tmp_path / f"seed{s}" / "saccader" / "finetuned" / "results.json"
+        from train.results import _checkpoint_of
+        assert _checkpoint_of(cmd) is None  # it starts again from policy.pt: no --resume
         evaluate = parser.parse_args(dict((n, c) for n, c, _ in steps)
                                      [f"evaluate-finetuned-s{s}"][3:])
         tuned = tmp_path / f"seed{s}" / "saccader" / "finetuned"

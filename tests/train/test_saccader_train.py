@@ -135,4 +135,5 @@ def test_finetune_stage_trains_the_bagnet_too_and_writes_new_banks(tmp_path) -> 
     assert ckpt["stage"] == "finetune" and ckpt["bank"]["model_hash"] == after["model_hash"]
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(saved["finetuned"]["test_error"]) == set(results["test_error"])
+    assert json.loads((folder / "results.json").read_text()) == saved["finetuned"]
     assert len(saved["policy"]) == 1  # the histories of the bank-trained stages are kept
