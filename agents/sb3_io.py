@@ -122,6 +122,9 @@ def read_sb3(path: str | Path) -> SB3File:
 def _policy_kwargs(f: SB3File) -> dict[str, Any]:
     spec = f.manifest.get("policy")
     try:
+        if spec["extractor"] == "multiscale-cell":  # MultiScale-v0's (train multiscale-ppo)
+            from agents.multiscale_extractor import multiscale_policy_kwargs
+            return multiscale_policy_kwargs(**spec.get("kwargs", {}))
         return extractor_policy_kwargs(spec["extractor"], tuple(f.manifest["grid"]),
                                        **spec.get("kwargs", {}))
     except (KeyError, TypeError, ValueError) as exc:

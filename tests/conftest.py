@@ -29,3 +29,24 @@ needs_mnist = pytest.mark.skipif(
 needs_official_json = pytest.mark.skipif(
     not OFFICIAL_JSON.exists(), reason=f"{OFFICIAL_JSON} not found (the official BagNet "
     "state_dict facts live in the project's shared data folder)")
+
+
+@pytest.fixture(scope="session")
+def multiscale_banks(tmp_path_factory):
+    """Three-level multi-scale banks of the digits splits through a random bagnet-tiny:
+    2x2, 6x6 and 10x10 cells (scales 0.5, 0.75, 1). Returns ``(root, {split: bank})``."""
+    from glimpse_gym.bagnet import bagnet_tiny
+    from glimpse_gym.datasets import make_dataset
+    from glimpse_gym.fileio import state_dict_hash
+    from glimpse_gym.multiscale import write_multiscale_bank
+
+    torch.manual_seed(0)
+    model = bagnet_tiny(num_classes=10).eval()
+    ckpt = {"arch": "bagnet-tiny", "arch_kwargs": {"num_classes": 10},
+            "model_hash": state_dict_hash(model.state_dict()),
+            "normalization": {"mean": [0.1], "std": [0.3]}}
+    root = tmp_path_factory.mktemp("multiscale-banks")
+    return root, {split: write_multiscale_bank(model, make_dataset("digits", split), root / split,
+                                               [0.5, 0.75, 1], checkpoint=ckpt, batch_size=256,
+                                               progress=False)
+                  for split in ("train", "val", "test")}

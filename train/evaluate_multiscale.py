@@ -1,14 +1,15 @@
 """``glimpse evaluate-multiscale``: policies across scales against the finest level alone.
 
 On a multi-scale bank's split (``--bank``, e.g. ``runs/banks/X-ms/test``) every ``--policy``
-(``random``: uniformly among the cells that may be opened; ``NAME=PATH``: a TNet from ``glimpse
-train tnet``) plays ``MultiScale-v0`` for 1..``--max-glimpses`` glimpses on every image. With
-``--single-scale`` (default) the finest level alone is evaluated too, as ``Glimpse-v0`` on its
-bank: ordered logits and random cells, and the full image. Every row gets the error and the
-mean cost at each T: pixels the BagNet processed, full-resolution pixels, BagNet FLOPs (a
-single-scale glimpse: one receptive-field patch at full size; the full image: the whole image;
-ordered logits needs that full pass to rank the cells, so it is a reference, not a saving).
-Writes ``results.json``, ``results.md`` and ``cost.png`` (error against full-resolution pixels).
+(``random``: uniformly among the cells that may be opened; ``NAME=PATH``: a TNet from
+``glimpse train tnet``, or a MaskablePPO zip from ``glimpse train multiscale-ppo``) plays
+``MultiScale-v0`` for 1..``--max-glimpses`` glimpses on every image. With ``--single-scale``
+(default) the finest level alone is evaluated too, as ``Glimpse-v0`` on its bank: ordered
+logits and random cells, and the full image. Every row gets the error and the mean cost at
+each T: pixels the BagNet processed, full-resolution pixels, BagNet FLOPs (a single-scale
+glimpse: one receptive-field patch at full size; the full image: the whole image; ordered
+logits needs that full pass to rank the cells, so it is a reference, not a saving). Writes
+``results.json``, ``results.md`` and ``cost.png`` (error against full-resolution pixels).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import torch
 
 from agents.evaluation import compare
 from agents.multiscale_eval import RandomLegal, TNetPolicy, run_multiscale, summarise_multiscale
-from agents.policies import FULL_IMAGE, OrderedLogitsPolicy, RandomPolicy
+from agents.policies import FULL_IMAGE, OrderedLogitsPolicy, RandomPolicy, SB3Policy
+from agents.sb3_io import load_sb3_policy, read_sb3
 from agents.tnet import load_tnet
 from glimpse_gym.envs import MultiScaleEnv, load_source
 from glimpse_gym.errors import UsageError
@@ -38,7 +40,8 @@ class MultiScaleEvalConfig(RunOptions):
     bank: str = "runs/banks/cluttered-mnist-100-ms/test"
     """a multi-scale bank split (extract-features --scales ...)"""
     policy: list[str] = field(default_factory=list)
-    """random, or NAME=PATH for a TNet checkpoint (repeatable; default: random)"""
+    """random, or NAME=PATH for a TNet checkpoint (.pt) or a multiscale-ppo zip (repeatable;
+    default: random)"""
     max_glimpses: int = 8
     """glimpses per episode (errors and costs at every T up to it)"""
     max_images: int | None = None
@@ -58,13 +61,33 @@ def _policies(cfg: MultiScaleEvalConfig, bank: MultiScaleBank, device: torch.dev
             policies.append(RandomLegal(cfg.seed))
         elif "=" in spec:
             name, path = spec.split("=", 1)
-            policy = TNetPolicy(load_tnet(path, bank, device), bank)
+            if path.endswith(".zip"):  # glimpse train multiscale-ppo
+                policy = _sb3_policy(name, path, bank, cfg.max_glimpses)
+            else:
+                policy = TNetPolicy(load_tnet(path, bank, device), bank)
             policy.name = name
             policies.append(policy)
         else:
             raise UsageError(f"unknown policy {spec!r}: use random, or NAME=PATH for a TNet "
-                             "checkpoint (glimpse train tnet)")
+                             "checkpoint (.pt, glimpse train tnet) or a MaskablePPO zip "
+                             "(glimpse train multiscale-ppo)")
     return policies
+
+
+def _sb3_policy(name: str, path: str, bank: MultiScaleBank, glimpses: int) -> SB3Policy:
+    """A MaskablePPO zip of ``glimpse train multiscale-ppo``, checked against ``bank``."""
+    f = read_sb3(path)
+    if not f.manifest.get("multiscale"):
+        raise UsageError(f"--policy {name}={path}: not a MultiScale-v0 policy (train one with "
+                         "'glimpse train multiscale-ppo')")
+    model = bank.levels[-1].bank.meta["model"]["hash"]
+    levels = [list(lv.grid) for lv in bank.levels]
+    if f.manifest["trained_on"] != {"model_hash": model, "levels": levels}:
+        raise UsageError(f"--policy {name}={path} was trained on {f.manifest['trained_on']}; "
+                         f"this bank has BagNet {model} and levels {levels}")
+    env = MultiScaleEnv(bank, glimpses=glimpses)
+    return SB3Policy(load_sb3_policy(f, env.observation_space, env.action_space), name,
+                     "partial")
 
 
 def _single_scale(cfg: MultiScaleEvalConfig, bank: MultiScaleBank, n: int,

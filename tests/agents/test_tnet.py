@@ -10,28 +10,14 @@ import pytest
 import torch
 
 from agents.tnet import Geometry, TNet, evaluate_tnet, level_features, load_tnet, tnet_loss
-from glimpse_gym.bagnet import bagnet_tiny
-from glimpse_gym.datasets import make_dataset
 from glimpse_gym.envs import MultiScaleEnv
 from glimpse_gym.errors import UsageError
-from glimpse_gym.fileio import state_dict_hash
-from glimpse_gym.multiscale import write_multiscale_bank
 from train.tnet import TNetConfig, train_tnet
 
 
-@pytest.fixture(scope="module")
-def banks(tmp_path_factory):
-    """Three-level banks of the digits splits: 2x2, 6x6 and 10x10 cells."""
-    torch.manual_seed(0)
-    model = bagnet_tiny(num_classes=10).eval()
-    ckpt = {"arch": "bagnet-tiny", "arch_kwargs": {"num_classes": 10},
-            "model_hash": state_dict_hash(model.state_dict()),
-            "normalization": {"mean": [0.1], "std": [0.3]}}
-    root = tmp_path_factory.mktemp("tnet-banks")
-    return root, {split: write_multiscale_bank(model, make_dataset("digits", split), root / split,
-                                               [0.5, 0.75, 1], checkpoint=ckpt, batch_size=256,
-                                               progress=False)
-                  for split in ("train", "val", "test")}
+@pytest.fixture()
+def banks(multiscale_banks):
+    return multiscale_banks
 
 
 def test_choices_follow_the_parents_and_the_scores(banks) -> None:

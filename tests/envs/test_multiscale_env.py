@@ -14,25 +14,14 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import glimpse_gym  # noqa: F401  (registers the ids)
-from glimpse_gym.bagnet import bagnet_tiny
-from glimpse_gym.datasets import make_dataset
 from glimpse_gym.envs import MultiScaleEnv
 from glimpse_gym.errors import InvalidAction, ResetNeeded
-from glimpse_gym.fileio import state_dict_hash
-from glimpse_gym.multiscale import write_multiscale_bank
 
 
-@pytest.fixture(scope="module")
-def bank(tmp_path_factory):
+@pytest.fixture()
+def bank(multiscale_banks):
     """Three levels of the digits test split: 2x2, 6x6 and 10x10 cells."""
-    torch.manual_seed(0)
-    model = bagnet_tiny(num_classes=10).eval()
-    ckpt = {"arch": "bagnet-tiny", "arch_kwargs": {"num_classes": 10},
-            "model_hash": state_dict_hash(model.state_dict()),
-            "normalization": {"mean": [0.1], "std": [0.3]}}
-    out = tmp_path_factory.mktemp("ms") / "test"
-    return write_multiscale_bank(model, make_dataset("digits", "test"), out, [0.5, 0.75, 1],
-                                 checkpoint=ckpt, batch_size=128, progress=False)
+    return multiscale_banks[1]["test"]
 
 
 @pytest.mark.parametrize("observation", ["partial", "glimpses"])
