@@ -216,13 +216,8 @@ class MultiScaleEnv(gym.Env):
             return None
         if self._index is None:
             raise ResetNeeded("render() before reset(): there is no image yet")
-        images = self.bank.levels[-1].bank.images
-        if images is None:
-            raise ValueError("this multi-scale bank holds no images (extracted with "
-                             "--no-store-images), so there is nothing to draw")
-        opened = [a for a in self._game.cells if self._game.visited[a]]
-        boxes = [tuple(int(round(v)) for v in self.boxes[a]) for a in dict.fromkeys(opened)]
-        return draw_glimpses(np.asarray(images[self._index]), boxes)
+        return render_opened(self.bank, self.boxes, self._index, self._game.cells,
+                             self._game.visited)
 
     # ------------------------------------------------------------------ helpers
     def _observation(self) -> dict[str, np.ndarray]:
@@ -271,6 +266,19 @@ class MultiScaleEnv(gym.Env):
         self.bank = MultiScaleBank.load(self._init_kwargs["bank"])
 
 
+def render_opened(bank: MultiScaleBank, boxes: np.ndarray, index: int, cells: Any,
+                  visited: np.ndarray) -> np.ndarray:
+    """Image ``index`` with the receptive fields (``boxes`` of the actions, full-resolution
+    pixels) of the opened ones among ``cells`` outlined and numbered in order of opening."""
+    images = bank.levels[-1].bank.images
+    if images is None:
+        raise ValueError("this multi-scale bank holds no images (extracted with "
+                         "--no-store-images), so there is nothing to draw")
+    opened = dict.fromkeys(int(a) for a in cells if a >= 0 and visited[a])
+    return draw_glimpses(np.asarray(images[index]),
+                         [tuple(int(round(v)) for v in boxes[a]) for a in opened])
+
+
 def _rows(grid: np.ndarray) -> np.ndarray:
     """``[D, cells]`` features (float16 or float32) -> contiguous ``[cells, D] float32``."""
     if grid.dtype == np.float16:
@@ -278,4 +286,4 @@ def _rows(grid: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(grid.T, dtype=np.float32)
 
 
-__all__ = ["MULTISCALE_MODES", "MultiScaleEnv"]
+__all__ = ["MULTISCALE_MODES", "MultiScaleEnv", "render_opened"]

@@ -30,7 +30,7 @@ from glimpse_gym.envs.checks import check_actions, check_indices, check_seeds, r
 from glimpse_gym.envs.copies import Recycler
 from glimpse_gym.envs.coverage import CoverageTable
 from glimpse_gym.envs.episodes import episode_images
-from glimpse_gym.envs.multiscale_env import MultiScaleEnv
+from glimpse_gym.envs.multiscale_env import MultiScaleEnv, render_opened
 from glimpse_gym.envs.outputs import VectorOutputs
 from glimpse_gym.errors import ResetNeeded
 from glimpse_gym.multiscale import MultiScaleBank
@@ -77,7 +77,7 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
     episodes ``coverage``, ``glimpse_levels [N, T]``, ``label_name``, ``prediction_name``.
     """
 
-    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, bank: str | Path | MultiScaleBank | None = None, *,
                  glimpses: int = 5, observation: str = "partial",
@@ -92,24 +92,23 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
                              "extract-features --scales ...)")
         if array_type not in ("numpy", "torch"):
             raise ValueError(f"array_type must be 'numpy' or 'torch', got {array_type!r}")
-        if render_mode is not None:
-            raise ValueError("the multi-scale vector env does not render; render a single "
-                             "MultiScaleEnv instead")
         if bank_dtype not in ("float32", "float16"):
             raise ValueError(f"bank_dtype must be 'float32' or 'float16', got {bank_dtype!r}")
         mode = AutoresetMode(autoreset_mode)
         if mode == AutoresetMode.DISABLED:
             raise ValueError("autoreset_mode must be NextStep or SameStep")
         # the single env checks the arguments and holds the geometry this env reads
-        spec = MultiScaleEnv(bank, glimpses=glimpses, observation=observation)
+        spec = MultiScaleEnv(bank, glimpses=glimpses, observation=observation,
+                             render_mode=render_mode)
         self.spec_env, self.bank = spec, spec.bank
         self.device = dev = resolve_device(device)
         self._init_kwargs = dict(num_envs=num_envs, bank=str(spec.bank.path), glimpses=glimpses,
-                                 observation=observation, device=str(dev),
+                                 observation=observation, render_mode=render_mode,
+                                 device=str(dev),
                                  array_type=array_type, autoreset_mode=mode, copy=copy,
                                  bank_dtype=bank_dtype)
         self.num_envs, self.glimpses = num_envs, spec.glimpses
-        self.observation_mode, self.render_mode = observation, None
+        self.observation_mode, self.render_mode = observation, render_mode
         self.array_type, self.copy = array_type, copy
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self.num_actions, self.feature_dim = spec.num_actions, spec.feature_dim
@@ -354,6 +353,15 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
         for key, value in extra.items():
             infos[key], infos[f"_{key}"] = value, np.ones(self.num_envs, dtype=bool)
         return infos
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """``rgb_array``: one picture per env, its opened cells outlined and numbered (see
+        :meth:`MultiScaleEnv.render`)."""
+        if self.render_mode != "rgb_array":
+            return None
+        cells, visited = self._cells.cpu().numpy(), self._visited.cpu().numpy()
+        return tuple(render_opened(self.bank, self.spec_env.boxes, int(self._index[i]),
+                                   cells[i], visited[i]) for i in range(self.num_envs))
 
     def action_masks(self) -> np.ndarray:
         """``[N, A] bool``: True on the cells each env may open now."""

@@ -157,6 +157,22 @@ def test_render_outlines_the_opened_cells(bank) -> None:
     assert (plain != drawn).any()
 
 
+def test_the_vector_env_renders_each_env_as_the_single_env(bank) -> None:
+    from glimpse_gym.envs import MultiScaleVectorEnv
+
+    envs = MultiScaleVectorEnv(2, bank, glimpses=3, render_mode="rgb_array")
+    singles = [MultiScaleEnv(bank, glimpses=3, render_mode="rgb_array") for _ in range(2)]
+    envs.reset(seed=4)
+    for i, env in enumerate(singles):
+        env.reset(seed=4 + i)
+    for actions in ([0, 1], [36, 2], [0, 3]):  # a wasted glimpse, a revisit
+        envs.step(np.array(actions))
+        for env, a in zip(singles, actions, strict=True):
+            env.step(a)
+    for picture, env in zip(envs.render(), singles, strict=True):
+        np.testing.assert_array_equal(picture, env.render())
+
+
 def test_sync_vector_env_runs_it(bank) -> None:
     envs = gym.make_vec("MultiScale-v0", num_envs=3, vectorization_mode="sync",
                         bank=str(bank.path), glimpses=2)
