@@ -28,7 +28,7 @@ print("core install:", glimpse_gym.__file__, "- every id works without the rl ex
 endef
 export CORE_CHECK
 
-.PHONY: demo test test-core test-slow lint bench bench-env bench-multiscale bench-ppo bench-bank-open bench-startup bench-bagnet-tta robustness default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean \
+.PHONY: demo test test-core test-slow lint gpu-check bench bench-env bench-multiscale bench-ppo bench-bank-open bench-startup bench-bagnet-tta robustness default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean \
 	results-cluttered-mnist results-cluttered-mnist-100 results-cluttered-fashion
 
 $(BIN)/glimpse: pyproject.toml
@@ -64,6 +64,16 @@ lint: $(BIN)/glimpse
 ## bench: throughput benchmarks (training and extraction), printed and saved to runs/bench
 bench: $(BIN)/glimpse
 	$(BIN)/python benchmarks/bagnet_throughput.py --out runs/bench/bagnet_throughput.json
+
+## gpu-check: on a machine with CUDA: the CUDA tests, then the env benchmarks on cuda (the
+## embedded default; JSON into GPU_OUT)
+GPU_OUT ?= runs/gpu
+gpu-check: $(BIN)/glimpse
+	$(BIN)/python -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
+	$(BIN)/python benchmarks/env_throughput.py --device cuda --rounds 3 \
+		--out $(GPU_OUT)/env_throughput.json
+	$(BIN)/python benchmarks/multiscale_throughput.py --device cuda --rounds 3 \
+		--out $(GPU_OUT)/multiscale_throughput.json
 
 ## bench-multiscale: MultiScale-v0 against Glimpse-v0 on the same images (writes the 100x100
 ## multi-scale test bank first if it is missing)
