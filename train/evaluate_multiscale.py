@@ -14,6 +14,7 @@ logits needs that full pass to rank the cells, so it is a reference, not a savin
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ class MultiScaleEvalConfig(RunOptions):
     """episodes run at once"""
     single_scale: bool = True
     """also the finest level alone (Glimpse-v0): ordered logits, random cells, the full image"""
+    combine: list[str] = field(default_factory=list)
+    """combine earlier runs (their output folders, one per training seed; repeatable) into
+    the mean and spread over seeds instead of running policies"""
     out: str = "runs/eval-multiscale"
     """output folder: results.json, results.md, cost.png"""
 
@@ -111,8 +115,50 @@ def _single_scale(cfg: MultiScaleEvalConfig, bank: MultiScaleBank, n: int,
     return rows
 
 
+def combine_multiscale(cfg: MultiScaleEvalConfig) -> dict[str, Any]:
+    """Earlier runs (one per seed) combined: per policy and T, the error's
+    :func:`agents.stats.summary` over the seeds and the mean costs."""
+    from agents.stats import summary
+
+    runs = []
+    for spec in cfg.combine:
+        path = Path(spec).expanduser()
+        path = path / "results.json" if path.is_dir() else path
+        try:
+            runs.append(json.loads(path.read_text()))
+            runs[-1]["policies"]  # noqa: B018 (the field must be there)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"--combine {spec}: not the results.json of a 'glimpse "
+                             f"evaluate-multiscale' run ({type(exc).__name__}: {exc})") from None
+    if len({(r["bank"], r["num_images"]) for r in runs}) > 1:
+        raise UsageError("--combine needs runs on the same bank and images")
+    out = prepare_out(cfg.out, overwrite=cfg.overwrite)
+    table: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(n for r in runs for n in r["policies"]):
+        rows = [r["policies"][name] for r in runs if name in r["policies"]]
+        ts = sorted(int(t) for t in rows[0]["error"])
+        table[name] = {"seeds": len(rows),
+                       "error_summary": {t: summary([r["error"][str(t)] for r in rows])
+                                         for t in ts},
+                       "error": {t: float(np.mean([r["error"][str(t)] for r in rows]))
+                                 for t in ts},
+                       **{k: {t: float(np.mean([r[k][str(t)] for r in rows])) for t in ts}
+                          for k in ("pixels", "full_resolution_pixels", "flops")}}
+    results = {"config": asdict(cfg), "bank": runs[0]["bank"],
+               "num_images": runs[0]["num_images"], "runs": list(cfg.combine),
+               "policies": table}
+    atomic_write(out / "results.md", lambda f: f.write(_markdown(results).encode()))
+    _plot(table, out / "cost.png")
+    print(_markdown(results))
+    write_results(out, results, ["results.md", "cost.png"])
+    return results
+
+
 def evaluate_multiscale(cfg: MultiScaleEvalConfig) -> dict[str, Any]:
-    """Run every policy (and the single-scale rows); write and return the results."""
+    """Run every policy (and the single-scale rows); write and return the results (with
+    ``--combine``: :func:`combine_multiscale`)."""
+    if cfg.combine:
+        return combine_multiscale(cfg)
     device = setup(cfg.device, cfg.threads)
     bank = MultiScaleBank.load(cfg.bank)
     if cfg.max_glimpses < 1:
@@ -151,8 +197,13 @@ def _markdown(results: dict[str, Any]) -> str:
     lines = ["| test error (%) / full-resolution pixels at T = | " +
              " | ".join(str(t) for t in ts) + " |", "|---" * (len(ts) + 1) + "|"]
     for name, row in table.items():
-        cells = [f"{100 * row['error'][t]:.2f} / {row['full_resolution_pixels'][t]:,.0f}"
-                 for t in ts]
+        cells = []
+        for t in ts:
+            s = row.get("error_summary", {}).get(t)
+            spread = f"{100 * s['std']:.2f}" if s else "0"
+            error = (f"{100 * s['mean']:.2f} ± {spread}" if float(spread) > 0
+                     else f"{100 * row['error'][t]:.2f}")
+            cells.append(f"{error} / {row['full_resolution_pixels'][t]:,.0f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\n{results['num_images']:,} images of {results['bank']}.\n"
 

@@ -86,13 +86,17 @@ class ResultsConfig:
     finetune_epochs: int = 0
     """also run the paper's step 3 on each seed's Saccader for this many epochs (the BagNet
     fine-tuned with it on the images), evaluated into OUT/eval-finetuned (0: not run)"""
+    multiscale: bool = False
+    """the task across scales instead (a BagNet trained across scales, multi-scale banks,
+    TNet and MaskablePPO on MultiScale-v0, evaluated against the finest level alone) into
+    runs/results/TASK-ms"""
     dry_run: bool = False
     """print the commands and stop"""
 
 
 def output_folder(cfg: ResultsConfig) -> Path:
     """``--out``, or the default that keeps the shipped BagNet's runs apart."""
-    suffix = "-shipped" if cfg.bagnet == "shipped" else ""
+    suffix = "-ms" if cfg.multiscale else "-shipped" if cfg.bagnet == "shipped" else ""
     return Path(cfg.out or f"runs/results/{cfg.task}{suffix}")
 
 
@@ -106,6 +110,13 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
         raise UsageError(f"unknown task {cfg.task!r}; valid: {', '.join(TASKS)}")
     if cfg.bagnet not in ("train", "shipped"):
         raise UsageError(f"--bagnet must be 'train' or 'shipped', got {cfg.bagnet!r}")
+    if cfg.multiscale:
+        if cfg.bagnet != "train" or cfg.bagnet_per_seed or cfg.finetune_epochs or cfg.agents:
+            raise UsageError("--multiscale trains its own BagNet across scales and its own "
+                             "agents: it takes no --bagnet, --bagnet-per-seed, "
+                             "--finetune-epochs or --agents")
+        from train.results_multiscale import plan_multiscale
+        return plan_multiscale(cfg)
     task = TASKS[cfg.task]
     out = output_folder(cfg)
     seeds = cfg.seeds or [0, 1, 2]
@@ -207,7 +218,8 @@ def compare_finetuned(out: Path) -> dict[str, Any]:
 
 RESUMABLE = {"pretrain-bagnet": "", "train saccader": "locations.pt",
              "train ppo": "last.zip", "train maskable-ppo": "last.zip",
-             "train reinforce": "last.pt"}
+             "train reinforce": "last.pt", "train tnet": "last.pt",
+             "train multiscale-ppo": "last.zip"}
 """The checkpoint each trainer leaves while it runs ("": ``--out`` is the checkpoint), from
 which ``--resume`` continues."""
 
@@ -263,7 +275,7 @@ def run_results(cfg: ResultsConfig) -> dict[str, Any]:
                   f"T={t} {100 * d['mean']:+.2f} [{100 * d['ci95'][0]:+.2f}, "
                   f"{100 * d['ci95'][1]:+.2f}]" for t, d in rows.items()))
     print(f"{cfg.task}: every step done in {(time.perf_counter() - start) / 60:.1f} min; the "
-          f"table is {out / 'eval' / 'combined'}/results.json (and accuracy.png)")
+          f"table is {out / 'eval' / 'combined'}/results.json (and results.md, its plot)")
     return timings
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,3 +61,26 @@ def test_train_multiscale_ppo_resumes_and_its_zip_is_evaluated(multiscale_banks,
         evaluate_multiscale(MultiScaleEvalConfig(
             bank=str(root / "test"), policy=[f"x={tmp_path / 'missing.zip'}"],
             out=str(tmp_path / "eval2")))
+
+
+def test_evaluations_over_seeds_combine_into_mean_and_spread(tmp_path) -> None:
+    from train.extract_features import ExtractConfig, extract_features
+
+    # the embedded default BagNet (trained, so random cells' errors vary with the seed)
+    extract_features(ExtractConfig(split=["test"], scales="0.5,1", out=str(tmp_path / "ms"),
+                                   progress=False))
+    for seed in (0, 1, 2):
+        evaluate_multiscale(MultiScaleEvalConfig(
+            bank=str(tmp_path / "ms" / "test"), policy=["random"], max_glimpses=3,
+            max_images=200, seed=seed, out=str(tmp_path / f"s{seed}")))
+    combined = evaluate_multiscale(MultiScaleEvalConfig(
+        combine=[str(tmp_path / f"s{seed}") for seed in (0, 1, 2)], out=str(tmp_path / "all")))
+    random = combined["policies"]["random"]
+    runs = [json.loads((tmp_path / f"s{seed}" / "results.json").read_text())
+            for seed in (0, 1, 2)]
+    values = [r["policies"]["random"]["error"]["3"] for r in runs]
+    assert random["seeds"] == 3 and random["error_summary"][3]["values"] == values
+    assert random["error"][3] == pytest.approx(np.mean(values))
+    # the rows that read one BagNet do not change with the seed: no spread
+    assert combined["policies"]["full-image"]["error_summary"][3]["std"] == pytest.approx(0)
+    assert np.std(values) > 0 and "±" in (tmp_path / "all" / "results.md").read_text()

@@ -178,3 +178,30 @@ def test_every_trainer_step_names_the_checkpoint_it_continues_from(tmp_path) -> 
         expected = {"bagnet": "bagnet.pt", "saccader": "locations.pt", "maskable-ppo":
                     "last.zip", "ppo": "last.zip", "reinforce": "last.pt"}.get(kind)
         assert (checkpoint.name if checkpoint else None) == expected, name
+
+
+@pytest.mark.parametrize("task", ["cluttered-mnist", "cluttered-mnist-100", "cluttered-fashion"])
+def test_the_multiscale_plan_parses_and_resumes(task, tmp_path) -> None:
+    from train.results import _checkpoint_of
+    from train.results_multiscale import MULTISCALE
+
+    cfg = ResultsConfig(task=task, multiscale=True, root="data", out=str(tmp_path))
+    steps = plan(cfg)
+    names = [name for name, _, _ in steps]
+    assert names[:2] == ["bagnet-s0", "banks-s0"] and names[-1] == "combine"
+    assert sum(n.startswith("tnet-") for n in names) == 3
+    parser = build_parser()
+    for name, cmd, _ in steps:
+        args = parser.parse_args(cmd[3:])
+        if name == "bagnet-s0":
+            assert args.scales == MULTISCALE[task][0]
+        if name.startswith("tnet-"):
+            assert args.locations == MULTISCALE[task][1]
+            assert _checkpoint_of(cmd).name == "last.pt"
+        if name.startswith("multiscale-ppo-"):
+            assert args.glimpses == TASKS[task].glimpses
+            assert _checkpoint_of(cmd).name == "last.zip"
+    assert plan(ResultsConfig(task=task, multiscale=True))[0][1][-1] == "--overwrite"
+    assert str(plan(ResultsConfig(task=task, multiscale=True))[1][1]).count(f"{task}-ms")
+    with pytest.raises(UsageError, match="--multiscale"):
+        plan(ResultsConfig(task=task, multiscale=True, bagnet="shipped"))

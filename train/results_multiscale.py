@@ -1,0 +1,81 @@
+"""``glimpse results --multiscale``: a task's table across scales, over seeds.
+
+The steps, each its own ``glimpse`` command (run, skipped and continued as
+:mod:`train.results` does):
+
+1. the task's BagNet trained across the task's scales (``pretrain-bagnet --scales``, one scale
+   per batch; the task's epochs) and its multi-scale banks (``extract-features --scales``);
+2. per seed: TNet (``train tnet --locations``) and MaskablePPO on ``MultiScale-v0`` (``train
+   multiscale-ppo``, the task's T);
+3. per seed: ``evaluate-multiscale`` of both, random cells across scales, and the finest level
+   alone (ordered logits, random cells, the full image), error and cost at every T;
+4. ``evaluate-multiscale --combine`` over the seeds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from glimpse_gym.tasks import TASKS
+
+if TYPE_CHECKING:
+    from train.results import ResultsConfig
+
+MULTISCALE = {  # task: (scales, TNet's cells per level below the first)
+    "cluttered-mnist": ("0.5,1", "4"),
+    "cluttered-fashion": ("0.5,1", "4"),
+    "cluttered-mnist-100": ("0.25,0.5,1", "3,5"),
+}
+"""Each task's scales (a coarse grid of 3x3 cells on 60x60, 2x2 and 8x8 on 100x100) and
+TNet's schedule: on 100x100, 3 cells at half size, then 5 at full size."""
+
+
+def plan_multiscale(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
+    """The steps of ``--multiscale`` as ``(name, command, the file that marks it done)``."""
+    from train.results import BAGNET_EPOCHS, _glimpse, output_folder
+
+    task = TASKS[cfg.task]
+    scales, locations = MULTISCALE[task.name]
+    out = output_folder(cfg)
+    seeds = cfg.seeds or [0, 1, 2]
+    common = ["--threads", str(cfg.threads), "--no-progress", "--overwrite"]
+    ckpt = out / "bagnet-s0" / "bagnet.pt"
+    opts = [f"--data-option={k}={v}" for k, v in task.data_options.items()]
+    banks = out / "banks-s0"
+    steps: list[tuple[str, list[str], Path]] = [
+        ("bagnet-s0", _glimpse(
+            "pretrain-bagnet", "--dataset", task.dataset, *opts, "--root", cfg.root,
+            "--epochs", str(cfg.bagnet_epochs or BAGNET_EPOCHS[task.name]), "--image-loss",
+            "1", "--scales", scales, "--seed", "0", "--out", str(ckpt), *common),
+         ckpt.parent / "metrics.json"),
+        ("banks-s0", _glimpse(
+            "extract-features", "--checkpoint", str(ckpt), "--root", cfg.root, "--scales",
+            scales, "--out", str(banks), "--no-progress", "--overwrite"),
+         banks / "test" / "multiscale.json")]
+    for s in seeds:
+        folder = out / f"seed{s}"
+        steps += [
+            (f"tnet-s{s}", _glimpse(
+                "train", "tnet", "--banks", str(banks), "--locations", locations, "--seed",
+                str(s), "--out", str(folder / "tnet"), *common),
+             folder / "tnet" / "results.json"),
+            (f"multiscale-ppo-s{s}", _glimpse(
+                "train", "multiscale-ppo", "--banks", str(banks), "--glimpses",
+                str(task.glimpses), "--total-timesteps", "600000", "--eval-freq", "150000",
+                "--seed", str(s), "--out", str(folder / "multiscale-ppo"), *common),
+             folder / "multiscale-ppo" / "results.json"),
+            (f"evaluate-s{s}", _glimpse(
+                "evaluate-multiscale", "--bank", str(banks / "test"), "--policy", "random",
+                "--policy", f"tnet={folder / 'tnet' / 'best.pt'}", "--policy",
+                f"multiscale-ppo={folder / 'multiscale-ppo' / 'best.zip'}", "--max-glimpses",
+                str(task.glimpses), "--seed", str(s), "--out", str(out / "eval" / f"seed{s}"),
+                *common), out / "eval" / f"seed{s}" / "results.json")]
+    steps.append(("combine", _glimpse(
+        "evaluate-multiscale", *[f"--combine={out / 'eval' / f'seed{s}'}" for s in seeds],
+        "--out", str(out / "eval" / "combined"), "--overwrite"),
+        out / "eval" / "combined" / "results.json"))
+    return steps
+
+
+__all__ = ["MULTISCALE", "plan_multiscale"]
