@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium.utils import seeding
 
 from glimpse_gym.errors import InvalidAction
 
@@ -89,6 +90,13 @@ MIX2 = 0x94D049BB133111EB
 def draw_key(rng: np.random.Generator) -> int:
     """The episode key of a freshly seeded generator: a 63-bit integer."""
     return int(rng.integers(0, 1 << 63))
+
+
+def seed_keys(seeds: Sequence[int | None], device: torch.device | str) -> torch.Tensor:
+    """The episode keys of envs reset with ``seeds`` (None: fresh entropy), each drawn as a
+    single env seeded the same way draws its own: a long tensor on ``device``."""
+    keys = [draw_key(seeding.np_random(s)[0]) for s in seeds]
+    return torch.tensor(keys, dtype=torch.long, device=device)
 
 
 def episode_image(key: int, episode: int, num_images: int) -> int:

@@ -147,11 +147,7 @@ def combine_multiscale(cfg: MultiScaleEvalConfig) -> dict[str, Any]:
     results = {"config": asdict(cfg), "bank": runs[0]["bank"],
                "num_images": runs[0]["num_images"], "runs": list(cfg.combine),
                "policies": table}
-    atomic_write(out / "results.md", lambda f: f.write(_markdown(results).encode()))
-    _plot(table, out / "cost.png")
-    print(_markdown(results))
-    write_results(out, results, ["results.md", "cost.png"])
-    return results
+    return _write(out, results)
 
 
 def evaluate_multiscale(cfg: MultiScaleEvalConfig) -> dict[str, Any]:
@@ -184,8 +180,13 @@ def evaluate_multiscale(cfg: MultiScaleEvalConfig) -> dict[str, Any]:
     results = {"config": asdict(cfg), "bank": str(bank.path), "num_images": n,
                "levels": [{"scale": lv.scale, "grid": list(lv.grid)} for lv in bank.levels],
                "policies": table}
+    return _write(out, results)
+
+
+def _write(out: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """results.md, cost.png and results.json into ``out``; the table printed."""
     atomic_write(out / "results.md", lambda f: f.write(_markdown(results).encode()))
-    _plot(table, out / "cost.png")
+    _plot(results["policies"], out / "cost.png")
     print(_markdown(results))
     write_results(out, results, ["results.md", "cost.png"])
     return results

@@ -31,17 +31,13 @@ from agents.sb3_io import load_sb3_model, read_sb3, save_sb3
 from glimpse_gym.envs.checks import OBSERVATION_MODES
 from glimpse_gym.errors import UsageError
 from glimpse_gym.sb3 import SB3VecEnv
-from train.run import AgentOptions, prepare_out, setup, split_source, write_results
+from train.run import AgentOptions, TrainOptions, prepare_out, setup, split_source, write_results
 
 
 @dataclass
-class PPOConfig(AgentOptions):
-    """Options of ``glimpse train ppo`` and ``glimpse train maskable-ppo``."""
+class PPOHyper(TrainOptions):
+    """The PPO options every ``glimpse train`` PPO command shares."""
 
-    observation: str = "full"
-    """full (every cell's features), partial (only the cells seen so far, on the grid),
-    glimpses (the glimpses so far as a short sequence: the compact mode) or index (the
-    image's row in the bank: the policy reads the grid from the bank itself)"""
     num_envs: int = 1024
     """parallel episodes in the native vector env"""
     total_timesteps: int = 300_000
@@ -58,6 +54,23 @@ class PPOConfig(AgentOptions):
     """entropy bonus"""
     gamma: float = 1.0
     """discount (the only reward comes at the end of a short episode)"""
+
+    def sb3_kwargs(self, out: Path, maskable: bool) -> dict[str, Any]:
+        """These options as keyword arguments of SB3's (Maskable)PPO."""
+        return dict(n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
+                    learning_rate=self.learning_rate, ent_coef=self.ent_coef,
+                    gamma=self.gamma, seed=self.seed, tensorboard_log=str(out / "tb"),
+                    rollout_buffer_class=buffer_class(maskable))
+
+
+@dataclass
+class PPOConfig(AgentOptions, PPOHyper):
+    """Options of ``glimpse train ppo`` and ``glimpse train maskable-ppo``."""
+
+    observation: str = "full"
+    """full (every cell's features), partial (only the cells seen so far, on the grid),
+    glimpses (the glimpses so far as a short sequence: the compact mode) or index (the
+    image's row in the bank: the policy reads the grid from the bank itself)"""
     extractor: str = "auto"
     """cell (per-cell MLP, linear action read-out) or grid (conv net + SB3's MLP heads) for
     the full, partial and index observations; sequence (per-glimpse MLP, averaged) for
@@ -205,10 +218,7 @@ def train_ppo(cfg: PPOConfig, maskable: bool = False) -> dict[str, Any]:
                                 observation=cfg.observation, **split_source(cfg.banks, "train")))
     venv.seed(cfg.seed)
     source = venv.get_attr("source")[0]
-    hyper = dict(n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
-                 learning_rate=cfg.learning_rate, ent_coef=cfg.ent_coef, gamma=cfg.gamma,
-                 seed=cfg.seed, tensorboard_log=str(out / "tb"),
-                 rollout_buffer_class=buffer_class(maskable))
+    hyper = cfg.sb3_kwargs(out, maskable)
     if cfg.resume:
         f = read_sb3(out / "last.zip")
         check_trained_on(f"--resume {out / 'last.zip'}", f.manifest.get("trained_on"), source)

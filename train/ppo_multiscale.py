@@ -31,34 +31,20 @@ from glimpse_gym.envs import MultiScaleEnv
 from glimpse_gym.errors import UsageError
 from glimpse_gym.multiscale import MultiScaleBank
 from glimpse_gym.sb3 import SB3VecEnv
-from train.ppo import buffer_class
-from train.run import TrainOptions, prepare_out, setup, write_results
+from train.ppo import PPOHyper
+from train.run import prepare_out, setup, write_results
 
 
 @dataclass
-class MultiScalePPOConfig(TrainOptions):
+class MultiScalePPOConfig(PPOHyper):
     """Options of ``glimpse train multiscale-ppo``."""
 
     banks: str = "runs/banks/cluttered-mnist-100-ms"
     """folder with train/, val/ and test/ multi-scale banks (extract-features --scales)"""
     glimpses: int = 5
     """T, glimpses per episode"""
-    num_envs: int = 1024
-    """parallel episodes in the native vector env"""
-    total_timesteps: int = 300_000
-    """env steps to train for (glimpses, not episodes)"""
     n_steps: int = 10
     """env steps per env per rollout (a multiple of T keeps episodes whole)"""
-    batch_size: int = 4096
-    """PPO minibatch size"""
-    n_epochs: int = 1
-    """PPO epochs per rollout"""
-    learning_rate: float = 3e-4
-    """Adam learning rate"""
-    ent_coef: float = 0.01
-    """entropy bonus"""
-    gamma: float = 1.0
-    """discount (the only reward comes at the end of a short episode)"""
     channels: int = 16
     """width of the per-cell MLP's hidden layer"""
     code: int = 4
@@ -136,10 +122,7 @@ def train_multiscale_ppo(cfg: MultiScalePPOConfig) -> dict[str, Any]:
     venv.seed(cfg.seed)
     parents = parent_rows(MultiScaleEnv(banks["train"], glimpses=cfg.glimpses))
     manifest = _manifest(cfg, parents, banks["train"])
-    hyper = dict(n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
-                 learning_rate=cfg.learning_rate, ent_coef=cfg.ent_coef, gamma=cfg.gamma,
-                 seed=cfg.seed, tensorboard_log=str(out / "tb"),
-                 rollout_buffer_class=buffer_class(True))
+    hyper = cfg.sb3_kwargs(out, maskable=True)
     if cfg.resume:
         f = read_sb3(out / "last.zip")
         if f.manifest.get("trained_on") != manifest["trained_on"]:

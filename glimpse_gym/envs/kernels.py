@@ -24,6 +24,21 @@ JIT = {"nogil": True, "cache": True, "boundscheck": False}
 
 
 @numba.njit(**JIT)
+def decide(logit_sum: np.ndarray, labels: np.ndarray, i: int, prediction: np.ndarray,
+           correct: np.ndarray) -> None:
+    """Env ``i``'s readout: the first maximum of ``logit_sum[i]`` into ``prediction[i]``,
+    whether it is ``labels[i]`` into ``correct[i]``."""
+    best, value = 0, logit_sum[i, 0]
+    for j in range(1, logit_sum.shape[1]):  # written as selects: no unpredictable branch
+        v = logit_sum[i, j]
+        greater = v > value
+        best = j if greater else best
+        value = v if greater else value
+    prediction[i] = best
+    correct[i] = best == labels[i]
+
+
+@numba.njit(**JIT)
 def positions(cell: np.ndarray, num_cells: int, bases: np.ndarray, out: np.ndarray) -> int:
     """Check ``cell [N]`` against ``[0, num_cells)`` and write ``out = bases + cell``
     (``[2, N]``: each env's flat position in the state tables, its bank row). Returns the
@@ -55,14 +70,7 @@ def glimpse_state(cell: np.ndarray, t: int, flat: np.ndarray, visited: np.ndarra
             visited[pos] = 1
             for j in range(k):
                 logit_sum[i, j] += logits[i, j]
-        best, value = 0, logit_sum[i, 0]
-        for j in range(1, k):  # written as selects: no unpredictable branch
-            v = logit_sum[i, j]
-            greater = v > value
-            best = j if greater else best
-            value = v if greater else value
-        prediction[i] = best
-        correct[i] = best == labels[i]
+        decide(logit_sum, labels, i, prediction, correct)
 
 
 @numba.njit(**JIT)
@@ -99,14 +107,7 @@ def multiscale_glimpse(action: np.ndarray, t: int, parent: np.ndarray, children:
                     logit_sum[i, j] += logits[row, j]
                 for j in range(cost.shape[0]):
                     cost[j, i] += cost_table[a, j]
-        best, value = 0, logit_sum[i, 0]
-        for j in range(1, k):
-            v = logit_sum[i, j]
-            greater = v > value
-            best = j if greater else best
-            value = v if greater else value
-        prediction[i] = best
-        correct[i] = best == labels[i]
+        decide(logit_sum, labels, i, prediction, correct)
 
 
 @numba.njit(**JIT)

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
-from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
@@ -34,7 +33,7 @@ from glimpse_gym.envs.multiscale_env import MultiScaleEnv, render_opened
 from glimpse_gym.envs.outputs import VectorOutputs
 from glimpse_gym.errors import ResetNeeded
 from glimpse_gym.multiscale import MultiScaleBank
-from glimpse_gym.rules import draw_key
+from glimpse_gym.rules import seed_keys
 
 COST_KEYS = ("pixels", "full_resolution_pixels", "flops")
 _STATE = ("_visited", "_mask", "_cells", "_logit_sum", "_cost", "_obs_coarse", "_obs_features",
@@ -199,8 +198,7 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
         seeds = check_seeds(seed, self.num_envs)
         images = check_indices(options, self.num_envs, self.bank.num_images, self.device)
         if seed is not None or not self._started:
-            keys = [draw_key(seeding.np_random(s)[0]) for s in seeds]
-            self._keys = torch.tensor(keys, dtype=torch.long, device=self.device)
+            self._keys = seed_keys(seeds, self.device)
             self._episode = 0
         self._started = True
         self._start_episodes(images)

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
-from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
@@ -46,7 +45,7 @@ from glimpse_gym.envs.render import render_cells
 from glimpse_gym.envs.source import load_source
 from glimpse_gym.envs.tables import HostViews, bank_tables, wide
 from glimpse_gym.errors import ResetNeeded
-from glimpse_gym.rules import draw_key
+from glimpse_gym.rules import seed_keys
 
 
 class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
@@ -207,11 +206,7 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
         seeds = check_seeds(seed, self.num_envs)
         images = check_indices(options, self.num_envs, self.source.num_images, self.device)
         if seed is not None or not self._started:
-            keys = []
-            for s in seeds:
-                rng, _ = seeding.np_random(s)
-                keys.append(draw_key(rng))
-            self._keys = torch.tensor(keys, dtype=torch.long, device=self.device)
+            self._keys = seed_keys(seeds, self.device)
             self._episode = 0
         self._started = True
         self._start_episodes(images)
