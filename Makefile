@@ -77,7 +77,7 @@ gpu-check: $(BIN)/glimpse
 
 ## bench-multiscale: MultiScale-v0 against Glimpse-v0 on the same images (writes the 100x100
 ## multi-scale test bank first if it is missing)
-MS_BANK ?= runs/banks/cluttered-mnist-100-ms
+MS_BANK ?= runs/bench/cluttered-mnist-100-ms
 bench-multiscale: $(BIN)/glimpse
 	test -f $(MS_BANK)/test/multiscale.json || $(BIN)/glimpse extract-features \
 		--checkpoint cluttered-mnist-100 --root $(MNIST_ROOT) --split test \

@@ -9,8 +9,11 @@ A multi-scale bank is a directory::
     level1/ ...       up to the last level, the images at their full size (with images.npy)
 
 Level ``l`` is the split resized (antialiased bilinear) by ``scales[l]``; the scales rise, so
-level 0 is the coarsest and the last level is the finest. Each level is a complete
-:class:`~glimpse_gym.bank.FeatureBank` with the usual guarantees.
+level 0 is the coarsest and the last level is the finest. A BagNet trained across scales
+(``pretrain-bagnet --scales``) carries its BatchNorm statistics at each scale
+(:func:`batchnorm_statistics`), and each level is written with its scale's
+(:func:`at_scale`). Each level is a complete :class:`~glimpse_gym.bank.FeatureBank` with the
+usual guarantees.
 
 **Parents and children.** Every cell of level ``l > 0`` has one parent at level ``l - 1``:
 the coarse cell whose receptive-field centre is nearest to the cell's own centre, both in
@@ -28,11 +31,13 @@ parent map recomputed from the geometry) and every level against it and against 
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +45,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from glimpse_gym.bagnet.common import BagNetBase, cell_boxes
+from glimpse_gym.bagnet.inference import preprocess
 from glimpse_gym.bank import FeatureBank, write_bank
 from glimpse_gym.datasets import ImageDataset, TensorImageDataset
 from glimpse_gym.errors import BankError, UsageError
@@ -76,6 +83,50 @@ def resize_images(images: torch.Tensor, size: tuple[int, int], chunk: int = 2048
         y = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         out[start:start + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
     return out
+
+
+@torch.no_grad()
+def batchnorm_statistics(model: BagNetBase, images: torch.Tensor, scales: Sequence[float],
+                         mean: Sequence[float], std: Sequence[float],
+                         device: torch.device | str = "cpu", batch_size: int = 256
+                         ) -> dict[str, dict[str, torch.Tensor]]:
+    """The BatchNorm statistics of ``model`` at each scale, ``{"0.5": {name: tensor}, ...}``:
+    re-estimated on ``images [N, C, H, W] uint8`` resized by that scale (the average over all
+    its batches). A BagNet trained across scales normalises every batch at its own scale, but
+    its running statistics mix the scales; each scale's own statistics serve it far better.
+    ``model`` is left as it was."""
+    net = copy.deepcopy(model).to(device).train()
+    norms = {name for name, m in net.named_modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    out = {}
+    for s in scales:
+        for name, m in net.named_modules():
+            if name in norms:
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size]
+            net(preprocess(resize_images(x, level_size(x.shape[-2:], s)), mean, std, device))
+        out[f"{s:g}"] = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()
+                         if k.rpartition(".")[0] in norms}
+    return out
+
+
+@contextlib.contextmanager
+def at_scale(model: BagNetBase, bn_by_scale: dict[str, dict[str, torch.Tensor]] | None,
+             scale: float) -> Iterator[BagNetBase]:
+    """``model`` with the BatchNorm statistics of ``scale`` (a checkpoint's ``bn_by_scale``)
+    inside the block, its own again after it; unchanged where none are stored for ``scale``."""
+    stats = (bn_by_scale or {}).get(f"{scale:g}")
+    if not stats:
+        yield model
+        return
+    own = {k: v.clone() for k, v in model.state_dict().items() if k in stats}
+    model.load_state_dict(stats, strict=False)
+    try:
+        yield model
+    finally:
+        model.load_state_dict(own, strict=False)
 
 
 def full_resolution_boxes(grid: tuple[int, int], rf: int, stride: int,
@@ -291,10 +342,11 @@ def write_multiscale_bank(model: BagNetBase, dataset: ImageDataset, out: str | P
                 dataset.name, dataset.split,
                 resize_images(dataset.images, size, progress=progress, desc=f"resize x{s}"),
                 dataset.labels, dataset.class_names, dataset.mean, dataset.std)
-            bank = write_bank(model, data, tmp / f"level{i}", checkpoint=checkpoint,
-                              batch_size=batch_size, device=device,
-                              store_images=store_images and last,
-                              dataset_options=dataset_options, progress=progress)
+            with at_scale(model, checkpoint.get("bn_by_scale"), s):
+                bank = write_bank(model, data, tmp / f"level{i}", checkpoint=checkpoint,
+                                  batch_size=batch_size, device=device,
+                                  store_images=store_images and last,
+                                  dataset_options=dataset_options, progress=progress)
             boxes = full_resolution_boxes(bank.grid, model.rf, model.stride, size, (hgt, wid))
             spec = {"folder": f"level{i}", "scale": s, "image_size": list(size),
                     "grid": list(bank.grid), "rf": model.rf, "stride": model.stride,
@@ -317,6 +369,7 @@ def write_multiscale_bank(model: BagNetBase, dataset: ImageDataset, out: str | P
     return MultiScaleBank.load(out)
 
 
-__all__ = ["FORMAT", "Level", "MultiScaleBank", "bagnet_flops", "check_scales",
+__all__ = ["FORMAT", "Level", "MultiScaleBank", "at_scale", "bagnet_flops",
+           "batchnorm_statistics", "check_scales",
            "full_resolution_boxes", "level_size", "parents", "resize_images",
            "write_multiscale_bank"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -194,7 +195,27 @@ def test_pretraining_across_scales_then_a_multiscale_extraction(tmp_path, monkey
     bank = MultiScaleBank.load(tmp_path / "ms" / "test", verify=True)
     assert banks["test"].meta == bank.meta and [lv.grid for lv in bank.levels] == [(2, 2),
                                                                                   (10, 10)]
-    coarse = bank.levels[0].bank.meta["stats"]["image_acc"]
+    coarse = bank.levels[0].bank.meta["stats"]["image_acc"]  # written with x0.5's statistics
     assert coarse == pytest.approx(1 - metrics["test_by_scale"]["0.5"]["image_error"])
+    # the checkpoint carries each scale's own BatchNorm statistics, covered by its hash
+    from glimpse_gym.bagnet import load_bagnet
+    from glimpse_gym.bagnet.checkpoint import weights_hash
+    from glimpse_gym.multiscale import at_scale
+
+    model, ckpt = load_bagnet(cfg.out)
+    half = ckpt["bn_by_scale"]["0.5"]
+    assert set(ckpt["bn_by_scale"]) == {"0.5"} and half
+    assert ckpt["model_hash"] == weights_hash(ckpt["state_dict"], ckpt["bn_by_scale"])
+    assert ckpt["model_hash"] != weights_hash(ckpt["state_dict"])
+    own = {k: v.clone() for k, v in model.state_dict().items()}
+    name = next(k for k in half if k.endswith("running_mean"))
+    assert not torch.equal(half[name], own[name])
+    with at_scale(model, ckpt["bn_by_scale"], 0.5):
+        assert torch.equal(model.state_dict()[name], half[name])
+    assert all(torch.equal(v, own[k]) for k, v in model.state_dict().items())
+    # --resume on a finished run redoes only the statistics and the test, keeping the rest
+    again = pretrain_module.pretrain_bagnet(replace(cfg, resume=True))
+    assert again["epoch"] == 2 and again["test_by_scale"] == metrics["test_by_scale"]
+    assert load_bagnet(cfg.out)[1]["model_hash"] == ckpt["model_hash"]
     with pytest.raises(UsageError, match="--scales"):
         pretrain_module.pretrain_bagnet(tiny_config(tmp_path / "bad", scales="0.2,1"))

@@ -32,7 +32,13 @@ from glimpse_gym.bagnet import (
 from glimpse_gym.datasets import ImageDataset, TensorImageDataset, dataset_options, make_dataset
 from glimpse_gym.errors import CheckpointError, UsageError
 from glimpse_gym.fileio import write_json
-from glimpse_gym.multiscale import check_scales, level_size, resize_images
+from glimpse_gym.multiscale import (
+    at_scale,
+    batchnorm_statistics,
+    check_scales,
+    level_size,
+    resize_images,
+)
 from train.config import parse_options
 from train.run import TrainOptions, prepare_out, setup
 
@@ -95,6 +101,9 @@ class PretrainConfig(TrainOptions):
     """train across scales for multi-scale banks: each batch resized by one of these
     comma-separated scales (rising, ending with 1; drawn at random per batch), e.g. 0.5,1;
     validation and test are reported at each scale"""
+    bn_images: int = 8192
+    """with --scales: training images that estimate each scale's own BatchNorm statistics
+    at the end (stored in the checkpoint; extract-features --scales uses them per level)"""
 
 
 def make_split(cfg: PretrainConfig, split: str, layout_seed: int = 0) -> ImageDataset:
@@ -187,7 +196,8 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
           f"grid={model.grid_size(*train_set.image_shape[1:])} on {cfg.dataset} "
           f"({num_train} train / {len(val_set)} val images), device {device}")
 
-    metrics: dict[str, Any] = {}
+    # the last epoch's metrics (all of them if a finished run is resumed: only the final steps)
+    metrics: dict[str, Any] = dict(ckpt.get("metrics", {})) if cfg.resume else {}
     train_state = state if cfg.resume else None  # kept in the final checkpoint for --resume
     train_images_seen, train_time = 0, 0.0
     for epoch in range(start_epoch, cfg.epochs):
@@ -259,6 +269,20 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
                        "epoch": epoch + 1, "elapsed_s": elapsed, "config": asdict(cfg)}
         save_checkpoint(out, model, metrics=metrics, train_state=train_state, **meta)
 
+    bn_by_scale = None
+    if scales and cfg.resample_canvases and start_epoch >= cfg.epochs > 1:
+        train_set = make_split(cfg, "train", layout_seed=cfg.epochs - 1)  # the last epoch's
+    if scales:  # each scale's own BatchNorm statistics, from training images
+        stats = batchnorm_statistics(model, train_set.images[:cfg.bn_images], scales, mean,
+                                     std, device, cfg.eval_batch_size)
+        model.load_state_dict(stats.pop("1"), strict=False)
+        bn_by_scale = stats
+        metrics["val_by_scale"] = _by_scale(model, val_set, scales, mean, std, device, cfg,
+                                            bn_by_scale)
+        metrics["val"] = metrics["val_by_scale"]["1"]
+        print(f"BatchNorm statistics per scale, from {min(cfg.bn_images, len(train_set))} "
+              "training images: val image error " + ", ".join(
+                  f"x{k} {row['image_error']:.2%}" for k, row in metrics["val_by_scale"].items()))
     # ---------------------------------------------------------------- final test
     if cfg.eval_test:
         test_set = make_split(cfg, "test")
@@ -266,7 +290,8 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
                                cfg.num_workers)
         metrics["test"] = test
         if scales:
-            metrics["test_by_scale"] = _by_scale(model, test_set, scales, mean, std, device, cfg)
+            metrics["test_by_scale"] = _by_scale(model, test_set, scales, mean, std, device, cfg,
+                                                 bn_by_scale)
             print("test image error by scale: " + ", ".join(
                 f"x{k} {row['image_error']:.2%}" for k, row in metrics["test_by_scale"].items()))
         writer.add_scalar("test/image_error", test["image_error"], cfg.epochs)
@@ -276,7 +301,8 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
     if train_images_seen:
         metrics["train_images_per_s"] = train_images_seen / train_time
     metrics["wall_time_s"] = time.perf_counter() - wall_start  # this invocation, end to end
-    save_checkpoint(out, model, metrics=metrics, train_state=train_state, **meta)
+    save_checkpoint(out, model, metrics=metrics, train_state=train_state,
+                    bn_by_scale=bn_by_scale, **meta)
     write_json(out.parent / "metrics.json", metrics)
     writer.close()
     print(f"wrote: {out} (checkpoint), {out.parent / 'metrics.json'}, TensorBoard logs in "
@@ -304,13 +330,16 @@ def _scales(cfg: PretrainConfig, model: torch.nn.Module, train: ImageDataset) ->
 
 def _by_scale(model: torch.nn.Module, data: ImageDataset, scales: list[float],
               mean: list[float], std: list[float], device: torch.device,
-              cfg: PretrainConfig) -> dict[str, dict[str, Any]]:
-    """The image error and cell accuracy of ``data`` resized by each scale."""
+              cfg: PretrainConfig, bn_by_scale: dict[str, Any] | None = None
+              ) -> dict[str, dict[str, Any]]:
+    """The image error and cell accuracy of ``data`` resized by each scale (with that
+    scale's BatchNorm statistics where ``bn_by_scale`` has them)."""
     rows = {}
     for s in scales:
         resized = TensorImageDataset(data.name, data.split, resize_images(
             data.images, level_size(data.image_shape[1:], s)), data.labels, data.class_names,
             mean, std)
-        rows[f"{s:g}"] = evaluate_bagnet(model, resized, mean, std, device,
-                                         cfg.eval_batch_size, cfg.num_workers)
+        with at_scale(model, bn_by_scale, s):
+            rows[f"{s:g}"] = evaluate_bagnet(model, resized, mean, std, device,
+                                             cfg.eval_batch_size, cfg.num_workers)
     return rows

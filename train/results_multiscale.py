@@ -23,12 +23,13 @@ if TYPE_CHECKING:
     from train.results import ResultsConfig
 
 MULTISCALE = {  # task: (scales, TNet's cells per level below the first)
-    "cluttered-mnist": ("0.5,1", "4"),
-    "cluttered-fashion": ("0.5,1", "4"),
+    "cluttered-mnist": ("0.5,1", "6"),
+    "cluttered-fashion": ("0.5,1", "6"),
     "cluttered-mnist-100": ("0.25,0.5,1", "3,5"),
 }
 """Each task's scales (a coarse grid of 3x3 cells on 60x60, 2x2 and 8x8 on 100x100) and
-TNet's schedule: on 100x100, 3 cells at half size, then 5 at full size."""
+TNet's schedule, whose sum is the task's T (as MaskablePPO's): on 60x60, 6 full-size cells;
+on 100x100, 3 cells at half size, then 5 at full size."""
 
 
 def plan_multiscale(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
@@ -62,7 +63,8 @@ def plan_multiscale(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
              folder / "tnet" / "results.json"),
             (f"multiscale-ppo-s{s}", _glimpse(
                 "train", "multiscale-ppo", "--banks", str(banks), "--glimpses",
-                str(task.glimpses), "--total-timesteps", "600000", "--eval-freq", "150000",
+                str(task.glimpses), "--n-steps", str(2 * task.glimpses),  # whole episodes
+                "--total-timesteps", "600000", "--eval-freq", "150000",
                 "--seed", str(s), "--out", str(folder / "multiscale-ppo"), *common),
              folder / "multiscale-ppo" / "results.json"),
             (f"evaluate-s{s}", _glimpse(

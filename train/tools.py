@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glimpse_gym.bagnet import load_checkpoint
-from glimpse_gym.bagnet.checkpoint import FORMAT, state_dict_hash
+from glimpse_gym.bagnet.checkpoint import FORMAT, weights_hash
 from glimpse_gym.bank import FeatureBank
 from glimpse_gym.datasets import DATASETS, dataset_options
 from glimpse_gym.fileio import save_payload
@@ -79,7 +79,7 @@ def export_bagnet(cfg: ExportConfig) -> None:
     if cfg.half:
         ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v
                               for k, v in ckpt["state_dict"].items()}
-        ckpt["model_hash"] = state_dict_hash(ckpt["state_dict"])
+        ckpt["model_hash"] = weights_hash(ckpt["state_dict"], ckpt.get("bn_by_scale"))
     save_payload(ckpt, cfg.out)
     print(f"wrote {cfg.out} ({Path(cfg.out).stat().st_size / 1e6:.2f} MB, "
           f"model hash {ckpt['model_hash']})")

@@ -6,7 +6,7 @@ A checkpoint is a plain dict (loadable with ``weights_only=True``)::
     arch          registry name of the architecture ("bagnet-small", "bagnet33", ...)
     arch_kwargs   keyword arguments of that factory
     state_dict    the model's tensors
-    model_hash    short sha256 of state_dict (feature banks record it)
+    model_hash    short sha256 of state_dict and bn_by_scale (feature banks record it)
     class_names   list[str], one per class index
     normalization {"mean": [...], "std": [...]} applied to images scaled to [0, 1]
     image_shape   [C, H, W] the model was trained on
@@ -15,9 +15,12 @@ A checkpoint is a plain dict (loadable with ``weights_only=True``)::
     metrics       the last evaluation (val/test errors, ...)
     config        the options of the run that trained it (pretrain-bagnet's config)
     train_state   optional: optimizer, scheduler, epoch (for --resume)
+    bn_by_scale   optional: {"0.5": {name: tensor}, ...} the BatchNorm statistics of a BagNet
+                  trained across scales, estimated at each scale below 1 (state_dict holds
+                  those of scale 1); ``extract-features --scales`` uses them level by level
     checksum      sha256 of everything above (:func:`glimpse_gym.fileio.payload_checksum`)
 
-Loading checks the checksum and that ``model_hash`` is the hash of ``state_dict``, so a
+Loading checks the checksum and that ``model_hash`` is the hash of the weights, so a
 changed byte anywhere raises :class:`~glimpse_gym.errors.CheckpointError` naming the file.
 """
 
@@ -47,12 +50,23 @@ def build_bagnet(arch: str, **kwargs: Any) -> BagNetBase:
     return ARCHITECTURES[arch](**kwargs)
 
 
+def weights_hash(state: dict[str, torch.Tensor],
+                 bn_by_scale: dict[str, dict[str, torch.Tensor]] | None = None) -> str:
+    """A checkpoint's ``model_hash``: of ``state`` and, where there are any, the per-scale
+    BatchNorm statistics (without them, :func:`~glimpse_gym.fileio.state_dict_hash`)."""
+    extra = {f"bn_by_scale/{s}/{k}": v for s, stats in (bn_by_scale or {}).items()
+             for k, v in stats.items()}
+    return state_dict_hash({**state, **extra})
+
+
 def save_checkpoint(path: str | Path, model: BagNetBase, *, arch: str,
                     arch_kwargs: dict[str, Any], class_names: list[str],
                     mean: list[float], std: list[float], image_shape: list[int],
                     dataset: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
                     config: dict[str, Any] | None = None,
-                    train_state: dict[str, Any] | None = None) -> dict[str, Any]:
+                    train_state: dict[str, Any] | None = None,
+                    bn_by_scale: dict[str, dict[str, torch.Tensor]] | None = None
+                    ) -> dict[str, Any]:
     """Write a checkpoint atomically (temporary file, then ``os.replace``); return its dict."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
@@ -60,7 +74,7 @@ def save_checkpoint(path: str | Path, model: BagNetBase, *, arch: str,
         "arch": arch,
         "arch_kwargs": dict(arch_kwargs),
         "state_dict": state,
-        "model_hash": state_dict_hash(state),
+        "model_hash": weights_hash(state, bn_by_scale),
         "class_names": list(class_names),
         "normalization": {"mean": [float(m) for m in mean], "std": [float(s) for s in std]},
         "image_shape": [int(s) for s in image_shape],
@@ -72,6 +86,8 @@ def save_checkpoint(path: str | Path, model: BagNetBase, *, arch: str,
     }
     if train_state is not None:
         payload["train_state"] = train_state
+    if bn_by_scale:
+        payload["bn_by_scale"] = bn_by_scale
     return save_payload(payload, path)
 
 
@@ -95,10 +111,13 @@ def load_checkpoint(path: str | Path, *, require_checksum: bool = True) -> dict[
     kinds = {"arch": str, "arch_kwargs": dict, "state_dict": dict, "class_names": list,
              "normalization": dict, "image_shape": list}
     wrong = [k for k, kind in kinds.items() if not isinstance(payload[k], kind)]
+    bn = payload.get("bn_by_scale", {})
+    if not isinstance(bn, dict) or not all(isinstance(v, dict) for v in bn.values()):
+        wrong.append("bn_by_scale")
     if wrong:
         raise CheckpointError(f"{path} is damaged: field(s) {wrong} have the wrong type")
     stored = payload["model_hash"]
-    if state_dict_hash(payload["state_dict"]) != stored:
+    if weights_hash(payload["state_dict"], bn) != stored:
         raise CheckpointError(f"{path} is damaged: its weights do not match the weight hash "
                               f"stored with them ({stored})")
     return payload
