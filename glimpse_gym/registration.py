@@ -20,6 +20,14 @@ ENV_IDS: dict[str, dict] = {
 }
 
 
+MULTISCALE_IDS: dict[str, dict] = {
+    "MultiScale-v0": {},  # needs bank=, a multi-scale bank
+    # the standard tasks across scales, through their shipped BagNets; they take root=
+    **{task.multiscale_id: {"task": task.name, "glimpses": task.glimpses}
+       for task in shipped_tasks() if task.multiscale_shipped},
+}
+
+
 def register_envs() -> None:
     """Register every id (idempotent)."""
     for env_id, kwargs in ENV_IDS.items():
@@ -33,7 +41,8 @@ def register_envs() -> None:
         register(id=env_id, entry_point="glimpse_gym.envs:GlimpseEnv",
                  vector_entry_point="glimpse_gym.envs:make_vector_env", kwargs=dict(kwargs),
                  order_enforce=False, disable_env_checker=True)
-    if "MultiScale-v0" not in registry:  # glimpses across scales; needs bank= (multi-scale)
-        register(id="MultiScale-v0", entry_point="glimpse_gym.envs:MultiScaleEnv",
-                 vector_entry_point="glimpse_gym.envs:make_multiscale_vector_env",
-                 order_enforce=False, disable_env_checker=True)
+    for env_id, kwargs in MULTISCALE_IDS.items():  # glimpses across scales
+        if env_id not in registry:
+            register(id=env_id, entry_point="glimpse_gym.envs:MultiScaleEnv",
+                     vector_entry_point="glimpse_gym.envs:make_multiscale_vector_env",
+                     kwargs=dict(kwargs), order_enforce=False, disable_env_checker=True)

@@ -10,6 +10,10 @@ longer need ``root``. An id is registered only when its weights are in the packa
 | ``cluttered-mnist`` | ``Glimpse-ClutteredMNIST-v0`` | MNIST, 60x60, 4 pieces of 8x8 clutter |
 | ``cluttered-mnist-100`` | ``Glimpse-ClutteredMNIST100-v0`` | MNIST, 100x100, 8 pieces |
 | ``cluttered-fashion`` | ``Glimpse-ClutteredFashion-v0`` | Fashion-MNIST, 60x60, 4 pieces |
+
+A task with a shipped BagNet trained across scales also has a ``MultiScale-`` id (for
+example ``MultiScale-ClutteredMNIST-v0``): ``MultiScale-v0`` on the task's multi-scale bank
+(its ``scales``), written into the user cache by the first make of a split in the same way.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ class Task:
     glimpses: int = 6
     """T of the task's published table: the agents are trained and occluded with T glimpses
     (8 on 100x100, as RAM's larger task)."""
+    multiscale_weights: str = ""
+    """File of the shipped BagNet trained across ``scales`` (``pretrain-bagnet --scales``)."""
+    scales: tuple[float, ...] = ()
+    """The levels of the task's ``MultiScale-`` id."""
 
     @property
     def weights_path(self) -> Path:
@@ -50,6 +58,16 @@ class Task:
         """Whether the package holds this task's BagNet (else its id is not registered)."""
         return self.weights_path.is_file()
 
+    @property
+    def multiscale_id(self) -> str:
+        """The id of the task across scales."""
+        return self.env_id.replace("Glimpse-", "MultiScale-", 1)
+
+    @property
+    def multiscale_shipped(self) -> bool:
+        """Whether the package holds the task's BagNet across scales."""
+        return bool(self.multiscale_weights) and (WEIGHTS_DIR / self.multiscale_weights).is_file()
+
     def env_kwargs(self) -> dict[str, Any]:
         """The default arguments of the task's id."""
         return {"dataset": self.dataset, "data_options": dict(self.data_options),
@@ -58,7 +76,8 @@ class Task:
 
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("cluttered-mnist", "Glimpse-ClutteredMNIST-v0", "cluttered-mnist", {},
-         "cluttered_mnist60_bagnet.pt", "MNIST on 60x60 with 4 pieces of 8x8 clutter (RAM)"),
+         "cluttered_mnist60_bagnet.pt", "MNIST on 60x60 with 4 pieces of 8x8 clutter (RAM)",
+         multiscale_weights="cluttered_mnist60_ms_bagnet.pt", scales=(0.5, 1.0)),
     Task("cluttered-mnist-100", "Glimpse-ClutteredMNIST100-v0", "cluttered-mnist",
          {"canvas_size": 100, "pieces": 8}, "cluttered_mnist100_bagnet.pt",
          "MNIST on 100x100 with 8 pieces of 8x8 clutter (RAM's larger task)", glimpses=8),

@@ -12,6 +12,7 @@ from gymnasium import spaces
 from glimpse_gym import rules
 from glimpse_gym.envs.checks import RENDER_MODES, check_index, check_seed
 from glimpse_gym.envs.kernels import float16_values
+from glimpse_gym.envs.multiscale_source import task_multiscale_bank
 from glimpse_gym.envs.render import draw_glimpses
 from glimpse_gym.errors import ResetNeeded
 from glimpse_gym.multiscale import MultiScaleBank
@@ -70,7 +71,10 @@ class MultiScaleEnv(gym.Env):
     fields), ``glimpse_levels``, ``label_name`` and ``prediction_name``.
 
     ## Arguments
-    ``bank`` (a multi-scale bank directory or a loaded :class:`MultiScaleBank`),
+    ``bank`` (a multi-scale bank directory or a loaded :class:`MultiScaleBank`), or ``task``
+    (a standard task with a shipped BagNet across scales, as the ``MultiScale-<Task>-v0`` ids
+    set it) with ``split``, ``root`` (the dataset's files, needed by the first make of a split,
+    which writes its bank into the user cache) and ``max_images``;
     ``glimpses`` (T, default 5), ``observation`` (``"partial"`` or ``"glimpses"``),
     ``render_mode`` (None or ``"rgb_array"``). Reset, seeding, errors, copies and pickling
     behave as ``Glimpse-v0``'s (:class:`~glimpse_gym.envs.GlimpseEnv`).
@@ -78,8 +82,16 @@ class MultiScaleEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
 
-    def __init__(self, bank: str | Path | MultiScaleBank, *, glimpses: int = 5,
+    def __init__(self, bank: str | Path | MultiScaleBank | None = None, *,
+                 task: str | None = None, split: str = "train", root: str | Path | None = None,
+                 max_images: int | None = None, glimpses: int = 5,
                  observation: str = "partial", render_mode: str | None = None) -> None:
+        if bank is None and task is None:
+            raise ValueError("MultiScale-v0 needs bank=, a multi-scale bank (glimpse "
+                             "extract-features --scales ...), or task= (a standard task's)")
+        if bank is None:
+            bank = task_multiscale_bank(task, split, None if root is None else str(root),
+                                        max_images)
         self.bank = bank if isinstance(bank, MultiScaleBank) else MultiScaleBank.load(bank)
         self._init_kwargs = dict(bank=str(self.bank.path), glimpses=glimpses,
                                  observation=observation, render_mode=render_mode)

@@ -79,16 +79,14 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, bank: str | Path | MultiScaleBank | None = None, *,
-                 glimpses: int = 5, observation: str = "partial",
+                 task: str | None = None, split: str = "train", root: str | Path | None = None,
+                 max_images: int | None = None, glimpses: int = 5, observation: str = "partial",
                  render_mode: str | None = None, device: str = "cpu",
                  array_type: str = "numpy",
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
                  copy: bool = True, bank_dtype: str = "float32") -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        if bank is None:
-            raise ValueError("MultiScale-v0 needs bank=, a multi-scale bank (glimpse "
-                             "extract-features --scales ...)")
         if array_type not in ("numpy", "torch"):
             raise ValueError(f"array_type must be 'numpy' or 'torch', got {array_type!r}")
         if bank_dtype not in ("float32", "float16"):
@@ -97,8 +95,8 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
         if mode == AutoresetMode.DISABLED:
             raise ValueError("autoreset_mode must be NextStep or SameStep")
         # the single env checks the arguments and holds the geometry this env reads
-        spec = MultiScaleEnv(bank, glimpses=glimpses, observation=observation,
-                             render_mode=render_mode)
+        spec = MultiScaleEnv(bank, task=task, split=split, root=root, max_images=max_images,
+                             glimpses=glimpses, observation=observation, render_mode=render_mode)
         self.spec_env, self.bank = spec, spec.bank
         self.device = dev = resolve_device(device)
         self._init_kwargs = dict(num_envs=num_envs, bank=str(spec.bank.path), glimpses=glimpses,

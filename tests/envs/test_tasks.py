@@ -108,3 +108,62 @@ def test_task_vector_env_is_sync_vector_env(task, observation) -> None:
     native = gym.make_vec(env_id, num_envs=n, observation=observation, glimpses=t, **kwargs)
     assert isinstance(native, GlimpseVectorEnv)
     assert_same_as_sync(sync, native, AutoresetMode.NEXT_STEP)
+
+
+MULTISCALE = [t.name for t in shipped_tasks() if t.multiscale_shipped]
+
+
+def test_every_task_across_scales_has_its_id() -> None:
+    from glimpse_gym.registration import MULTISCALE_IDS
+
+    assert set(MULTISCALE_IDS) - {"MultiScale-v0"} == {TASKS[t].multiscale_id for t in MULTISCALE}
+    assert "cluttered-mnist" in MULTISCALE
+    for task in MULTISCALE:
+        t = TASKS[task]
+        ckpt = load_checkpoint(glimpse_gym.pretrained.WEIGHTS_DIR / t.multiscale_weights)
+        assert (glimpse_gym.pretrained.WEIGHTS_DIR / t.multiscale_weights).stat().st_size < 600_000
+        assert ckpt["dataset"]["name"] == t.dataset
+        assert [float(s) for s in ckpt["config"]["scales"].split(",")] == list(t.scales)
+        assert set(ckpt["bn_by_scale"]) == {f"{s:g}" for s in t.scales[:-1]}
+
+
+@pytest.mark.parametrize("task", MULTISCALE)
+def test_multiscale_task_id_writes_its_bank_once_and_passes_the_checkers(task, tmp_path,
+                                                                         monkeypatch) -> None:
+    from glimpse_gym.envs.multiscale_source import task_multiscale_bank
+
+    monkeypatch.setenv("GLIMPSE_GYM_CACHE", str(tmp_path))
+    task_multiscale_bank.cache_clear()
+    kwargs, t = _kwargs(task), TASKS[task]
+    env = gym.make(t.multiscale_id, **kwargs).unwrapped
+    assert env.glimpses == t.glimpses and [lv.scale for lv in env.bank.levels] == list(t.scales)
+    data = make_dataset(t.dataset, "test", root=kwargs["root"], **t.data_options)
+    np.testing.assert_array_equal(env.bank.levels[-1].bank.labels, data.labels[:64].numpy())
+    coarse = env.bank.levels[0].bank  # the half-size image alone, with its own statistics
+    assert (coarse.logits.mean(axis=(2, 3)).argmax(1) == coarse.labels).mean() >= 0.9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(env)
+        sb3_check_env(gym.make(t.multiscale_id, **kwargs), warn=True)
+    task_multiscale_bank.cache_clear()  # a new process: opened from the cache, no root
+    again = gym.make(t.multiscale_id, root=str(tmp_path / "nowhere"), **SUBSET).unwrapped
+    assert again.bank.path == env.bank.path
+    task_multiscale_bank.cache_clear()
+
+
+@pytest.mark.parametrize("task", MULTISCALE)
+def test_multiscale_task_vector_env_is_sync_vector_env(task) -> None:
+    from tests.envs.test_multiscale_env import _actions, _same
+
+    env_id, kwargs, n = TASKS[task].multiscale_id, _kwargs(task), 4
+    sync = SyncVectorEnv([lambda: gym.make(env_id, glimpses=3, **kwargs)] * n)
+    native = gym.make_vec(env_id, num_envs=n, glimpses=3, **kwargs)
+    rng, last = np.random.default_rng(0), None
+    out_n, out_s = native.reset(seed=5), sync.reset(seed=5)
+    for step in range(10):
+        _same(out_n[0], out_s[0], f"obs @ {step}")
+        if len(out_s) == 5:
+            for a, b in zip(out_n[1:4], out_s[1:4], strict=True):
+                np.testing.assert_array_equal(a, b)
+        last = _actions(rng, np.stack(out_s[-1]["action_mask"]).astype(bool), last)
+        out_n, out_s = native.step(last), sync.step(last)

@@ -1,0 +1,48 @@
+"""The multi-scale bank of a standard task, from the user cache (``MultiScale-<Task>-v0``).
+
+The first make of a task's split on a machine runs the task's shipped BagNet across scales
+over the split (``root`` says where the dataset's files are) and writes the multi-scale bank
+into the user cache, with a progress bar on large splits; later makes open it (checked) and
+need neither the files nor ``root``. A damaged cached bank is written again, with a warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+
+from glimpse_gym.bagnet import load_bagnet
+from glimpse_gym.envs.source import PROGRESS_FROM, _dataset, default_bank_path
+from glimpse_gym.errors import BankError, UsageError
+from glimpse_gym.multiscale import META, MultiScaleBank, write_multiscale_bank
+from glimpse_gym.pretrained import WEIGHTS_DIR
+
+
+@functools.lru_cache(maxsize=8)
+def task_multiscale_bank(task: str, split: str = "train", root: str | None = None,
+                         max_images: int | None = None) -> MultiScaleBank:
+    """The multi-scale bank of ``task``'s ``split`` (its first ``max_images`` images)."""
+    from glimpse_gym.tasks import TASKS
+
+    if task not in TASKS or not TASKS[task].multiscale_shipped:
+        have = [t.name for t in TASKS.values() if t.multiscale_shipped]
+        raise UsageError(f"no BagNet across scales is shipped for the task {task!r}; tasks "
+                         f"with one: {', '.join(have) or 'none'}")
+    t = TASKS[task]
+    model, ckpt = load_bagnet(WEIGHTS_DIR / t.multiscale_weights)
+    options = {**t.data_options, "scales": list(t.scales)}
+    path = default_bank_path(t.dataset, split, ckpt["model_hash"], 0, options, max_images)
+    try:
+        return MultiScaleBank.load(path)
+    except BankError as exc:  # not made yet, or damaged: made again
+        if Path(path, META).exists():
+            warnings.warn(f"the cached multi-scale bank is unusable and is made again: {exc}",
+                          stacklevel=3)
+    data = _dataset(t.dataset, split, 0, root, dict(t.data_options), max_images)
+    return write_multiscale_bank(model, data, path, t.scales, checkpoint=ckpt, overwrite=True,
+                                 dataset_options={"seed": 0, **t.data_options},
+                                 progress=len(data) >= PROGRESS_FROM)
+
+
+__all__ = ["task_multiscale_bank"]
