@@ -25,7 +25,7 @@ from gymnasium.vector.utils import batch_space
 
 from glimpse_gym.device import resolve_device
 from glimpse_gym.envs import kernels
-from glimpse_gym.envs.checks import check_actions, check_indices, check_seeds, raise_out_of_range
+from glimpse_gym.envs.checks import check_actions, raise_out_of_range
 from glimpse_gym.envs.copies import Recycler
 from glimpse_gym.envs.coverage import CoverageTable
 from glimpse_gym.envs.episodes import episode_images
@@ -33,7 +33,6 @@ from glimpse_gym.envs.multiscale_env import MultiScaleEnv, render_opened
 from glimpse_gym.envs.outputs import VectorOutputs
 from glimpse_gym.errors import ResetNeeded
 from glimpse_gym.multiscale import MultiScaleBank
-from glimpse_gym.rules import seed_keys
 
 COST_KEYS = ("pixels", "full_resolution_pixels", "flops")
 _STATE = ("_visited", "_mask", "_cells", "_logit_sum", "_cost", "_obs_coarse", "_obs_features",
@@ -193,15 +192,7 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
               options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         """Reset all envs, as :meth:`GlimpseVectorEnv.reset` (``options={"indices": ...}``
         starts each env on a given image)."""
-        seeds = check_seeds(seed, self.num_envs)
-        images = check_indices(options, self.num_envs, self.bank.num_images, self.device)
-        if seed is not None or not self._started:
-            self._keys = seed_keys(seeds, self.device)
-            self._episode = 0
-        self._started = True
-        self._start_episodes(images)
-        self._autoreset = False
-        return self._observation(), self._infos()
+        return self._restart(seed, options, self.bank.num_images)
 
     def step(self, actions: Any) -> tuple[dict, Any, Any, Any, dict]:
         """Open (or waste) one cell in every env, or autoreset the envs whose episodes ended."""

@@ -8,12 +8,28 @@ from typing import Any
 import numpy as np
 import torch
 
+from glimpse_gym.envs.checks import check_indices, check_seeds
 from glimpse_gym.envs.copies import copy_value
+from glimpse_gym.rules import seed_keys
 
 
 class VectorOutputs:
     """The output side of :class:`~glimpse_gym.envs.GlimpseVectorEnv` (a mixin: it reads the
     env's state tensors)."""
+
+    def _restart(self, seed: Any, options: dict[str, Any] | None,
+                 num_images: int) -> tuple[dict, dict]:
+        """``reset``: checks ``seed`` and ``options`` before anything changes, reseeds the
+        episode streams (with a seed, or at the first reset) and starts every env's episode."""
+        seeds = check_seeds(seed, self.num_envs)
+        images = check_indices(options, self.num_envs, num_images, self.device)
+        if seed is not None or not self._started:
+            self._keys = seed_keys(seeds, self.device)
+            self._episode = 0
+        self._started = True
+        self._start_episodes(images)
+        self._autoreset = False
+        return self._observation(), self._infos()
 
     def _zeros(self) -> tuple[Any, Any, Any]:
         """Rewards, terminated and truncated of a step that ends no episode (fresh arrays)."""

@@ -31,8 +31,6 @@ from glimpse_gym.envs.checks import (
     check_actions,
     check_env_args,
     check_head,
-    check_indices,
-    check_seeds,
     raise_out_of_range,
 )
 from glimpse_gym.envs.copies import CopyByRebuild, Recycler
@@ -45,7 +43,6 @@ from glimpse_gym.envs.render import render_cells
 from glimpse_gym.envs.source import load_source
 from glimpse_gym.envs.tables import HostViews, bank_tables, wide
 from glimpse_gym.errors import ResetNeeded
-from glimpse_gym.rules import seed_keys
 
 
 class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
@@ -203,15 +200,7 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
         ``seed`` and ``options`` are checked before anything changes: a ValueError leaves the
         envs as they were (before the first reset, ``step`` still raises ResetNeeded).
         """
-        seeds = check_seeds(seed, self.num_envs)
-        images = check_indices(options, self.num_envs, self.source.num_images, self.device)
-        if seed is not None or not self._started:
-            self._keys = seed_keys(seeds, self.device)
-            self._episode = 0
-        self._started = True
-        self._start_episodes(images)
-        self._autoreset = False
-        return self._observation(), self._infos()
+        return self._restart(seed, options, self.source.num_images)
 
     def step(self, actions: Any) -> tuple[dict, Any, Any, Any, dict]:
         """Advance every env by one glimpse (or autoreset the envs, whose episodes ended)."""
