@@ -26,7 +26,6 @@ def test_every_planned_step_parses(task, bagnet, tmp_path) -> None:
         # every agent is trained, and the occlusion test run, with the task's T
         if name.split("-s")[0] in AGENTS:
             assert args.glimpses == TASKS[task].glimpses
-            assert args.n_steps % args.glimpses == 0  # rollouts of whole episodes
         if name.startswith("saccader-"):  # 1 + 3 epochs on 100x100, else 3 + 10
             epochs = (1, 3) if task == "cluttered-mnist-100" else (3, 10)
             assert (args.location_epochs, args.policy_epochs) == epochs
@@ -203,6 +202,7 @@ def test_the_multiscale_plan_parses_and_resumes(task, tmp_path) -> None:
             assert _checkpoint_of(cmd).name == "last.pt"
         if name.startswith("multiscale-ppo-"):
             assert args.glimpses == TASKS[task].glimpses
+            assert args.n_steps % args.glimpses == 0  # rollouts of whole episodes
             assert _checkpoint_of(cmd).name == "last.zip"
     assert plan(ResultsConfig(task=task, multiscale=True))[0][1][-1] == "--overwrite"
     assert str(plan(ResultsConfig(task=task, multiscale=True))[1][1]).count(f"{task}-ms")
