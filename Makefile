@@ -29,7 +29,8 @@ endef
 export CORE_CHECK
 
 .PHONY: demo test test-core test-slow lint gpu-check bench bench-env bench-multiscale bench-ppo bench-bank-open bench-startup bench-bagnet-tta robustness default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean \
-	results-cluttered-mnist results-cluttered-mnist-100 results-cluttered-fashion
+	results-cluttered-mnist results-cluttered-mnist-100 results-cluttered-fashion \
+	results-multiscale
 
 $(BIN)/glimpse: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -161,6 +162,11 @@ results-cluttered-fashion: $(BIN)/glimpse
 
 results-cluttered-mnist-100: $(BIN)/glimpse
 	$(BIN)/glimpse results --task cluttered-mnist-100 --root $(MNIST_ROOT)
+
+## results-multiscale: the tables across scales (60x60 and 100x100 cluttered MNIST, 3 seeds)
+results-multiscale: $(BIN)/glimpse
+	$(BIN)/glimpse results --task cluttered-mnist --multiscale --root $(MNIST_ROOT)
+	$(BIN)/glimpse results --task cluttered-mnist-100 --multiscale --root $(MNIST_ROOT)
 
 ## results: every task's table, then the benchmarks of docs/performance.md
 results: results-cluttered-mnist results-cluttered-fashion results-cluttered-mnist-100 bench \
