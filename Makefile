@@ -13,9 +13,11 @@ missing = [m for m in ("stable_baselines3", "sb3_contrib", "tensorboard", "matpl
            if importlib.util.find_spec(m) is not None]
 assert not missing, f"installed without the rl extra, yet present: {missing}"
 root = os.environ["DATA_ROOT"]
-for env_id, defaults in glimpse_gym.ENV_IDS.items():
+from glimpse_gym.registration import MULTISCALE_IDS
+ids = {**glimpse_gym.ENV_IDS, **{i: d for i, d in MULTISCALE_IDS.items() if "task" in d}}
+for env_id, defaults in ids.items():
     kwargs = {}
-    if "checkpoint" in defaults:  # a task id: a few test images of its dataset, if present
+    if "checkpoint" in defaults or "task" in defaults:  # a task id: a few test images, if any
         if not os.path.isdir(root):
             print(f"{env_id}: skipped, no datasets under {root}")
             continue

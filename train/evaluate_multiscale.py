@@ -144,7 +144,7 @@ def combine_multiscale(cfg: MultiScaleEvalConfig) -> dict[str, Any]:
                                  for t in ts},
                        **{k: {t: float(np.mean([r[k][str(t)] for r in rows])) for t in ts}
                           for k in ("pixels", "full_resolution_pixels", "flops")}}
-    results = {"config": asdict(cfg), "bank": runs[0]["bank"],
+    results = {"config": {"combine": list(cfg.combine), "out": cfg.out}, "bank": runs[0]["bank"],
                "num_images": runs[0]["num_images"], "runs": list(cfg.combine),
                "policies": table}
     return _write(out, results)
