@@ -151,18 +151,12 @@ def _save(model: Any, path: Path, cfg: PPOConfig, source: Any) -> None:
                            "grid": source.description["grid"]})
 
 
-class GlimpseCallback(BaseCallback):
-    """Episode accuracy and coverage to TensorBoard; periodic val evaluation and checkpoints."""
+class ProgressCallback(BaseCallback):
+    """A tqdm bar over the env steps (``cfg.progress``, ``cfg.total_timesteps``), advanced by
+    :meth:`advance` in ``_on_step``; subclasses set ``self.cfg``."""
 
-    def __init__(self, cfg: PPOConfig, out: Path, source: Any) -> None:
-        super().__init__()
-        self.cfg, self.out, self.source = cfg, out, source
-        self.correct: list[float] = []
-        self.coverage: list[float] = []
-        self.best = -1.0
-        self.last_eval = 0
-        self.history: list[dict[str, float]] = []
-        self.bar: tqdm | None = None
+    cfg: Any
+    bar: tqdm | None = None
 
     def _on_training_start(self) -> None:
         if self.cfg.progress:  # tqdm, not SB3's bar (that one needs the `rich` package)
@@ -173,9 +167,25 @@ class GlimpseCallback(BaseCallback):
         if self.bar is not None:
             self.bar.close()
 
-    def _on_step(self) -> bool:
+    def advance(self) -> None:
         if self.bar is not None:
             self.bar.update(self.training_env.num_envs)
+
+
+class GlimpseCallback(ProgressCallback):
+    """Episode accuracy and coverage to TensorBoard; periodic val evaluation and checkpoints."""
+
+    def __init__(self, cfg: PPOConfig, out: Path, source: Any) -> None:
+        super().__init__()
+        self.cfg, self.out, self.source = cfg, out, source
+        self.correct: list[float] = []
+        self.coverage: list[float] = []
+        self.best = -1.0
+        self.last_eval = 0
+        self.history: list[dict[str, float]] = []
+
+    def _on_step(self) -> bool:
+        self.advance()
         infos = self.locals["infos"]
         for i in np.flatnonzero(self.locals["dones"]):  # episodes end together: few steps
             self.correct.append(float(infos[i]["correct"]))

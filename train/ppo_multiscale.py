@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sb3_contrib import MaskablePPO
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecMonitor
-from tqdm import tqdm
 
 from agents.multiscale_eval import run_multiscale, summarise_multiscale
 from agents.multiscale_extractor import multiscale_policy_kwargs, parent_rows
@@ -31,7 +29,7 @@ from glimpse_gym.envs import MultiScaleEnv
 from glimpse_gym.errors import UsageError
 from glimpse_gym.multiscale import MultiScaleBank
 from glimpse_gym.sb3 import SB3VecEnv
-from train.ppo import PPOHyper
+from train.ppo import PPOHyper, ProgressCallback
 from train.run import prepare_out, setup, write_results
 
 
@@ -74,26 +72,15 @@ def evaluate_split(model: Any, bank: MultiScaleBank, glimpses: int,
     return summarise_multiscale(run)
 
 
-class _Callback(BaseCallback):
+class _Callback(ProgressCallback):
     def __init__(self, cfg: MultiScalePPOConfig, out: Path, val: MultiScaleBank,
                  manifest: dict) -> None:
         super().__init__()
         self.cfg, self.out, self.val, self.manifest = cfg, out, val, manifest
         self.best, self.last_eval, self.history = float("inf"), 0, []
-        self.bar: tqdm | None = None
-
-    def _on_training_start(self) -> None:
-        if self.cfg.progress:
-            self.bar = tqdm(total=self.cfg.total_timesteps, initial=self.num_timesteps,
-                            unit="step", unit_scale=True, desc="env steps", dynamic_ncols=True)
-
-    def _on_training_end(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
     def _on_step(self) -> bool:
-        if self.bar is not None:
-            self.bar.update(self.training_env.num_envs)
+        self.advance()
         if self.num_timesteps - self.last_eval >= self.cfg.eval_freq:
             self.last_eval = self.num_timesteps
             row = evaluate_split(self.model, self.val, self.cfg.glimpses, self.cfg.eval_images)
