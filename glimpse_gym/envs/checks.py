@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium.vector import AutoresetMode
 
 from glimpse_gym.envs.source import GlimpseSource
-from glimpse_gym.errors import InvalidAction
+from glimpse_gym.errors import InvalidAction, ResetNeeded
 
 OBSERVATION_MODES = ("full", "partial", "glimpses", "index")
 # the index mode's bound: SB3 reads observations as float32, exact for integers up to 2**24
@@ -35,6 +36,27 @@ def check_env_args(observation: Any, render_mode: Any, glimpses: Any, num_cells:
             or not 1 <= glimpses <= num_cells):
         raise ValueError(f"glimpses must be an integer in [1, {num_cells}], got {glimpses!r}")
     return int(glimpses)
+
+
+def check_vector_args(num_envs: Any, array_type: Any, autoreset_mode: Any) -> AutoresetMode:
+    """A native vector env's own arguments; returns the autoreset mode (NextStep or SameStep)."""
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+    if array_type not in ("numpy", "torch"):
+        raise ValueError(f"array_type must be 'numpy' or 'torch', got {array_type!r}")
+    mode = AutoresetMode(autoreset_mode)
+    if mode == AutoresetMode.DISABLED:
+        raise ValueError("autoreset_mode must be NextStep or SameStep")
+    return mode
+
+
+def check_can_step(started: bool, done: bool, glimpses: int) -> None:
+    """A single env's step: refused before the first reset and after the episode's end."""
+    if not started:
+        raise ResetNeeded("step() was called before reset(); call env.reset() first")
+    if done:
+        raise ResetNeeded(f"the episode ended after {glimpses} glimpses; call env.reset() to "
+                          "start a new one")
 
 
 def check_seed(seed: Any, name: str = "seed") -> int | None:

@@ -13,6 +13,7 @@ from gymnasium import spaces
 from glimpse_gym import rules
 from glimpse_gym.envs.checks import (
     MAX_INDEX,
+    check_can_step,
     check_env_args,
     check_head,
     check_index,
@@ -206,11 +207,8 @@ class GlimpseEnv(gym.Env):
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
         """Glimpse at one cell; the episode ends after T glimpses."""
-        if self._index is None:
-            raise ResetNeeded("step() was called before reset(); call env.reset() first")
-        if self._game.done:
-            raise ResetNeeded(f"the episode ended after {self.glimpses} glimpses; call "
-                              "env.reset() to start a new one")
+        check_can_step(self._index is not None, self._game is not None and self._game.done,
+                       self.glimpses)
         cell = rules.check_action(action, self.num_cells)  # validate before changing anything
         slot = len(self._game.cells)
         if self._game.glimpse(cell):  # a revisit brings nothing new

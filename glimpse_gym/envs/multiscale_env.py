@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from glimpse_gym import rules
-from glimpse_gym.envs.checks import RENDER_MODES, check_index, check_seed
+from glimpse_gym.envs.checks import RENDER_MODES, check_can_step, check_index, check_seed
 from glimpse_gym.envs.kernels import float16_values
 from glimpse_gym.envs.multiscale_source import task_multiscale_bank
 from glimpse_gym.envs.render import draw_glimpses
@@ -180,11 +180,8 @@ class MultiScaleEnv(gym.Env):
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
         """Open one cell (or waste the glimpse); the episode ends after T glimpses."""
-        if self._index is None:
-            raise ResetNeeded("step() was called before reset(); call env.reset() first")
-        if self._game.done:
-            raise ResetNeeded(f"the episode ended after {self.glimpses} glimpses; call "
-                              "env.reset() to start a new one")
+        check_can_step(self._index is not None, self._game is not None and self._game.done,
+                       self.glimpses)
         a = rules.check_action(action, self.num_actions)
         slot = len(self._game.cells)
         if not self._open_to(a):

@@ -25,7 +25,7 @@ from gymnasium.vector.utils import batch_space
 
 from glimpse_gym.device import resolve_device
 from glimpse_gym.envs import kernels
-from glimpse_gym.envs.checks import check_actions, raise_out_of_range
+from glimpse_gym.envs.checks import check_actions, check_vector_args, raise_out_of_range
 from glimpse_gym.envs.copies import Recycler
 from glimpse_gym.envs.coverage import CoverageTable
 from glimpse_gym.envs.episodes import episode_images
@@ -84,15 +84,9 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
                  array_type: str = "numpy",
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
                  copy: bool = True, bank_dtype: str = "float32") -> None:
-        if not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        if array_type not in ("numpy", "torch"):
-            raise ValueError(f"array_type must be 'numpy' or 'torch', got {array_type!r}")
+        mode = check_vector_args(num_envs, array_type, autoreset_mode)
         if bank_dtype not in ("float32", "float16"):
             raise ValueError(f"bank_dtype must be 'float32' or 'float16', got {bank_dtype!r}")
-        mode = AutoresetMode(autoreset_mode)
-        if mode == AutoresetMode.DISABLED:
-            raise ValueError("autoreset_mode must be NextStep or SameStep")
         # the single env checks the arguments and holds the geometry this env reads
         spec = MultiScaleEnv(bank, task=task, split=split, root=root, max_images=max_images,
                              glimpses=glimpses, observation=observation, render_mode=render_mode)

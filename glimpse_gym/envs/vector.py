@@ -31,6 +31,7 @@ from glimpse_gym.envs.checks import (
     check_actions,
     check_env_args,
     check_head,
+    check_vector_args,
     raise_out_of_range,
 )
 from glimpse_gym.envs.copies import CopyByRebuild, Recycler
@@ -98,13 +99,7 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
                  device: str = "cpu", array_type: str = "numpy",
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
                  copy: bool = True, bank_dtype: str = "float32") -> None:
-        if not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        if array_type not in ("numpy", "torch"):
-            raise ValueError(f"array_type must be 'numpy' or 'torch', got {array_type!r}")
-        mode = AutoresetMode(autoreset_mode)
-        if mode == AutoresetMode.DISABLED:
-            raise ValueError("autoreset_mode must be NextStep or SameStep")
+        mode = check_vector_args(num_envs, array_type, autoreset_mode)
         self.device = resolve_device(device)
         # what a copy re-runs __init__ with (see __getstate__): a bank by its path
         self._init_kwargs = dict(
