@@ -56,6 +56,25 @@ class Rollout:
     entropy: torch.Tensor
 
 
+def saccader_cell(mixed: torch.Tensor, state: torch.Tensor,
+                  spatial_weight: torch.Tensor) -> torch.Tensor:
+    """The Saccader cell on mixed features ``M [B, C, N]`` of ``N`` cells with ``state
+    [B, N]`` (1 = masked: visited, or not to be chosen) and the spatial 1x1 conv's weight
+    ``[1, C, ...]`` -> masked location logits ``[B, N]`` (see the module)."""
+    state = state.to(mixed.dtype)
+    spatial = mask_visited(F.conv1d(mixed, spatial_weight.reshape(1, -1, 1))[:, 0]
+                           / math.sqrt(mixed.shape[1]), state)
+    weights = spatial.softmax(dim=1)  # [B, N]
+    channel = torch.einsum("bcn,bn->bc", mixed, weights).softmax(dim=1)  # [B, C]
+    return mask_visited(torch.einsum("bcn,bc->bn", mixed, channel), state)
+
+
+def where_network(feature_dim: int, channels: int) -> nn.Sequential:
+    """The where network: two groups of (1x1 conv, 3x3 conv with dilation 2), each conv
+    followed by batch norm and ReLU."""
+    return nn.Sequential(*_where_group(feature_dim, channels), *_where_group(channels, channels))
+
+
 def _where_group(c_in: int, channels: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, padding=2, dilation=2, bias=False),
@@ -88,8 +107,7 @@ class Saccader(nn.Module):
         super().__init__()
         self.feature_dim, self.num_classes = feature_dim, num_classes
         self.mixed_channels = mixed_channels
-        self.where = nn.Sequential(*_where_group(feature_dim, where_channels),
-                                   *_where_group(where_channels, where_channels))
+        self.where = where_network(feature_dim, where_channels)
         self.mix = nn.Conv2d(where_channels + feature_dim, mixed_channels, 1)
         self.spatial = nn.Conv2d(mixed_channels, 1, 1, bias=False)
         self.classifier = nn.Linear(feature_dim, num_classes)
@@ -108,12 +126,7 @@ class Saccader(nn.Module):
     def location_logits(self, mixed: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """The Saccader cell: ``M [B, C, H*W]``, ``state [B, H*W]`` (1 = visited) ->
         masked location logits ``[B, H*W]``."""
-        state = state.to(mixed.dtype)
-        spatial = mask_visited(F.conv1d(mixed, self.spatial.weight[..., 0])[:, 0]
-                               / math.sqrt(self.mixed_channels), state)
-        weights = spatial.softmax(dim=1)  # [B, H*W]
-        channel = torch.einsum("bcn,bn->bc", mixed, weights).softmax(dim=1)  # [B, C]
-        return mask_visited(torch.einsum("bcn,bc->bn", mixed, channel), state)
+        return saccader_cell(mixed, state, self.spatial.weight)
 
     def rollout(self, what: torch.Tensor, glimpses: int, sample: bool,
                 state: torch.Tensor | None = None,
@@ -202,4 +215,4 @@ def build_from_checkpoint(cls: type[nn.Module], ckpt: dict[str, Any],
 
 
 __all__ = ["FORMAT", "Rollout", "Saccader", "build_from_checkpoint", "load_saccader",
-           "saccader_from_payload"]
+           "saccader_cell", "saccader_from_payload", "where_network"]

@@ -30,7 +30,7 @@ TNet's attention and classifier on fixed features:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class Geometry:
     parents: list[np.ndarray | None]  # per level [cells] (None at level 0)
     feature_dim: int
     num_classes: int
+    grids: list[tuple[int, int]] = field(default_factory=list)  # per level (rows, columns)
 
     @classmethod
     def of(cls, bank: MultiScaleBank) -> Geometry:
@@ -65,7 +66,7 @@ class Geometry:
                    for lv in bank.levels]
         first = bank.levels[0].bank
         return cls(centres, [lv.parent for lv in bank.levels], int(first.features.shape[1]),
-                   first.num_classes)
+                   first.num_classes, [tuple(lv.grid) for lv in bank.levels])
 
     def describe(self) -> dict[str, Any]:
         return {"cells": [len(c) for c in self.centres], "feature_dim": self.feature_dim,

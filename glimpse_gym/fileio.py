@@ -309,7 +309,10 @@ def check_payload(payload: Any, path: Path, fmt: str, what: str, *,
 
 _KINDS = {"glimpse-gym-bagnet/1": "a BagNet checkpoint (use it with --checkpoint)",
           "glimpse-gym-saccader/1": "a Saccader policy from 'glimpse train saccader'",
-          "glimpse-gym-reinforce/1": "a REINFORCE policy from 'glimpse train reinforce'"}
+          "glimpse-gym-reinforce/1": "a REINFORCE policy from 'glimpse train reinforce'",
+          "glimpse-gym-tnet/1": "a TNet from 'glimpse train tnet'",
+          "glimpse-gym-multiscale-saccader/1":
+              "a Saccader across scales from 'glimpse train multiscale-saccader'"}
 
 
 def _kind_hint(found: Any) -> str:

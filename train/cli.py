@@ -62,6 +62,9 @@ COMMANDS = {
                              "MaskablePPO on MultiScale-v0 (cells under closed parents masked)"),
     "train tnet": ("train.tnet", "TNetConfig", "train_tnet",
                    "TNet on multi-scale banks: top-k cells per level, features of all levels"),
+    "train multiscale-saccader": ("train.multiscale_saccader", "MultiScaleSaccaderConfig",
+                                  "train_multiscale_saccader",
+                                  "the Saccader on multi-scale banks (steps 2 and 3)"),
     "results": ("train.results", "ResultsConfig", "run_results",
                 "a standard task's whole table over seeds (BagNet, agents, evaluation)"),
 }

@@ -2,7 +2,8 @@
 
 On a multi-scale bank's split (``--bank``, e.g. ``runs/banks/X-ms/test``) every ``--policy``
 (``random``: uniformly among the cells that may be opened; ``NAME=PATH``: a TNet from
-``glimpse train tnet``, or a MaskablePPO zip from ``glimpse train multiscale-ppo``) plays
+``glimpse train tnet``, a Saccader from ``glimpse train multiscale-saccader``, or a
+MaskablePPO zip from ``glimpse train multiscale-ppo``) plays
 ``MultiScale-v0`` for 1..``--max-glimpses`` glimpses on every image. With ``--single-scale``
 (default) the finest level alone is evaluated too, as ``Glimpse-v0`` on its bank: ordered
 logits and random cells, and the full image. Every row gets the error and the mean cost at
@@ -24,12 +25,14 @@ import torch
 
 from agents.evaluation import compare
 from agents.multiscale_eval import RandomLegal, TNetPolicy, run_multiscale, summarise_multiscale
+from agents.multiscale_saccader import FORMAT as SACCADER_FORMAT
+from agents.multiscale_saccader import MultiScaleSaccaderPolicy, load_multiscale_saccader
 from agents.policies import FULL_IMAGE, OrderedLogitsPolicy, RandomPolicy, SB3Policy
 from agents.sb3_io import load_sb3_policy, read_sb3
 from agents.tnet import load_tnet
 from glimpse_gym.envs import MultiScaleEnv, load_source
 from glimpse_gym.errors import UsageError
-from glimpse_gym.fileio import atomic_write
+from glimpse_gym.fileio import atomic_write, read_torch
 from glimpse_gym.multiscale import MultiScaleBank
 from train.run import RunOptions, prepare_out, setup, write_results
 
@@ -41,8 +44,8 @@ class MultiScaleEvalConfig(RunOptions):
     bank: str = "runs/banks/cluttered-mnist-100-ms/test"
     """a multi-scale bank split (extract-features --scales ...)"""
     policy: list[str] = field(default_factory=list)
-    """random, or NAME=PATH for a TNet checkpoint (.pt) or a multiscale-ppo zip (repeatable;
-    default: random)"""
+    """random, or NAME=PATH for a checkpoint of train tnet or train multiscale-saccader (.pt)
+    or a multiscale-ppo zip (repeatable; default: random)"""
     max_glimpses: int = 8
     """glimpses per episode (errors and costs at every T up to it)"""
     max_images: int | None = None
@@ -67,15 +70,22 @@ def _policies(cfg: MultiScaleEvalConfig, bank: MultiScaleBank, device: torch.dev
             name, path = spec.split("=", 1)
             if path.endswith(".zip"):  # glimpse train multiscale-ppo
                 policy = _sb3_policy(name, path, bank, cfg.max_glimpses)
-            else:
+            elif _format(path) == SACCADER_FORMAT:  # glimpse train multiscale-saccader
+                policy = MultiScaleSaccaderPolicy(load_multiscale_saccader(path, bank, device))
+            else:  # glimpse train tnet
                 policy = TNetPolicy(load_tnet(path, bank, device), bank)
             policy.name = name
             policies.append(policy)
         else:
-            raise UsageError(f"unknown policy {spec!r}: use random, or NAME=PATH for a TNet "
-                             "checkpoint (.pt, glimpse train tnet) or a MaskablePPO zip "
-                             "(glimpse train multiscale-ppo)")
+            raise UsageError(f"unknown policy {spec!r}: use random, or NAME=PATH for a "
+                             "checkpoint of glimpse train tnet or multiscale-saccader (.pt) or "
+                             "a MaskablePPO zip (glimpse train multiscale-ppo)")
     return policies
+
+
+def _format(path: str) -> Any:
+    payload = read_torch(path, "checkpoint")
+    return payload.get("format") if isinstance(payload, dict) else None
 
 
 def _sb3_policy(name: str, path: str, bank: MultiScaleBank, glimpses: int) -> SB3Policy:

@@ -88,7 +88,8 @@ class ResultsConfig:
     fine-tuned with it on the images), evaluated into OUT/eval-finetuned (0: not run)"""
     multiscale: bool = False
     """the task across scales instead (a BagNet trained across scales, multi-scale banks,
-    TNet and MaskablePPO on MultiScale-v0, evaluated against the finest level alone) into
+    TNet, MaskablePPO and the Saccader on MultiScale-v0, evaluated against the finest level
+    alone) into
     runs/results/TASK-ms"""
     dry_run: bool = False
     """print the commands and stop"""
@@ -219,7 +220,7 @@ def compare_finetuned(out: Path) -> dict[str, Any]:
 RESUMABLE = {"pretrain-bagnet": "", "train saccader": "locations.pt",
              "train ppo": "last.zip", "train maskable-ppo": "last.zip",
              "train reinforce": "last.pt", "train tnet": "last.pt",
-             "train multiscale-ppo": "last.zip"}
+             "train multiscale-ppo": "last.zip", "train multiscale-saccader": "last.pt"}
 """The checkpoint each trainer leaves while it runs ("": ``--out`` is the checkpoint), from
 which ``--resume`` continues."""
 

@@ -5,10 +5,11 @@ The steps, each its own ``glimpse`` command (run, skipped and continued as
 
 1. the task's BagNet trained across the task's scales (``pretrain-bagnet --scales``, one scale
    per batch; the task's epochs) and its multi-scale banks (``extract-features --scales``);
-2. per seed: TNet (``train tnet --locations``) and MaskablePPO on ``MultiScale-v0`` (``train
-   multiscale-ppo``, the task's T);
-3. per seed: ``evaluate-multiscale`` of both, random cells across scales, and the finest level
-   alone (ordered logits, random cells, the full image), error and cost at every T;
+2. per seed: TNet (``train tnet --locations``), MaskablePPO on ``MultiScale-v0`` (``train
+   multiscale-ppo``, the task's T) and the Saccader across scales (``train
+   multiscale-saccader``, the task's T, :data:`SACCADER_EPOCHS`);
+3. per seed: ``evaluate-multiscale`` of the three, random cells across scales, and the finest
+   level alone (ordered logits, random cells, the full image), error and cost at every T;
 4. ``evaluate-multiscale --combine`` over the seeds.
 """
 
@@ -30,6 +31,10 @@ MULTISCALE = {  # task: (scales, TNet's cells per level below the first)
 """Each task's scales (a coarse grid of 3x3 cells on 60x60, 2x2 and 8x8 on 100x100) and
 TNet's schedule, whose sum is the task's T (as MaskablePPO's): on 60x60, 6 full-size cells;
 on 100x100, 3 cells at half size, then 5 at full size."""
+
+SACCADER_EPOCHS = (1, 3)
+"""The Saccader across scales: epochs of step 2 and of step 3 (as the single-scale Saccader's
+on 100x100)."""
 
 
 def plan_multiscale(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
@@ -67,10 +72,17 @@ def plan_multiscale(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
                 "--total-timesteps", "600000", "--eval-freq", "150000",
                 "--seed", str(s), "--out", str(folder / "multiscale-ppo"), *common),
              folder / "multiscale-ppo" / "results.json"),
+            (f"saccader-s{s}", _glimpse(
+                "train", "multiscale-saccader", "--banks", str(banks), "--glimpses",
+                str(task.glimpses), "--location-epochs", str(SACCADER_EPOCHS[0]),
+                "--policy-epochs", str(SACCADER_EPOCHS[1]), "--seed", str(s), "--out",
+                str(folder / "saccader"), *common),
+             folder / "saccader" / "results.json"),
             (f"evaluate-s{s}", _glimpse(
                 "evaluate-multiscale", "--bank", str(banks / "test"), "--policy", "random",
                 "--policy", f"tnet={folder / 'tnet' / 'best.pt'}", "--policy",
-                f"multiscale-ppo={folder / 'multiscale-ppo' / 'best.zip'}", "--max-glimpses",
+                f"multiscale-ppo={folder / 'multiscale-ppo' / 'best.zip'}", "--policy",
+                f"saccader={folder / 'saccader' / 'best.pt'}", "--max-glimpses",
                 str(task.glimpses), "--seed", str(s), "--out", str(out / "eval" / f"seed{s}"),
                 *common), out / "eval" / f"seed{s}" / "results.json")]
     steps.append(("combine", _glimpse(
@@ -80,4 +92,4 @@ def plan_multiscale(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
     return steps
 
 
-__all__ = ["MULTISCALE", "plan_multiscale"]
+__all__ = ["MULTISCALE", "SACCADER_EPOCHS", "plan_multiscale"]

@@ -62,8 +62,9 @@ class TNetConfig(TrainOptions):
     """output folder: last.pt, best.pt, results.json, tb/"""
 
 
-def _banks(cfg: TNetConfig) -> dict[str, MultiScaleBank]:
-    return {split: MultiScaleBank.load(Path(cfg.banks).expanduser() / split)
+def multiscale_splits(banks: str | Path) -> dict[str, MultiScaleBank]:
+    """The ``train``, ``val`` and ``test`` multi-scale banks in folder ``banks``."""
+    return {split: MultiScaleBank.load(Path(banks).expanduser() / split)
             for split in ("train", "val", "test")}
 
 
@@ -110,7 +111,7 @@ def train_tnet(cfg: TNetConfig) -> dict[str, Any]:
     start = time.perf_counter()
     device = setup(cfg.device, cfg.threads)
     torch.manual_seed(cfg.seed)
-    banks = _banks(cfg)
+    banks = multiscale_splits(cfg.banks)
     locations = _locations(cfg, banks["train"])
     out = prepare_out(cfg.out, checkpoints=("last.pt",), resume=cfg.resume,
                       overwrite=cfg.overwrite)
@@ -192,4 +193,4 @@ def train_tnet(cfg: TNetConfig) -> dict[str, Any]:
     return results
 
 
-__all__ = ["TNetConfig", "episode_cost", "train_tnet"]
+__all__ = ["TNetConfig", "episode_cost", "multiscale_splits", "train_tnet"]

@@ -190,6 +190,7 @@ def test_the_multiscale_plan_parses_and_resumes(task, tmp_path) -> None:
     names = [name for name, _, _ in steps]
     assert names[:2] == ["bagnet-s0", "banks-s0"] and names[-1] == "combine"
     assert sum(n.startswith("tnet-") for n in names) == 3
+    assert sum(n.startswith("saccader-") for n in names) == 3
     parser = build_parser()
     for name, cmd, _ in steps:
         args = parser.parse_args(cmd[3:])
@@ -200,6 +201,12 @@ def test_the_multiscale_plan_parses_and_resumes(task, tmp_path) -> None:
             # TNet and MaskablePPO are compared at the same T
             assert sum(int(k) for k in args.locations.split(",")) == TASKS[task].glimpses
             assert _checkpoint_of(cmd).name == "last.pt"
+        if name.startswith("saccader-"):
+            assert args.glimpses == TASKS[task].glimpses
+            assert _checkpoint_of(cmd).name == "last.pt"
+        if name.startswith("evaluate-"):
+            assert {p.split("=")[0] for p in args.policy} == {"random", "tnet",
+                                                            "multiscale-ppo", "saccader"}
         if name.startswith("multiscale-ppo-"):
             assert args.glimpses == TASKS[task].glimpses
             assert args.n_steps % args.glimpses == 0  # rollouts of whole episodes
