@@ -8,7 +8,8 @@ and records, after each glimpse, whether the env's readout is right and what the
 cost so far (pixels, full-resolution pixels, BagNet FLOPs); :func:`summarise_multiscale` turns
 that into the error and the mean costs at each T.
 
-Policies here: :class:`RandomLegal` (uniformly among the cells that may be opened) and
+Policies here: :class:`RandomLegal` (uniformly among the cells that may be opened),
+:class:`OrderedLogitsAcross` (a reference that ranks the cells by their logits) and
 :class:`TNetPolicy` (a trained :class:`agents.tnet.TNet`: the same top-k choices, made step by
 step from what the env shows). Single-scale baselines (ordered logits, random cells of one
 level) run in ``Glimpse-v0`` on that level's bank (``level<l>/`` is an ordinary bank).
@@ -53,6 +54,28 @@ class RandomLegal(MultiScalePolicy):
     def act(self, obs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         scores = torch.rand(mask.shape, generator=self.generator).to(mask.device)
         return mask_visited(scores, ~mask).argmax(1)
+
+
+class OrderedLogitsAcross(MultiScalePolicy):
+    """A reference, not a saving: among the cells that may be opened, the one with the largest
+    BagNet logit of the full image's predicted class (the finest level's mean logits), as the
+    multi-scale Saccader's step-2 teacher does. Ranking needs every cell's logits, so every
+    level's full pass (``full_pass``: its costs are those)."""
+
+    name = "ordered-logits (across scales)"
+    full_pass = True
+
+    def begin(self, bank: MultiScaleBank, indices: torch.Tensor) -> None:
+        index = indices.cpu().numpy()
+        logits = [np.asarray(lv.bank.logits[index], np.float32).reshape(len(index),
+                                                                         lv.bank.num_classes, -1)
+                  for lv in bank.levels]
+        cls = logits[-1].mean(2).argmax(1)
+        actions = np.concatenate(logits[1:], 2)  # [N, K, A]
+        self._score = torch.from_numpy(actions[np.arange(len(index)), cls])
+
+    def act(self, obs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        return self._score.to(mask.device).masked_fill(~mask, float("-inf")).argmax(1)
 
 
 class TNetPolicy(MultiScalePolicy):
@@ -144,5 +167,5 @@ def summarise_multiscale(run: MultiScaleRun) -> dict[str, Any]:
     return out
 
 
-__all__ = ["MultiScalePolicy", "MultiScaleRun", "RandomLegal", "TNetPolicy", "run_multiscale",
-           "summarise_multiscale"]
+__all__ = ["MultiScalePolicy", "MultiScaleRun", "OrderedLogitsAcross", "RandomLegal",
+           "TNetPolicy", "run_multiscale", "summarise_multiscale"]

@@ -24,7 +24,13 @@ import numpy as np
 import torch
 
 from agents.evaluation import compare
-from agents.multiscale_eval import RandomLegal, TNetPolicy, run_multiscale, summarise_multiscale
+from agents.multiscale_eval import (
+    OrderedLogitsAcross,
+    RandomLegal,
+    TNetPolicy,
+    run_multiscale,
+    summarise_multiscale,
+)
 from agents.multiscale_saccader import FORMAT as SACCADER_FORMAT
 from agents.multiscale_saccader import MultiScaleSaccaderPolicy, load_multiscale_saccader
 from agents.policies import FULL_IMAGE, OrderedLogitsPolicy, RandomPolicy, SB3Policy
@@ -44,8 +50,9 @@ class MultiScaleEvalConfig(RunOptions):
     bank: str = "runs/banks/cluttered-mnist-100-ms/test"
     """a multi-scale bank split (extract-features --scales ...)"""
     policy: list[str] = field(default_factory=list)
-    """random, or NAME=PATH for a checkpoint of train tnet or train multiscale-saccader (.pt)
-    or a multiscale-ppo zip (repeatable; default: random)"""
+    """random, ordered-logits (a reference that ranks the cells by the BagNet's logits, so it
+    costs every level's full pass), or NAME=PATH for a checkpoint of train tnet or train
+    multiscale-saccader (.pt) or a multiscale-ppo zip (repeatable; default: random)"""
     max_glimpses: int = 8
     """glimpses per episode (errors and costs at every T up to it)"""
     max_images: int | None = None
@@ -66,6 +73,8 @@ def _policies(cfg: MultiScaleEvalConfig, bank: MultiScaleBank, device: torch.dev
     for spec in cfg.policy or ["random"]:
         if spec == "random":
             policies.append(RandomLegal(cfg.seed))
+        elif spec == "ordered-logits":
+            policies.append(OrderedLogitsAcross())
         elif "=" in spec:
             name, path = spec.split("=", 1)
             if path.endswith(".zip"):  # glimpse train multiscale-ppo
@@ -77,9 +86,10 @@ def _policies(cfg: MultiScaleEvalConfig, bank: MultiScaleBank, device: torch.dev
             policy.name = name
             policies.append(policy)
         else:
-            raise UsageError(f"unknown policy {spec!r}: use random, or NAME=PATH for a "
-                             "checkpoint of glimpse train tnet or multiscale-saccader (.pt) or "
-                             "a MaskablePPO zip (glimpse train multiscale-ppo)")
+            raise UsageError(f"unknown policy {spec!r}: use random, ordered-logits, or "
+                             "NAME=PATH for a checkpoint of glimpse train tnet or "
+                             "multiscale-saccader (.pt) or a MaskablePPO zip (glimpse train "
+                             "multiscale-ppo)")
     return policies
 
 
@@ -123,6 +133,15 @@ def _single_scale(cfg: MultiScaleEvalConfig, bank: MultiScaleBank, n: int,
             "error": {t: row["error"][t] for t in ts}, "pixels": pixels,
             "full_resolution_pixels": pixels, "flops": flops}
     return rows
+
+
+def _full_pass(bank: MultiScaleBank, glimpses: int) -> dict[str, dict[int, float]]:
+    """The costs of every level's pass over the whole image, at each T."""
+    h, w = bank.image_shape[1:]
+    cost = {"pixels": float(sum(np.prod(lv.bank.meta["image_shape"][1:]) for lv in bank.levels)),
+            "full_resolution_pixels": float(h * w),
+            "flops": float(sum(lv.flops_image for lv in bank.levels))}
+    return {k: dict.fromkeys(range(1, glimpses + 1), v) for k, v in cost.items()}
 
 
 def combine_multiscale(cfg: MultiScaleEvalConfig) -> dict[str, Any]:
@@ -184,6 +203,8 @@ def evaluate_multiscale(cfg: MultiScaleEvalConfig) -> dict[str, Any]:
         levels = env.action_level[run.actions.numpy()]
         row["glimpses_per_level"] = {int(lv): float((levels == lv).sum(1).mean())
                                      for lv in np.unique(levels)}
+        if getattr(policy, "full_pass", False):  # ranks by every cell: every level's pass
+            row.update(_full_pass(bank, cfg.max_glimpses))
         table[policy.name] = row
     if cfg.single_scale:
         table.update(_single_scale(cfg, bank, n, device))

@@ -8,8 +8,8 @@ The steps, each its own ``glimpse`` command (run, skipped and continued as
 2. per seed: TNet (``train tnet --locations``), MaskablePPO on ``MultiScale-v0`` (``train
    multiscale-ppo``, the task's T) and the Saccader across scales (``train
    multiscale-saccader``, the task's T, :data:`SACCADER_EPOCHS`);
-3. per seed: ``evaluate-multiscale`` of the three, random cells across scales, and the finest
-   level alone (ordered logits, random cells, the full image), error and cost at every T;
+3. per seed: ``evaluate-multiscale`` of the three, random cells and ordered logits across
+   scales, and the finest level alone (ordered logits, random cells, the full image), error and cost at every T;
 4. ``evaluate-multiscale --combine`` over the seeds.
 """
 
@@ -80,6 +80,7 @@ def plan_multiscale(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
              folder / "saccader" / "results.json"),
             (f"evaluate-s{s}", _glimpse(
                 "evaluate-multiscale", "--bank", str(banks / "test"), "--policy", "random",
+                "--policy", "ordered-logits",
                 "--policy", f"tnet={folder / 'tnet' / 'best.pt'}", "--policy",
                 f"multiscale-ppo={folder / 'multiscale-ppo' / 'best.zip'}", "--policy",
                 f"saccader={folder / 'saccader' / 'best.pt'}", "--max-glimpses",

@@ -155,3 +155,24 @@ def test_train_writes_results_checkpoints_and_resumes(multiscale_banks, tmp_path
         bank=str(root / "test"), policy=[f"saccader={tmp_path / 'a' / 'best.pt'}"],
         max_glimpses=5, single_scale=False, out=str(tmp_path / "eval"), device="cpu"))
     assert result["policies"]["saccader"]["error"][5] == pytest.approx(saved["test_error"])
+
+
+def test_ordered_logits_across_scales_is_the_teacher_and_costs_the_full_passes(
+        multiscale_banks, tmp_path) -> None:
+    from agents.multiscale_eval import OrderedLogitsAcross
+    from train.evaluate_multiscale import MultiScaleEvalConfig, evaluate_multiscale
+
+    root, loaded = multiscale_banks
+    bank = loaded["test"]
+    n = 30
+    run = run_multiscale(OrderedLogitsAcross(), bank, 5, batch=16, max_images=n)
+    _, _, actions, finest, _ = batch(bank, np.arange(n), torch.device("cpu"))
+    assert torch.equal(run.actions, greedy_targets(_net(bank), actions, finest, 5))
+    result = evaluate_multiscale(MultiScaleEvalConfig(
+        bank=str(root / "test"), policy=["ordered-logits", "random"], max_glimpses=5,
+        max_images=n, single_scale=False, out=str(tmp_path / "eval"), device="cpu"))
+    row = result["policies"]["ordered-logits (across scales)"]
+    assert row["full_resolution_pixels"][1] == 32 * 32  # the full image, at every T
+    assert row["pixels"][5] == sum(int(np.prod(lv.bank.meta["image_shape"][1:]))
+                                   for lv in bank.levels)
+    assert result["policies"]["random"]["full_resolution_pixels"][1] < 32 * 32

@@ -205,7 +205,7 @@ def test_the_multiscale_plan_parses_and_resumes(task, tmp_path) -> None:
             assert args.glimpses == TASKS[task].glimpses
             assert _checkpoint_of(cmd).name == "last.pt"
         if name.startswith("evaluate-"):
-            assert {p.split("=")[0] for p in args.policy} == {"random", "tnet",
+            assert {p.split("=")[0] for p in args.policy} == {"random", "ordered-logits", "tnet",
                                                             "multiscale-ppo", "saccader"}
         if name.startswith("multiscale-ppo-"):
             assert args.glimpses == TASKS[task].glimpses
