@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from agents.multiscale_eval import MultiScalePolicy
-from agents.saccader import Rollout, saccader_cell, where_network
-from agents.tnet import Geometry, sinusoids
+from agents.saccader import Rollout, roll, saccader_cell, where_network
+from agents.tnet import Geometry, sinusoids, trained_for
 from glimpse_gym.multiscale import MultiScaleBank
 
 FORMAT = "glimpse-gym-multiscale-saccader/1"
@@ -133,23 +133,8 @@ class MultiScaleSaccader(nn.Module):
         mixed = self.mixed(levels)
         visited = torch.zeros(len(mixed), self.num_actions, dtype=torch.bool,
                               device=mixed.device)
-        cells, log_probs, logits_seq, entropy = [], [], [], []
-        for t in range(glimpses):
-            logits = self.location_logits(mixed, self.blocked(visited))
-            log_p = logits.log_softmax(dim=1)
-            if teacher is not None:
-                cell = teacher[:, t]
-            elif sample:
-                cell = torch.multinomial(log_p.exp(), 1, generator=generator)[:, 0]
-            else:
-                cell = logits.argmax(dim=1)
-            cells.append(cell)
-            log_probs.append(log_p.gather(1, cell[:, None])[:, 0])
-            entropy.append(-(log_p.exp() * log_p).sum(dim=1))
-            logits_seq.append(logits)
-            visited = visited.scatter(1, cell[:, None], True)
-        return Rollout(torch.stack(cells, 1), torch.stack(log_probs, 1),
-                       torch.stack(logits_seq, 1), torch.stack(entropy, 1))
+        return roll(lambda v: self.location_logits(mixed, self.blocked(v)), visited, glimpses,
+                    sample, generator, teacher)
 
     def describe(self) -> dict[str, Any]:
         return {"where_channels": self.where_channels, "mixed_channels": self.mixed_channels,
@@ -236,17 +221,10 @@ def load_multiscale_saccader(path: str | Path, bank: MultiScaleBank,
     :class:`~glimpse_gym.errors.CheckpointError` when it is damaged or of another kind,
     :class:`~glimpse_gym.errors.UsageError` when it was trained on other levels or another
     BagNet."""
-    from glimpse_gym.errors import UsageError
     from glimpse_gym.fileio import load_payload
 
     ckpt = load_payload(path, FORMAT, "multi-scale Saccader", device)
-    geometry = Geometry.of(bank)
-    model = bank.levels[-1].bank.meta["model"]["hash"]
-    if ckpt["geometry"] != geometry.describe() or ckpt["bank"] != model:
-        raise UsageError(f"{path} was trained on multi-scale banks with {ckpt['geometry']} "
-                         f"(BagNet {ckpt['bank']}); this bank has {geometry.describe()} "
-                         f"(BagNet {model})")
-    net = MultiScaleSaccader(geometry, **ckpt["net"]).to(device)
+    net = MultiScaleSaccader(trained_for(ckpt, bank, path), **ckpt["net"]).to(device)
     net.load_state_dict(ckpt["state_dict"])
     return net.eval()
 

@@ -24,6 +24,7 @@ is an SB3 policy in :mod:`agents.sb3_saccader`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,32 @@ class Rollout:
     log_probs: torch.Tensor
     location_logits: torch.Tensor
     entropy: torch.Tensor
+
+
+def roll(location_logits: Callable[[torch.Tensor], torch.Tensor], visited: torch.Tensor,
+         glimpses: int, sample: bool, generator: torch.Generator | None = None,
+         teacher: torch.Tensor | None = None) -> Rollout:
+    """``glimpses`` choices from ``location_logits(visited)`` (masked logits ``[B, N]``),
+    ``visited [B, N]`` (float or bool) updated after each: drawn from the softmax
+    (``sample``), the argmax, or the ``teacher [B, T]``'s cells (see
+    :meth:`Saccader.rollout`)."""
+    cells, log_probs, logits_seq, entropy = [], [], [], []
+    for t in range(glimpses):
+        logits = location_logits(visited)
+        log_p = logits.log_softmax(dim=1)
+        if teacher is not None:
+            cell = teacher[:, t]
+        elif sample:
+            cell = torch.multinomial(log_p.exp(), 1, generator=generator)[:, 0]
+        else:
+            cell = logits.argmax(dim=1)
+        cells.append(cell)
+        log_probs.append(log_p.gather(1, cell[:, None])[:, 0])
+        entropy.append(-(log_p.exp() * log_p).sum(dim=1))
+        logits_seq.append(logits)
+        visited = visited.scatter(1, cell[:, None], True if visited.dtype == torch.bool else 1.0)
+    return Rollout(torch.stack(cells, 1), torch.stack(log_probs, 1),
+                   torch.stack(logits_seq, 1), torch.stack(entropy, 1))
 
 
 def saccader_cell(mixed: torch.Tensor, state: torch.Tensor,
@@ -143,23 +170,8 @@ class Saccader(nn.Module):
         mixed = self.mixed(what)
         state = (torch.zeros(b, h * w, device=what.device) if state is None
                  else state.to(what.device, torch.float32).clone())
-        cells, log_probs, logits_seq, entropy = [], [], [], []
-        for t in range(glimpses):
-            logits = self.location_logits(mixed, state)
-            log_p = logits.log_softmax(dim=1)
-            if teacher is not None:
-                cell = teacher[:, t]
-            elif sample:
-                cell = torch.multinomial(log_p.exp(), 1, generator=generator)[:, 0]
-            else:
-                cell = logits.argmax(dim=1)
-            cells.append(cell)
-            log_probs.append(log_p.gather(1, cell[:, None])[:, 0])
-            entropy.append(-(log_p.exp() * log_p).sum(dim=1))
-            logits_seq.append(logits)
-            state = state.scatter(1, cell[:, None], 1.0)
-        return Rollout(torch.stack(cells, 1), torch.stack(log_probs, 1),
-                       torch.stack(logits_seq, 1), torch.stack(entropy, 1))
+        return roll(lambda visited: self.location_logits(mixed, visited), state, glimpses,
+                    sample, generator, teacher)
 
     # ------------------------------------------------------------------ the classifier
     def classify(self, what: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
@@ -215,4 +227,4 @@ def build_from_checkpoint(cls: type[nn.Module], ckpt: dict[str, Any],
 
 
 __all__ = ["FORMAT", "Rollout", "Saccader", "build_from_checkpoint", "load_saccader",
-           "saccader_cell", "saccader_from_payload", "where_network"]
+           "roll", "saccader_cell", "saccader_from_payload", "where_network"]

@@ -213,26 +213,35 @@ def evaluate_tnet(net: TNet, bank: MultiScaleBank, batch_size: int = 1024,
     return {"num_images": n, "error": 1 - own / n, "readout_error": 1 - readout / n}
 
 
-def load_tnet(path: str | Path, bank: MultiScaleBank,
-              device: torch.device | str = "cpu") -> TNet:
-    """A TNet checkpoint (``last.pt`` / ``best.pt`` of ``glimpse train tnet``) for ``bank``:
-    :class:`~glimpse_gym.errors.CheckpointError` when it is damaged or not a TNet's,
-    :class:`~glimpse_gym.errors.UsageError` when it was trained on other levels or another
-    BagNet."""
+def trained_for(ckpt: dict[str, Any], bank: MultiScaleBank, path: str | Path) -> Geometry:
+    """``bank``'s :class:`Geometry`, after checking that checkpoint ``ckpt`` (read from
+    ``path``) was trained on banks of the same levels and BagNet
+    (:class:`~glimpse_gym.errors.UsageError` otherwise)."""
     from glimpse_gym.errors import UsageError
-    from glimpse_gym.fileio import load_payload
 
-    ckpt = load_payload(path, FORMAT, "TNet", device)
     geometry = Geometry.of(bank)
     model = bank.levels[-1].bank.meta["model"]["hash"]
     if ckpt["geometry"] != geometry.describe() or ckpt["bank"] != model:
         raise UsageError(f"{path} was trained on multi-scale banks with {ckpt['geometry']} "
                          f"(BagNet {ckpt['bank']}); this bank has {geometry.describe()} "
                          f"(BagNet {model})")
+    return geometry
+
+
+def load_tnet(path: str | Path, bank: MultiScaleBank,
+              device: torch.device | str = "cpu") -> TNet:
+    """A TNet checkpoint (``last.pt`` / ``best.pt`` of ``glimpse train tnet``) for ``bank``:
+    :class:`~glimpse_gym.errors.CheckpointError` when it is damaged or not a TNet's,
+    :class:`~glimpse_gym.errors.UsageError` when it was trained on other levels or another
+    BagNet."""
+    from glimpse_gym.fileio import load_payload
+
+    ckpt = load_payload(path, FORMAT, "TNet", device)
+    geometry = trained_for(ckpt, bank, path)
     net = TNet(geometry, tuple(ckpt["locations"]), hidden=ckpt["hidden"]).to(device)
     net.load_state_dict(ckpt["state_dict"])
     return net.eval()
 
 
 __all__ = ["FORMAT", "Geometry", "TNet", "evaluate_tnet", "level_features", "load_tnet",
-           "sinusoids", "tnet_loss", "update_baseline"]
+           "sinusoids", "tnet_loss", "trained_for", "update_baseline"]

@@ -38,33 +38,22 @@ from glimpse_gym.errors import CheckpointError, UsageError
 from glimpse_gym.fileio import load_payload, save_payload
 from glimpse_gym.multiscale import MultiScaleBank
 from train.run import TrainOptions, prepare_out, setup, write_results
+from train.saccader import SaccaderOptions
 from train.tnet import multiscale_splits
 
 
 @dataclass
-class MultiScaleSaccaderConfig(TrainOptions):
+class MultiScaleSaccaderConfig(TrainOptions, SaccaderOptions):
     """Options of ``glimpse train multiscale-saccader``."""
 
     banks: str = "runs/banks/cluttered-mnist-100-ms"
     """folder with train/, val/ and test/ multi-scale banks (extract-features --scales)"""
     glimpses: int = 8
     """T of step 3 (the policy stage) and of the test"""
-    location_glimpses: int = 12
-    """glimpses of step 2 (the location pretraining)"""
     location_epochs: int = 1
     """epochs of step 2"""
     policy_epochs: int = 3
     """epochs of step 3"""
-    batch_size: int = 256
-    """images per step"""
-    lr: float = 1e-3
-    """Adam learning rate (step 3 decays it to 0 on a cosine)"""
-    l2: float = 8e-5
-    """L2 penalty on the weights in step 3"""
-    where_channels: int = 64
-    """width of the where network"""
-    mixed_channels: int = 64
-    """channels of the mixed features"""
     eval_images: int = 5000
     """val images per evaluation (all of them when the split is smaller)"""
     out: str = "runs/multiscale-saccader"

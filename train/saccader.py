@@ -48,7 +48,25 @@ STAGES = ("all", "locations", "policy", "both", "finetune", "evaluate")
 
 
 @dataclass
-class SaccaderConfig(AgentOptions):
+class SaccaderOptions:
+    """The Saccader's network and training options, on one grid and across scales."""
+
+    location_glimpses: int = 12
+    """glimpses of step 2 (the location pretraining)"""
+    batch_size: int = 256
+    """images per batch"""
+    lr: float = 1e-3
+    """Adam learning rate (step 3 uses a cosine decay from it)"""
+    l2: float = 8e-5
+    """L2 penalty on the weights in step 3"""
+    where_channels: int = 64
+    """width of the where network"""
+    mixed_channels: int = 64
+    """channels of the mixed features"""
+
+
+@dataclass
+class SaccaderConfig(AgentOptions, SaccaderOptions):
     """Options of ``glimpse train saccader``."""
 
     stage: str = "both"
@@ -71,24 +89,12 @@ class SaccaderConfig(AgentOptions):
     banks: str | None = None
     """folder with train/, val/ and test/ feature banks (default: the embedded digits model;
     with --stage all: OUT/banks, written by step 1)"""
-    location_glimpses: int = 12
-    """glimpses of step 2 (the location pretraining)"""
     location_epochs: int = 3
     """epochs of step 2"""
     policy_epochs: int = 10
     """epochs of step 3"""
-    batch_size: int = 256
-    """images per batch"""
-    lr: float = 1e-3
-    """Adam learning rate (step 3 uses a cosine decay from it)"""
-    l2: float = 8e-5
-    """L2 penalty on the weights in step 3"""
     classification_weight: float = 1.0
     """weight of the per-glimpse cross-entropy in step 3"""
-    where_channels: int = 64
-    """width of the where network"""
-    mixed_channels: int = 64
-    """channels of the mixed features"""
     finetune_epochs: int = 2
     """--stage finetune: epochs over the training images"""
     finetune_lr: float = 1e-4
