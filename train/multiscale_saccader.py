@@ -4,9 +4,10 @@ Reads ``--banks`` (``train/``, ``val/``, ``test/`` multi-scale banks: ``glimpse
 extract-features --scales``) and trains :class:`agents.multiscale_saccader.MultiScaleSaccader`
 with the Saccader's steps 2 and 3 on the fixed banks: ``--location-epochs`` of the greedy
 across-scales teacher (``--location-glimpses`` glimpses), then ``--policy-epochs`` of
-REINFORCE on the env's readout after T = ``--glimpses`` sampled glimpses (Adam, cosine decay).
+REINFORCE on the env's readout after T = ``--glimpses`` sampled glimpses (Adam from
+``--policy-lr``, cosine decay).
 Each epoch: TensorBoard scalars (``OUT/tb``), the val error of the argmax cells read by the
-env's readout, ``OUT/last.pt`` (and ``OUT/best.pt`` at the best val error of step 3), so
+env's readout, ``OUT/last.pt`` (and ``OUT/best.pt`` at the best val error, of either step), so
 ``--resume`` continues after the last whole epoch. At the end ``OUT/results.json``:
 ``best.pt`` played through ``MultiScale-v0`` on the test split, its error and each episode's
 mean cost (pixels, full-resolution pixels, BagNet FLOPs) at every T up to ``--glimpses``.
@@ -50,10 +51,12 @@ class MultiScaleSaccaderConfig(TrainOptions, SaccaderOptions):
     """folder with train/, val/ and test/ multi-scale banks (extract-features --scales)"""
     glimpses: int = 8
     """T of step 3 (the policy stage) and of the test"""
-    location_epochs: int = 1
+    location_epochs: int = 3
     """epochs of step 2"""
     policy_epochs: int = 3
     """epochs of step 3"""
+    policy_lr: float = 1e-4
+    """Adam learning rate of step 3, decayed to 0 on a cosine (--lr is step 2's)"""
     eval_images: int = 5000
     """val images per evaluation (all of them when the split is smaller)"""
     out: str = "runs/multiscale-saccader"
@@ -94,7 +97,8 @@ def val_error(net: MultiScaleSaccader, bank: MultiScaleBank, glimpses: int, limi
 
 def _optimizer(net: MultiScaleSaccader, cfg: MultiScaleSaccaderConfig, stage: str,
                steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Any]:
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    lr = cfg.policy_lr if stage == "policy" else cfg.lr
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.policy_epochs * steps_per_epoch)
              if stage == "policy" else None)
     return opt, sched
@@ -185,7 +189,7 @@ def train_multiscale_saccader(cfg: MultiScaleSaccaderConfig) -> dict[str, Any]:
                    "done": i + 1, "plan": [list(p) for p in plan], "history": history,
                    "geometry": geometry.describe(), "bank": model, "config": asdict(cfg),
                    "rng": torch.get_rng_state(), "best_val_error": best}
-        if val < best and (stage == "policy" or not cfg.policy_epochs):
+        if val < best:
             best = payload["best_val_error"] = val
             save_payload(payload, out / "best.pt")
         save_payload(payload, out / "last.pt")

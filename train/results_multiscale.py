@@ -33,9 +33,10 @@ MULTISCALE = {  # task: (scales, TNet's cells per level below the first)
 TNet's schedule, whose sum is the task's T (as MaskablePPO's): on 60x60, 6 full-size cells;
 on 100x100, 3 cells at half size, then 5 at full size."""
 
-SACCADER_EPOCHS = (1, 3)
-"""The Saccader across scales: epochs of step 2 and of step 3 (as the single-scale Saccader's
-on 100x100)."""
+SACCADER_EPOCHS = {"cluttered-mnist": (3, 3), "cluttered-fashion": (3, 3),
+                   "cluttered-mnist-100": (1, 2)}
+"""The Saccader across scales: epochs of step 2 and of step 3 per task (an epoch on 100x100,
+505 action cells, costs several times one on 60x60, 121)."""
 
 
 def plan_multiscale(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
@@ -75,8 +76,8 @@ def plan_multiscale(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
              folder / "multiscale-ppo" / "results.json"),
             (f"saccader-s{s}", _glimpse(
                 "train", "multiscale-saccader", "--banks", str(banks), "--glimpses",
-                str(task.glimpses), "--location-epochs", str(SACCADER_EPOCHS[0]),
-                "--policy-epochs", str(SACCADER_EPOCHS[1]), "--seed", str(s), "--out",
+                str(task.glimpses), "--location-epochs", str(SACCADER_EPOCHS[task.name][0]),
+                "--policy-epochs", str(SACCADER_EPOCHS[task.name][1]), "--seed", str(s), "--out",
                 str(folder / "saccader"), *common),
              folder / "saccader" / "results.json"),
             (f"evaluate-s{s}", _glimpse(
