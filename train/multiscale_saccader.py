@@ -38,8 +38,7 @@ from agents.tnet import Geometry, level_features
 from glimpse_gym.errors import CheckpointError, UsageError
 from glimpse_gym.fileio import load_payload, save_payload
 from glimpse_gym.multiscale import MultiScaleBank
-from train.run import TrainOptions, prepare_out, setup, write_results
-from train.saccader import SaccaderOptions
+from train.run import SaccaderOptions, TrainOptions, prepare_out, setup, write_results
 from train.tnet import multiscale_splits
 
 

@@ -3,6 +3,7 @@ banks it reads, the output folder, and writing and announcing its results.
 
 - :class:`RunOptions`, :class:`TrainOptions` and :class:`AgentOptions`: the options every run,
   every resumable training and every agent trainer has (the commands' configs extend them);
+  :class:`SaccaderOptions`: those of both Saccader trainers;
 - :func:`setup` resolves ``--device`` and applies ``--threads``;
 - :func:`split_source` says where a split of ``--banks`` is (or the embedded default's);
 - :func:`prepare_out` refuses to write over a finished run (``results.json`` or the final
@@ -62,6 +63,24 @@ class AgentOptions(TrainOptions):
     """T, glimpses per episode"""
     eval_images: int = 5000
     """val images per evaluation (all of them when the split is smaller)"""
+
+
+@dataclass
+class SaccaderOptions:
+    """The Saccader's network and training options, on one grid and across scales."""
+
+    location_glimpses: int = 12
+    """glimpses of step 2 (the location pretraining)"""
+    batch_size: int = 256
+    """images per batch"""
+    lr: float = 1e-3
+    """Adam learning rate (step 3 uses a cosine decay from it)"""
+    l2: float = 8e-5
+    """L2 penalty on the weights in step 3"""
+    where_channels: int = 64
+    """width of the where network"""
+    mixed_channels: int = 64
+    """channels of the mixed features"""
 
 
 def split_source(banks: str | Path | None, split: str) -> dict[str, Any]:

@@ -42,27 +42,16 @@ from glimpse_gym.envs.source import GlimpseSource, load_source
 from glimpse_gym.errors import UsageError
 from glimpse_gym.fileio import save_payload
 from glimpse_gym.readout import ordered_logit_cells
-from train.run import AgentOptions, prepare_out, setup, split_source, write_results
+from train.run import (
+    AgentOptions,
+    SaccaderOptions,
+    prepare_out,
+    setup,
+    split_source,
+    write_results,
+)
 
 STAGES = ("all", "locations", "policy", "both", "finetune", "evaluate")
-
-
-@dataclass
-class SaccaderOptions:
-    """The Saccader's network and training options, on one grid and across scales."""
-
-    location_glimpses: int = 12
-    """glimpses of step 2 (the location pretraining)"""
-    batch_size: int = 256
-    """images per batch"""
-    lr: float = 1e-3
-    """Adam learning rate (step 3 uses a cosine decay from it)"""
-    l2: float = 8e-5
-    """L2 penalty on the weights in step 3"""
-    where_channels: int = 64
-    """width of the where network"""
-    mixed_channels: int = 64
-    """channels of the mixed features"""
 
 
 @dataclass
