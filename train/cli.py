@@ -52,7 +52,7 @@ COMMANDS = {
                  "compare glimpse policies: accuracy at T = 1..Tmax, coverage, occlusion"),
     "evaluate-multiscale": ("train.evaluate_multiscale", "MultiScaleEvalConfig",
                             "evaluate_multiscale",
-                            "policies across scales against the finest level: error and cost"),
+                            "policies across scales against each level alone: error and cost"),
     "train reinforce": ("train.reinforce", "ReinforceConfig", "train_reinforce",
                         "the RAM-style REINFORCE baseline on compact glimpse observations"),
     "train saccader": ("train.saccader", "SaccaderConfig", "train_saccader",

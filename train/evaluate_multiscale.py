@@ -1,12 +1,13 @@
-"""``glimpse evaluate-multiscale``: policies across scales against the finest level alone.
+"""``glimpse evaluate-multiscale``: policies across scales against each level alone.
 
 On a multi-scale bank's split (``--bank``, e.g. ``runs/banks/X-ms/test``) every ``--policy``
 (``random``: uniformly among the cells that may be opened; ``NAME=PATH``: a TNet from
 ``glimpse train tnet``, a Saccader from ``glimpse train multiscale-saccader``, or a
 MaskablePPO zip from ``glimpse train multiscale-ppo``) plays
 ``MultiScale-v0`` for 1..``--max-glimpses`` glimpses on every image. With ``--single-scale``
-(default) the finest level alone is evaluated too, as ``Glimpse-v0`` on its bank: ordered
-logits and random cells, and the full image. Every row gets the error and the mean cost at
+(default) each level below the first is evaluated alone too, as ``Glimpse-v0`` on its bank:
+ordered logits and random cells, and that level's whole image (the finest level's is the full
+image). Every row gets the error and the mean cost at
 each T: pixels the BagNet processed, full-resolution pixels, BagNet FLOPs (a single-scale
 glimpse: one receptive-field patch at full size; the full image: the whole image; ordered
 logits needs that full pass to rank the cells, so it is a reference, not a saving). Writes
@@ -60,7 +61,8 @@ class MultiScaleEvalConfig(RunOptions):
     batch: int = 1024
     """episodes run at once"""
     single_scale: bool = True
-    """also the finest level alone (Glimpse-v0): ordered logits, random cells, the full image"""
+    """also each level below the first alone (Glimpse-v0): ordered logits, random cells, that
+    level's whole image"""
     combine: list[str] = field(default_factory=list)
     """combine earlier runs (their output folders, one per training seed; repeatable) into
     the mean and spread over seeds instead of running policies"""
@@ -116,22 +118,29 @@ def _sb3_policy(name: str, path: str, bank: MultiScaleBank, glimpses: int) -> SB
 
 def _single_scale(cfg: MultiScaleEvalConfig, bank: MultiScaleBank, n: int,
                   device: torch.device) -> dict[str, dict[str, Any]]:
-    """The finest level alone in Glimpse-v0, with each row's costs."""
-    finest = bank.levels[-1]
-    source = load_source(finest.bank.path)
-    table = compare([OrderedLogitsPolicy(), RandomPolicy(cfg.seed)], source,
-                    max_glimpses=cfg.max_glimpses, batch=cfg.batch, max_images=n,
-                    device=device)
-    rf2, h, w = finest.bank.rf ** 2, *bank.image_shape[1:]
+    """Each level below the first alone in Glimpse-v0 (ordered logits, random cells, that
+    level's whole image), with each row's costs; only the finest level's pixels are at full
+    resolution."""
+    last = len(bank.levels) - 1
+    ts = range(1, cfg.max_glimpses + 1)
     rows = {}
-    for name, row in table.items():
-        ts = range(1, cfg.max_glimpses + 1)
-        whole = name in (FULL_IMAGE, "ordered-logits")  # these need the full pass
-        pixels = {t: float(h * w if whole else t * rf2) for t in ts}
-        flops = {t: float(finest.flops_image if whole else t * finest.flops_cell) for t in ts}
-        rows[f"{name} (finest level)" if name != FULL_IMAGE else FULL_IMAGE] = {
-            "error": {t: row["error"][t] for t in ts}, "pixels": pixels,
-            "full_resolution_pixels": pixels, "flops": flops}
+    for index in range(1, last + 1):
+        level = bank.levels[index]
+        table = compare([OrderedLogitsPolicy(), RandomPolicy(cfg.seed)],
+                        load_source(level.bank.path), max_glimpses=cfg.max_glimpses,
+                        batch=cfg.batch, max_images=n, device=device)
+        rf2, (h, w) = level.bank.rf ** 2, level.bank.meta["image_shape"][1:]
+        for name, row in table.items():
+            whole = name in (FULL_IMAGE, "ordered-logits")  # these need the level's full pass
+            pixels = {t: float(h * w if whole else t * rf2) for t in ts}
+            flops = {t: float(level.flops_image if whole else t * level.flops_cell) for t in ts}
+            if index == last:
+                label = FULL_IMAGE if name == FULL_IMAGE else f"{name} (finest level)"
+            else:
+                label = f"{name} (level {index}, scale {level.scale:g})"
+            rows[label] = {"error": {t: row["error"][t] for t in ts}, "pixels": pixels,
+                           "full_resolution_pixels": pixels if index == last
+                           else dict.fromkeys(ts, 0.0), "flops": flops}
     return rows
 
 

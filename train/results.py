@@ -88,9 +88,8 @@ class ResultsConfig:
     fine-tuned with it on the images), evaluated into OUT/eval-finetuned (0: not run)"""
     multiscale: bool = False
     """the task across scales instead (a BagNet trained across scales, multi-scale banks,
-    TNet, MaskablePPO and the Saccader on MultiScale-v0, evaluated against the finest level
-    alone) into
-    runs/results/TASK-ms"""
+    TNet, MaskablePPO and the Saccader on MultiScale-v0, evaluated against each level
+    alone) into runs/results/TASK-ms"""
     dry_run: bool = False
     """print the commands and stop"""
 

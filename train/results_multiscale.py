@@ -9,8 +9,8 @@ The steps, each its own ``glimpse`` command (run, skipped and continued as
    multiscale-ppo``, the task's T) and the Saccader across scales (``train
    multiscale-saccader``, the task's T, :data:`SACCADER_EPOCHS`);
 3. per seed: ``evaluate-multiscale`` of the three, random cells and ordered logits across
-   scales, and the finest level alone (ordered logits, random cells, the full image), error
-   and cost at every T;
+   scales, and each level below the first alone (ordered logits, random cells, its whole
+   image), error and cost at every T;
 4. ``evaluate-multiscale --combine`` over the seeds.
 """
 

@@ -108,7 +108,15 @@ def test_train_tnet_writes_results_checkpoints_and_resumes(banks, tmp_path) -> N
         max_glimpses=5, max_images=80, out=str(tmp_path / "eval"), device="cpu"))
     rows = result["policies"]
     assert set(rows) == {"random", "tnet", "ordered-logits (finest level)",
-                         "random (finest level)", "full-image"}
+                         "random (finest level)", "full-image",
+                         "ordered-logits (level 1, scale 0.75)", "random (level 1, scale 0.75)",
+                         "full-image (level 1, scale 0.75)"}
+    # a level below the finest alone: its whole image at its size, no full-resolution pixel
+    level1 = loaded["test"].levels[1]
+    assert rows["full-image (level 1, scale 0.75)"]["pixels"][1] == \
+        np.prod(level1.bank.meta["image_shape"][1:])
+    assert rows["random (level 1, scale 0.75)"]["pixels"][2] == 2 * level1.bank.rf ** 2
+    assert rows["ordered-logits (level 1, scale 0.75)"]["full_resolution_pixels"][5] == 0
     assert rows["tnet"]["glimpses_per_level"] == {1: 3.0, 2: 2.0}
     assert rows["tnet"]["full_resolution_pixels"][5] == 2 * 13 ** 2
     assert rows["random (finest level)"]["full_resolution_pixels"][5] == 5 * 13 ** 2
