@@ -127,7 +127,10 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
     data = ["--root", cfg.root]
     common = ["--threads", str(cfg.threads), "--no-progress", "--overwrite"]
     steps: list[tuple[str, list[str], Path]] = []
-    bagnet_seeds = seeds if cfg.bagnet == "train" and cfg.bagnet_per_seed else [seeds[0]]
+    # one BagNet for every agent seed unless per seed: the first seed's, or with --bagnet
+    # shipped the shipped one (seed 0's), so runs of single seeds share its banks
+    bagnet_seeds = (seeds if cfg.bagnet_per_seed else [seeds[0]]) if cfg.bagnet == "train" \
+        else [0]
     for b in bagnet_seeds:
         ckpt = out / f"bagnet-s{b}" / "bagnet.pt"
         if cfg.bagnet == "train":
@@ -235,7 +238,7 @@ def _checkpoint_of(cmd: list[str]) -> Path | None:
 
 
 def run_results(cfg: ResultsConfig) -> dict[str, Any]:
-    """Run (or, with ``--dry-run``, print) the steps; return the timings."""
+    """Run (or, with ``--dry-run``, print) the steps; return the timings of the steps run."""
     steps = plan(cfg)
     out = output_folder(cfg)
     if cfg.dry_run:
@@ -245,7 +248,7 @@ def run_results(cfg: ResultsConfig) -> dict[str, Any]:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     timings_path = out / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    timings: dict[str, float] = {}
     start = time.perf_counter()
     for i, (name, cmd, done) in enumerate(steps, 1):
         if done.exists() and not cfg.overwrite and not name.startswith("combine"):
@@ -266,7 +269,10 @@ def run_results(cfg: ResultsConfig) -> dict[str, Any]:
             raise UsageError(f"step {name} failed (exit {rc}) after {seconds:.0f} s; its log "
                              f"is {logs / f'{name}.log'}; it ends:\n{tail}")
         timings[name] = round(seconds, 1)
-        atomic_write(timings_path, lambda f: f.write(json.dumps(timings, indent=1).encode()))
+        # read again before writing: runs of other seeds into the same folder may have added theirs
+        merged = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+        merged[name] = timings[name]
+        atomic_write(timings_path, lambda f: f.write(json.dumps(merged, indent=1).encode()))
         print(f"    {seconds / 60:.1f} min", flush=True)
     if any(name == "combine-finetuned" for name, _, _ in steps):
         rows = compare_finetuned(out)["finetuned - fixed bank"]

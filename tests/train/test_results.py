@@ -42,6 +42,19 @@ def test_bagnet_per_seed_trains_one_bagnet_per_seed(tmp_path) -> None:
     assert str(tmp_path / "banks-s1") in saccader_1
 
 
+def test_single_seed_runs_share_the_shipped_banks(tmp_path) -> None:
+    # `--seeds 1` and `--seeds 2` run side by side into one folder read the shipped BagNet's
+    # banks (seed 0's), not banks of their own; with --bagnet train the first seed's BagNet
+    for seed in (1, 2):
+        steps = plan(ResultsConfig(bagnet="shipped", seeds=[seed], out=str(tmp_path)))
+        banks = [name for name, _, _ in steps if name.startswith("banks-")]
+        assert banks == ["banks-s0"]
+        saccader = dict((n, c) for n, c, _ in steps)[f"saccader-s{seed}"]
+        assert str(tmp_path / "banks-s0") in saccader
+    trained = plan(ResultsConfig(seeds=[2], out=str(tmp_path)))
+    assert [name for name, _, _ in trained if name.startswith("bagnet-")] == ["bagnet-s2"]
+
+
 def test_bad_task_agent_or_bagnet_is_a_usage_error() -> None:
     for cfg in (ResultsConfig(task="mnist-200"), ResultsConfig(agents=["dqn"]),
                 ResultsConfig(bagnet="download")):
@@ -106,6 +119,29 @@ def test_done_steps_are_skipped_and_the_dry_run_runs_nothing(tmp_path, capsys) -
         run_results(cfg)
     out = capsys.readouterr().out
     assert out.count("done before, skipped") == len(plan(cfg)) - 1
+
+
+def test_timings_of_other_runs_into_the_folder_are_kept(tmp_path, monkeypatch) -> None:
+    import json
+
+    import train.results
+
+    cfg = ResultsConfig(agents=["reinforce"], seeds=[1], bagnet="shipped", out=str(tmp_path))
+    timings = tmp_path / "timings.json"
+
+    def step(cmd, **_):  # each step "runs"; meanwhile another seed's run records its own
+        other = json.loads(timings.read_text()) if timings.is_file() else {}
+        other[f"other-{len(other)}"] = 1.0
+        timings.write_text(json.dumps(other))
+        return 0
+
+    monkeypatch.setattr(train.results.subprocess, "call", step)
+    (tmp_path / "banks-s0" / "test").mkdir(parents=True)
+    (tmp_path / "banks-s0" / "test" / "meta.json").write_text("{}")
+    ran = run_results(cfg)
+    assert set(ran) == {"reinforce-s1", "evaluate-s1", "combine"}
+    recorded = json.loads(timings.read_text())
+    assert set(ran) <= set(recorded) and sum(k.startswith("other-") for k in recorded) == 3
 
 
 def test_an_agent_cut_short_after_a_checkpoint_is_run_again(tmp_path, capsys) -> None:
