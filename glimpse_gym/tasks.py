@@ -11,9 +11,10 @@ longer need ``root``. An id is registered only when its weights are in the packa
 | ``cluttered-mnist-100`` | ``Glimpse-ClutteredMNIST100-v0`` | MNIST, 100x100, 8 pieces |
 | ``cluttered-fashion`` | ``Glimpse-ClutteredFashion-v0`` | Fashion-MNIST, 60x60, 4 pieces |
 
-A task with a shipped BagNet trained across scales also has a ``MultiScale-`` id (for
-example ``MultiScale-ClutteredMNIST-v0``): ``MultiScale-v0`` on the task's multi-scale bank
-(its ``scales``), written into the user cache by the first make of a split in the same way.
+A task with a shipped BagNet trained across scales also has a ``MultiScale-`` id
+(``MultiScale-ClutteredMNIST-v0``: scales 0.5 and 1; ``MultiScale-ClutteredMNIST100-v0``:
+0.25, 0.5 and 1): ``MultiScale-v0`` on the task's multi-scale bank (its ``scales``), written
+into the user cache by the first make of a split in the same way.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          multiscale_weights="cluttered_mnist60_ms_bagnet.pt", scales=(0.5, 1.0)),
     Task("cluttered-mnist-100", "Glimpse-ClutteredMNIST100-v0", "cluttered-mnist",
          {"canvas_size": 100, "pieces": 8}, "cluttered_mnist100_bagnet.pt",
-         "MNIST on 100x100 with 8 pieces of 8x8 clutter (RAM's larger task)", glimpses=8),
+         "MNIST on 100x100 with 8 pieces of 8x8 clutter (RAM's larger task)", glimpses=8,
+         multiscale_weights="cluttered_mnist100_ms_bagnet.pt", scales=(0.25, 0.5, 1.0)),
     Task("cluttered-fashion", "Glimpse-ClutteredFashion-v0", "cluttered-fashion-mnist", {},
          "cluttered_fashion60_bagnet.pt", "Fashion-MNIST on 60x60 with 4 pieces of 8x8 clutter"),
 )}

@@ -139,8 +139,12 @@ def test_multiscale_task_id_writes_its_bank_once_and_passes_the_checkers(task, t
     assert env.glimpses == t.glimpses and [lv.scale for lv in env.bank.levels] == list(t.scales)
     data = make_dataset(t.dataset, "test", root=kwargs["root"], **t.data_options)
     np.testing.assert_array_equal(env.bank.levels[-1].bank.labels, data.labels[:64].numpy())
-    coarse = env.bank.levels[0].bank  # the half-size image alone, with its own statistics
-    assert (coarse.logits.mean(axis=(2, 3)).argmax(1) == coarse.labels).mean() >= 0.9
+    # the coarsest image alone, with its own BatchNorm statistics: near the test accuracy the
+    # checkpoint records at that scale (shared statistics cost it 28 points on 100x100)
+    coarse, ckpt = env.bank.levels[0].bank, load_checkpoint(
+        glimpse_gym.pretrained.WEIGHTS_DIR / t.multiscale_weights)
+    recorded = ckpt["metrics"]["test_by_scale"][f"{t.scales[0]:g}"]["image_acc"]
+    assert (coarse.logits.mean(axis=(2, 3)).argmax(1) == coarse.labels).mean() >= recorded - 0.12
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gym_check_env(env)
