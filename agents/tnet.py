@@ -220,7 +220,7 @@ def trained_for(ckpt: dict[str, Any], bank: MultiScaleBank, path: str | Path) ->
     from glimpse_gym.errors import UsageError
 
     geometry = Geometry.of(bank)
-    model = bank.levels[-1].bank.meta["model"]["hash"]
+    model = bank.model_hash
     if ckpt["geometry"] != geometry.describe() or ckpt["bank"] != model:
         raise UsageError(f"{path} was trained on multi-scale banks with {ckpt['geometry']} "
                          f"(BagNet {ckpt['bank']}); this bank has {geometry.describe()} "

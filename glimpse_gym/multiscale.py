@@ -12,8 +12,12 @@ Level ``l`` is the split resized (antialiased bilinear) by ``scales[l]``; the sc
 level 0 is the coarsest and the last level is the finest. A BagNet trained across scales
 (``pretrain-bagnet --scales``) carries its BatchNorm statistics at each scale
 (:func:`batchnorm_statistics`), and each level is written with its scale's
-(:func:`at_scale`). Each level is a complete :class:`~glimpse_gym.bank.FeatureBank` with the
-usual guarantees.
+(:func:`at_scale`). A level may also come from a BagNet of its own (``level_bagnets``,
+``extract-features --level-checkpoint``): for example the half-size level from a BagNet
+trained at that size and the full-size level from one trained on full-size images, instead of
+one network compromising between the scales (TNet shares one backbone). Such levels need the
+same classes and feature size; ``multiscale.json`` records each level's BagNet. Each level is
+a complete :class:`~glimpse_gym.bank.FeatureBank` with the usual guarantees.
 
 **Parents and children.** Every cell of level ``l > 0`` has one parent at level ``l - 1``:
 the coarse cell whose receptive-field centre is nearest to the cell's own centre, both in
@@ -26,30 +30,32 @@ exactly one parent.
 The whole directory is written under a temporary name and renamed into place, as a single
 bank is; :meth:`MultiScaleBank.load` checks ``multiscale.json`` (checksum, fields, the
 parent map recomputed from the geometry) and every level against it and against the others
-(same images, labels, classes and BagNet).
+(same images, labels and classes; the BagNet ``multiscale.json`` gives the level, else level
+0's).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
-from tqdm import tqdm
 
 from glimpse_gym.bagnet.common import BagNetBase, cell_boxes
-from glimpse_gym.bagnet.inference import preprocess
+from glimpse_gym.bagnet.scales import (
+    at_scale,
+    bagnet_flops,
+    batchnorm_statistics,
+    level_size,
+    resize_images,
+)
 from glimpse_gym.bank import FeatureBank, write_bank
 from glimpse_gym.datasets import ImageDataset, TensorImageDataset
 from glimpse_gym.errors import BankError, UsageError
@@ -64,69 +70,6 @@ from glimpse_gym.fileio import (
 FORMAT = "glimpse-gym-multiscale/1"
 META = "multiscale.json"
 CHECKSUM = "meta_sha256"
-
-
-def level_size(image_size: tuple[int, int], scale: float) -> tuple[int, int]:
-    """``(height, width)`` of an image of ``image_size`` resized by ``scale``."""
-    return max(1, round(image_size[0] * scale)), max(1, round(image_size[1] * scale))
-
-
-def resize_images(images: torch.Tensor, size: tuple[int, int], chunk: int = 2048,
-                  progress: bool = False, desc: str = "resize") -> torch.Tensor:
-    """``[N, C, H, W] uint8`` resized to ``size`` (antialiased bilinear, rounded)."""
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    out = torch.empty((images.shape[0], images.shape[1], *size), dtype=torch.uint8)
-    for start in tqdm(range(0, len(images), chunk), desc=desc, disable=not progress,
-                      leave=False):
-        x = images[start:start + chunk].float()
-        y = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-        out[start:start + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
-    return out
-
-
-@torch.no_grad()
-def batchnorm_statistics(model: BagNetBase, images: torch.Tensor, scales: Sequence[float],
-                         mean: Sequence[float], std: Sequence[float],
-                         device: torch.device | str = "cpu", batch_size: int = 256
-                         ) -> dict[str, dict[str, torch.Tensor]]:
-    """The BatchNorm statistics of ``model`` at each scale, ``{"0.5": {name: tensor}, ...}``:
-    re-estimated on ``images [N, C, H, W] uint8`` resized by that scale (the average over all
-    its batches). A BagNet trained across scales normalises every batch at its own scale, but
-    its running statistics mix the scales; each scale's own statistics serve it far better.
-    ``model`` is left as it was."""
-    net = copy.deepcopy(model).to(device).train()
-    norms = {name for name, m in net.named_modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-    out = {}
-    for s in scales:
-        for name, m in net.named_modules():
-            if name in norms:
-                m.reset_running_stats()
-                m.momentum = None  # a cumulative average
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size]
-            net(preprocess(resize_images(x, level_size(x.shape[-2:], s)), mean, std, device))
-        out[f"{s:g}"] = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()
-                         if k.rpartition(".")[0] in norms}
-    return out
-
-
-@contextlib.contextmanager
-def at_scale(model: BagNetBase, bn_by_scale: dict[str, dict[str, torch.Tensor]] | None,
-             scale: float) -> Iterator[BagNetBase]:
-    """``model`` with the BatchNorm statistics of ``scale`` (a checkpoint's ``bn_by_scale``)
-    inside the block, its own again after it; unchanged where none are stored for ``scale``."""
-    stats = (bn_by_scale or {}).get(f"{scale:g}")
-    if not stats:
-        yield model
-        return
-    own = {k: v.clone() for k, v in model.state_dict().items() if k in stats}
-    model.load_state_dict(stats, strict=False)
-    try:
-        yield model
-    finally:
-        model.load_state_dict(own, strict=False)
 
 
 def full_resolution_boxes(grid: tuple[int, int], rf: int, stride: int,
@@ -146,18 +89,6 @@ def parents(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
         return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1)
     d = ((centres(fine)[:, None, :] - centres(coarse)[None, :, :]) ** 2).sum(-1)
     return d.argmin(1).astype(np.int64)  # argmin takes the first of equal distances
-
-
-def bagnet_flops(model: BagNetBase, channels: int, size: tuple[int, int]) -> int:
-    """Floating-point operations of one forward pass of ``model`` on one image of ``size``
-    (torch's FLOP counter: 2 per multiply-add of the convolutions and linear layers)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    param = next(model.parameters())
-    x = torch.zeros((1, channels, *size), device=param.device, dtype=param.dtype)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    return int(counter.get_total_flops())
 
 
 @dataclass
@@ -210,6 +141,13 @@ class MultiScaleBank:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.meta["image_shape"])  # type: ignore[return-value]
 
+    @property
+    def model_hash(self) -> str:
+        """The hash of the bank's BagNet, or the levels' hashes joined by ``+`` where levels
+        have BagNets of their own (what checkpoints trained on the bank record)."""
+        hashes = [lv.bank.meta["model"]["hash"] for lv in self.levels]
+        return hashes[0] if len(set(hashes)) == 1 else "+".join(hashes)
+
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = False) -> MultiScaleBank:
         """Open and check a multi-scale bank (:class:`~glimpse_gym.errors.BankError` naming
@@ -229,6 +167,11 @@ class MultiScaleBank:
                 first = bank
             else:
                 _check_same_images(first, bank, path / spec["folder"])
+            wanted = spec.get("model_hash", first.meta["model"]["hash"])
+            if bank.meta["model"]["hash"] != wanted:
+                raise BankError(f"{path / spec['folder']} was written by BagNet "
+                                f"{bank.meta['model']['hash']}, but {META} gives level {i} "
+                                f"BagNet {wanted}")
             boxes = full_resolution_boxes(bank.grid, bank.rf, bank.stride,
                                           tuple(spec["image_size"]),
                                           tuple(meta["image_shape"][1:]))
@@ -249,15 +192,15 @@ class MultiScaleBank:
 
 
 def _check_same_images(a: FeatureBank, b: FeatureBank, where: Path) -> None:
-    """``b`` must be the same images and labels as ``a``, through the same BagNet."""
+    """``b`` must be the same images, labels and classes as ``a`` (its BagNet is checked
+    against ``multiscale.json`` by the caller)."""
     wrong = []
     for field in ("name", "split", "num_images"):
         if a.meta["dataset"][field] != b.meta["dataset"][field]:
             wrong.append(f"dataset {field} {b.meta['dataset'][field]!r}, level 0 has "
                          f"{a.meta['dataset'][field]!r}")
-    if a.meta["model"]["hash"] != b.meta["model"]["hash"]:
-        wrong.append(f"BagNet {b.meta['model']['hash']}, level 0 has {a.meta['model']['hash']}")
-    if a.meta["normalization"] != b.meta["normalization"]:
+    if a.meta["model"]["hash"] == b.meta["model"]["hash"] and \
+            a.meta["normalization"] != b.meta["normalization"]:
         wrong.append("another normalisation")
     if a.meta["model"]["num_classes"] != b.meta["model"]["num_classes"]:
         wrong.append("a different number of classes")
@@ -309,10 +252,29 @@ def write_multiscale_bank(model: BagNetBase, dataset: ImageDataset, out: str | P
                           batch_size: int = 512, device: torch.device | str = "cpu",
                           store_images: bool = True, overwrite: bool = False,
                           dataset_options: dict[str, Any] | None = None,
-                          progress: bool = True) -> MultiScaleBank:
+                          progress: bool = True,
+                          level_bagnets: dict[float, tuple[BagNetBase, dict[str, Any]]]
+                          | None = None) -> MultiScaleBank:
     """Write a multi-scale bank of ``dataset`` at ``out`` atomically: one level per scale
-    (rising, the last 1), the full-size level with the images when ``store_images``."""
+    (rising, the last 1), the full-size level with the images when ``store_images``.
+
+    ``level_bagnets`` maps some scales to a BagNet of their own, ``(model, checkpoint)``
+    (with that checkpoint's BatchNorm statistics at the scale where it has them); the other
+    levels use ``model``. Every BagNet must have the same classes and feature size."""
     scales = check_scales(scales)
+    own = {float(k): v for k, v in (level_bagnets or {}).items()}
+    unknown = sorted(set(own) - set(scales))
+    if unknown:
+        raise UsageError(f"a BagNet is given for scale(s) {unknown}, which are not among the "
+                         f"scales {scales}")
+    nets = [own.get(s, (model, checkpoint)) for s in scales]
+    classes = {tuple(ck.get("class_names") or ()) for _, ck in nets}
+    if len({m.num_classes for m, _ in nets}) > 1 or len(classes) > 1:
+        raise UsageError("the levels' BagNets must have the same classes; got "
+                         f"{sorted({m.num_classes for m, _ in nets})} classes")
+    if len({m.feature_dim for m, _ in nets}) > 1:  # the agents read every level's features
+        raise UsageError("the levels' BagNets must have the same feature size; got "
+                         f"{sorted({m.feature_dim for m, _ in nets})}")
     out = Path(out).expanduser()
     if out.exists() and not overwrite:
         raise BankError(f"{out} already exists; pass overwrite=True (--overwrite) to replace "
@@ -325,34 +287,35 @@ def write_multiscale_bank(model: BagNetBase, dataset: ImageDataset, out: str | P
                          "is read from disk image by image")
     c, hgt, wid = dataset.image_shape
     sizes = [level_size((hgt, wid), s) for s in scales]
-    for s, size in zip(scales, sizes, strict=True):
-        if min(model.grid_size(*size)) < 1:
+    for s, size, (net, _) in zip(scales, sizes, nets, strict=True):
+        if min(net.grid_size(*size)) < 1:
             raise UsageError(f"at scale {s} the images are {size[0]}x{size[1]}, smaller than "
-                             f"the BagNet's receptive field ({model.rf} px): use larger scales")
+                             f"the BagNet's receptive field ({net.rf} px): use larger scales")
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(out)
     tmp = Path(tempfile.mkdtemp(prefix=temporary_name(out), dir=out.parent))
     ordinary_mode(tmp, directory=True)
     try:
         specs, above = [], None
-        flops_cell = bagnet_flops(model.eval(), c, (model.rf, model.rf))
-        for i, (s, size) in enumerate(zip(scales, sizes, strict=True)):
+        for i, (s, size, (net, ck)) in enumerate(zip(scales, sizes, nets, strict=True)):
             last = i == len(scales) - 1
             data = dataset if last else TensorImageDataset(
                 dataset.name, dataset.split,
                 resize_images(dataset.images, size, progress=progress, desc=f"resize x{s}"),
                 dataset.labels, dataset.class_names, dataset.mean, dataset.std)
-            with at_scale(model, checkpoint.get("bn_by_scale"), s):
-                bank = write_bank(model, data, tmp / f"level{i}", checkpoint=checkpoint,
+            with at_scale(net, ck.get("bn_by_scale"), s):
+                bank = write_bank(net, data, tmp / f"level{i}", checkpoint=ck,
                                   batch_size=batch_size, device=device,
                                   store_images=store_images and last,
                                   dataset_options=dataset_options, progress=progress)
-            boxes = full_resolution_boxes(bank.grid, model.rf, model.stride, size, (hgt, wid))
+            boxes = full_resolution_boxes(bank.grid, net.rf, net.stride, size, (hgt, wid))
             spec = {"folder": f"level{i}", "scale": s, "image_size": list(size),
-                    "grid": list(bank.grid), "rf": model.rf, "stride": model.stride,
-                    "rf_full": [model.rf * hgt / size[0], model.rf * wid / size[1]],
-                    "stride_full": [model.stride * hgt / size[0], model.stride * wid / size[1]],
-                    "flops_image": bagnet_flops(model, c, size), "flops_cell": flops_cell}
+                    "grid": list(bank.grid), "rf": net.rf, "stride": net.stride,
+                    "rf_full": [net.rf * hgt / size[0], net.rf * wid / size[1]],
+                    "stride_full": [net.stride * hgt / size[0], net.stride * wid / size[1]],
+                    "flops_image": bagnet_flops(net.eval(), c, size),
+                    "flops_cell": bagnet_flops(net, c, (net.rf, net.rf)),
+                    "model_hash": bank.meta["model"]["hash"]}
             if above is not None:
                 spec["parent"] = parents(above, boxes).tolist()
             specs.append(spec)

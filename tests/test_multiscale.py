@@ -172,8 +172,41 @@ def test_a_level_of_another_bagnet_is_refused(tiny, tmp_path) -> None:
         MultiScaleBank.load(path)
 
 
+def test_a_level_may_have_a_bagnet_of_its_own(tiny, tmp_path) -> None:
+    model, ds, bank = tiny
+    torch.manual_seed(1)
+    other = bagnet_tiny(num_classes=10).eval()
+    mixed = write_multiscale_bank(model, ds, tmp_path / "mixed", [0.5, 0.75, 1],
+                                  checkpoint=_checkpoint(model), progress=False,
+                                  level_bagnets={1: (other, _checkpoint(other))})
+    again = MultiScaleBank.load(mixed.path, verify=True)
+    ours, theirs = _checkpoint(model)["model_hash"], _checkpoint(other)["model_hash"]
+    assert [spec["model_hash"] for spec in again.meta["levels"]] == [ours, ours, theirs]
+    assert again.model_hash == f"{ours}+{ours}+{theirs}" and bank.model_hash == ours
+    # the coarse levels are the first BagNet's, the full size the other's
+    np.testing.assert_array_equal(again.levels[0].bank.logits, bank.levels[0].bank.logits)
+    with torch.no_grad():
+        logits = other(preprocess(ds.images[:8], [0.1], [0.3])).logits
+    np.testing.assert_allclose(again.levels[-1].bank.logits[:8], logits.numpy(), atol=1e-5)
+    # a level replaced by the first BagNet's is refused: the meta names the level's BagNet
+    import shutil
+    shutil.rmtree(mixed.path / "level2")
+    shutil.copytree(bank.path / "level2", mixed.path / "level2")
+    with pytest.raises(BankError, match=f"gives level 2 BagNet {theirs}"):
+        MultiScaleBank.load(mixed.path)
+    eleven = bagnet_tiny(num_classes=11).eval()
+    for own, match in (({1: (eleven, _checkpoint(eleven))}, "same classes"),
+                       ({0.3: (other, _checkpoint(other))}, "not among the scales")):
+        with pytest.raises(UsageError, match=match):
+            write_multiscale_bank(model, ds, tmp_path / "bad", [0.5, 0.75, 1],
+                                  checkpoint=_checkpoint(model), progress=False,
+                                  level_bagnets=own)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_pretraining_across_scales_then_a_multiscale_extraction(tmp_path, monkeypatch) -> None:
     import train.pretrain_bagnet as pretrain_module
+    from glimpse_gym.bagnet import load_bagnet
     from tests.train.test_pretrain_extract import tiny_config
     from train.extract_features import ExtractConfig, extract_features
 
@@ -197,8 +230,38 @@ def test_pretraining_across_scales_then_a_multiscale_extraction(tmp_path, monkey
                                                                                   (10, 10)]
     coarse = bank.levels[0].bank.meta["stats"]["image_acc"]  # written with x0.5's statistics
     assert coarse == pytest.approx(1 - metrics["test_by_scale"]["0.5"]["image_error"])
+    # the full-size level from another BagNet of the same classes and feature size
+    from glimpse_gym.bagnet.checkpoint import save_checkpoint
+
+    other, ck = load_bagnet(cfg.out)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(1.5)
+    save_checkpoint(tmp_path / "other.pt", other, arch=ck["arch"], arch_kwargs=ck["arch_kwargs"],
+                    class_names=ck["class_names"], mean=ck["normalization"]["mean"],
+                    std=ck["normalization"]["std"], image_shape=ck["image_shape"],
+                    dataset=ck["dataset"])
+    mixed = extract_features(ExtractConfig(
+        checkpoint=cfg.out, out=str(tmp_path / "mixed"), split=["test"], scales="0.5,1",
+        level_checkpoint=[f"1={tmp_path / 'other.pt'}"], progress=False))["test"]
+    hashes = [load_bagnet(p)[1]["model_hash"] for p in (cfg.out, tmp_path / "other.pt")]
+    assert [lv.bank.meta["model"]["hash"] for lv in mixed.levels] == hashes
+    assert hashes[0] != hashes[1] and mixed.model_hash == "+".join(hashes)
+    stats = [lv.bank.meta["stats"]["image_acc"] for lv in (bank.levels[0], mixed.levels[0])]
+    assert stats[0] == stats[1]
+    with pytest.raises(UsageError, match="same feature size"):  # the default has D = 16
+        extract_features(ExtractConfig(checkpoint=cfg.out, out=str(tmp_path / "no"),
+                                       split=["test"], scales="0.5,1",
+                                       level_checkpoint=["1=default"], progress=False))
+    for bad in (["0.5"], ["x=default"], ["1="]):
+        with pytest.raises(UsageError, match="SCALE=CHECKPOINT"):
+            extract_features(ExtractConfig(checkpoint=cfg.out, out=str(tmp_path / "no"),
+                                           split=["test"], scales="0.5,1",
+                                           level_checkpoint=bad, progress=False))
+    with pytest.raises(UsageError, match="needs --scales"):
+        extract_features(ExtractConfig(checkpoint=cfg.out, out=str(tmp_path / "no"),
+                                       level_checkpoint=["1=default"], progress=False))
     # the checkpoint carries each scale's own BatchNorm statistics, covered by its hash
-    from glimpse_gym.bagnet import load_bagnet
     from glimpse_gym.bagnet.checkpoint import weights_hash
     from glimpse_gym.multiscale import at_scale
 

@@ -106,7 +106,7 @@ def _sb3_policy(name: str, path: str, bank: MultiScaleBank, glimpses: int) -> SB
     if not f.manifest.get("multiscale"):
         raise UsageError(f"--policy {name}={path}: not a MultiScale-v0 policy (train one with "
                          "'glimpse train multiscale-ppo')")
-    model = bank.levels[-1].bank.meta["model"]["hash"]
+    model = bank.model_hash
     levels = [list(lv.grid) for lv in bank.levels]
     if f.manifest["trained_on"] != {"model_hash": model, "levels": levels}:
         raise UsageError(f"--policy {name}={path} was trained on {f.manifest['trained_on']}; "

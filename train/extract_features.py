@@ -44,6 +44,10 @@ class ExtractConfig(RunOptions):
     scales: str | None = None
     """write multi-scale banks instead (TNet's levels): the BagNet on the images resized by
     each of these comma-separated, rising scales ending with 1, e.g. 0.25,0.5,1"""
+    level_checkpoint: list[str] = field(default_factory=list)
+    """with --scales: SCALE=CHECKPOINT writes that level with a BagNet of its own (a .pt or a
+    task's name), e.g. 1=cluttered-mnist-100 for the full size; the other levels use
+    --checkpoint (repeatable)"""
 
 
 def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank | MultiScaleBank]:
@@ -56,8 +60,22 @@ def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank | MultiScaleBa
         except ValueError:
             raise UsageError(f"--scales must be comma-separated numbers, got {cfg.scales!r}") \
                 from None
+    if cfg.level_checkpoint and scales is None:
+        raise UsageError("--level-checkpoint gives a level of a multi-scale bank its own "
+                         "BagNet: it needs --scales")
     device = setup(cfg.device, cfg.threads)
     model, ckpt = load_bagnet(resolve_checkpoint(cfg.checkpoint), device)
+    level_bagnets = {}
+    for item in cfg.level_checkpoint:
+        scale, _, path = item.partition("=")
+        try:
+            value = float(scale) if path else None
+        except ValueError:
+            value = None
+        if value is None:
+            raise UsageError(f"--level-checkpoint takes SCALE=CHECKPOINT (e.g. "
+                             f"1=cluttered-mnist-100), got {item!r}")
+        level_bagnets[value] = load_bagnet(resolve_checkpoint(path), device)
     trained_on = ckpt.get("dataset", {})
     name = cfg.dataset or trained_on.get("name")
     if not name:
@@ -80,7 +98,7 @@ def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank | MultiScaleBa
             banks[split] = write_multiscale_bank(
                 model, ds, target, scales, checkpoint=ckpt, batch_size=cfg.batch_size,
                 device=device, store_images=cfg.store_images, overwrite=cfg.overwrite,
-                dataset_options=opts, progress=cfg.progress)
+                dataset_options=opts, progress=cfg.progress, level_bagnets=level_bagnets)
             for i, level in enumerate(banks[split].levels):
                 _summary(f"{target} level {i} (x{level.scale:g})", level.bank)
             continue

@@ -118,7 +118,7 @@ def train_multiscale_saccader(cfg: MultiScaleSaccaderConfig) -> dict[str, Any]:
         raise UsageError(f"--glimpses must be in [1, {net.num_actions}], got {cfg.glimpses}")
     out = prepare_out(cfg.out, checkpoints=("last.pt",), resume=cfg.resume,
                       overwrite=cfg.overwrite)
-    model = train.levels[-1].bank.meta["model"]["hash"]
+    model = train.model_hash
     n = train.num_images
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     plan = ([("locations", e) for e in range(cfg.location_epochs)]

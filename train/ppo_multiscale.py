@@ -60,7 +60,7 @@ def _manifest(cfg: MultiScalePPOConfig, parents: list[int], bank: MultiScaleBank
                        "kwargs": {"parents": parents, "hidden": cfg.channels, "code": cfg.code}},
             "observation": "partial", "glimpses": cfg.glimpses, "multiscale": True,
             "grid": [list(lv.grid) for lv in bank.levels],
-            "trained_on": {"model_hash": bank.levels[-1].bank.meta["model"]["hash"],
+            "trained_on": {"model_hash": bank.model_hash,
                            "levels": [list(lv.grid) for lv in bank.levels]}}
 
 

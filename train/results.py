@@ -89,14 +89,16 @@ class ResultsConfig:
     multiscale: bool = False
     """the task across scales instead (a BagNet trained across scales, multi-scale banks,
     TNet, MaskablePPO and the Saccader on MultiScale-v0, evaluated against each level
-    alone) into runs/results/TASK-ms"""
+    alone) into runs/results/TASK-ms; with --bagnet shipped the package's BagNets, the half
+    size from the one across scales and the full size from the full-size one, into
+    runs/results/TASK-ms-shipped"""
     dry_run: bool = False
     """print the commands and stop"""
 
 
 def output_folder(cfg: ResultsConfig) -> Path:
     """``--out``, or the default that keeps the shipped BagNet's runs apart."""
-    suffix = "-ms" if cfg.multiscale else "-shipped" if cfg.bagnet == "shipped" else ""
+    suffix = ("-ms" if cfg.multiscale else "") + ("-shipped" if cfg.bagnet == "shipped" else "")
     return Path(cfg.out or f"runs/results/{cfg.task}{suffix}")
 
 
@@ -111,10 +113,10 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
     if cfg.bagnet not in ("train", "shipped"):
         raise UsageError(f"--bagnet must be 'train' or 'shipped', got {cfg.bagnet!r}")
     if cfg.multiscale:
-        if cfg.bagnet != "train" or cfg.bagnet_per_seed or cfg.finetune_epochs or cfg.agents:
-            raise UsageError("--multiscale trains its own BagNet across scales and its own "
-                             "agents: it takes no --bagnet, --bagnet-per-seed, "
-                             "--finetune-epochs or --agents")
+        if cfg.bagnet_per_seed or cfg.finetune_epochs or cfg.agents:
+            raise UsageError("--multiscale trains its own agents on one BagNet across scales "
+                             "(trained, or with --bagnet shipped the package's): it takes no "
+                             "--bagnet-per-seed, --finetune-epochs or --agents")
         from train.results_multiscale import plan_multiscale
         return plan_multiscale(cfg)
     task = TASKS[cfg.task]
@@ -272,7 +274,8 @@ def run_results(cfg: ResultsConfig) -> dict[str, Any]:
         # read again before writing: runs of other seeds into the same folder may have added theirs
         merged = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
         merged[name] = timings[name]
-        atomic_write(timings_path, lambda f: f.write(json.dumps(merged, indent=1).encode()))
+        text = json.dumps(merged, indent=1).encode()
+        atomic_write(timings_path, lambda f, text=text: f.write(text))
         print(f"    {seconds / 60:.1f} min", flush=True)
     if any(name == "combine-finetuned" for name, _, _ in steps):
         rows = compare_finetuned(out)["finetuned - fixed bank"]

@@ -5,6 +5,9 @@ The steps, each its own ``glimpse`` command (run, skipped and continued as
 
 1. the task's BagNet trained across the task's scales (``pretrain-bagnet --scales``, one scale
    per batch; the task's epochs) and its multi-scale banks (``extract-features --scales``);
+   with ``--bagnet shipped`` no training: banks of two levels from the package's BagNets, the
+   half size from the task's BagNet across scales and the full size from its full-size
+   BagNet (``extract-features --level-checkpoint``), into ``runs/results/TASK-ms-shipped``;
 2. per seed: TNet (``train tnet --locations``), MaskablePPO on ``MultiScale-v0`` (``train
    multiscale-ppo``, the task's T) and the Saccader across scales (``train
    multiscale-saccader``, the task's T, :data:`SACCADER_EPOCHS`);
@@ -19,6 +22,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from glimpse_gym.errors import UsageError
+from glimpse_gym.pretrained import WEIGHTS_DIR
 from glimpse_gym.tasks import TASKS
 
 if TYPE_CHECKING:
@@ -32,6 +37,11 @@ MULTISCALE = {  # task: (scales, TNet's cells per level below the first)
 """Each task's scales (a coarse grid of 3x3 cells on 60x60, 2x2 and 8x8 on 100x100) and
 TNet's schedule, whose sum is the task's T (as MaskablePPO's): on 60x60, 6 full-size cells;
 on 100x100, 3 cells at half size, then 5 at full size."""
+
+SHIPPED_SCALES = "0.5,1"
+"""``--bagnet shipped``: the half-size level (the task's BagNet across scales, with its
+half-size statistics) and the full size (the task's full-size BagNet); TNet opens the task's
+T full-size cells."""
 
 SACCADER_EPOCHS = {"cluttered-mnist": (3, 3), "cluttered-fashion": (3, 3),
                    "cluttered-mnist-100": (1, 2)}
@@ -51,16 +61,27 @@ def plan_multiscale(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
     ckpt = out / "bagnet-s0" / "bagnet.pt"
     opts = [f"--data-option={k}={v}" for k, v in task.data_options.items()]
     banks = out / "banks-s0"
-    steps: list[tuple[str, list[str], Path]] = [
-        ("bagnet-s0", _glimpse(
+    steps: list[tuple[str, list[str], Path]] = []
+    own: list[str] = []  # a BagNet of its own for the full-size level
+    if cfg.bagnet == "shipped":
+        if not task.multiscale_shipped:
+            have = [t.name for t in TASKS.values() if t.multiscale_shipped]
+            raise UsageError(f"--multiscale --bagnet shipped: the package ships no BagNet "
+                             f"across scales for {task.name!r}; tasks with one: "
+                             f"{', '.join(have)}")
+        scales, locations = SHIPPED_SCALES, str(task.glimpses)
+        ckpt = WEIGHTS_DIR / task.multiscale_weights
+        own = ["--level-checkpoint", f"1={task.name}"]
+    else:
+        steps.append(("bagnet-s0", _glimpse(
             "pretrain-bagnet", "--dataset", task.dataset, *opts, "--root", cfg.root,
             "--epochs", str(cfg.bagnet_epochs or BAGNET_EPOCHS[task.name]), "--image-loss",
             "1", "--scales", scales, "--seed", "0", "--out", str(ckpt), *common),
-         ckpt.parent / "metrics.json"),
-        ("banks-s0", _glimpse(
-            "extract-features", "--checkpoint", str(ckpt), "--root", cfg.root, "--scales",
-            scales, "--out", str(banks), "--no-progress", "--overwrite"),
-         banks / "test" / "multiscale.json")]
+            ckpt.parent / "metrics.json"))
+    steps.append(("banks-s0", _glimpse(
+        "extract-features", "--checkpoint", str(ckpt), *own, "--root", cfg.root, "--scales",
+        scales, "--out", str(banks), "--no-progress", "--overwrite"),
+        banks / "test" / "multiscale.json"))
     for s in seeds:
         folder = out / f"seed{s}"
         steps += [
@@ -95,4 +116,4 @@ def plan_multiscale(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
     return steps
 
 
-__all__ = ["MULTISCALE", "SACCADER_EPOCHS", "plan_multiscale"]
+__all__ = ["MULTISCALE", "SACCADER_EPOCHS", "SHIPPED_SCALES", "plan_multiscale"]

@@ -121,7 +121,7 @@ def train_tnet(cfg: TNetConfig) -> dict[str, Any]:
     baseline, first_epoch, history, best = BASELINE_START, 0, [], float("inf")
     if cfg.resume:
         ckpt = load_payload(out / "last.pt", FORMAT, "TNet", device)
-        model = banks["train"].levels[-1].bank.meta["model"]["hash"]
+        model = banks["train"].model_hash
         if (ckpt["geometry"] != geometry.describe() or tuple(ckpt["locations"]) != locations
                 or ckpt["hidden"] != cfg.hidden or ckpt["bank"] != model):
             raise CheckpointError(
@@ -171,7 +171,7 @@ def train_tnet(cfg: TNetConfig) -> dict[str, Any]:
                    "optimizer": opt.state_dict(), "baseline": baseline, "epoch": epoch + 1,
                    "history": history, "locations": list(locations),
                    "geometry": geometry.describe(), "hidden": cfg.hidden,
-                   "bank": train.levels[-1].bank.meta["model"]["hash"], "config": asdict(cfg),
+                   "bank": train.model_hash, "config": asdict(cfg),
                    "best_val_error": min(best, val["error"])}
         if val["error"] < best:
             best = val["error"]

@@ -250,4 +250,21 @@ def test_the_multiscale_plan_parses_and_resumes(task, tmp_path) -> None:
     assert plan(ResultsConfig(task=task, multiscale=True))[0][1][-1] == "--overwrite"
     assert str(plan(ResultsConfig(task=task, multiscale=True))[1][1]).count(f"{task}-ms")
     with pytest.raises(UsageError, match="--multiscale"):
-        plan(ResultsConfig(task=task, multiscale=True, bagnet="shipped"))
+        plan(ResultsConfig(task=task, multiscale=True, finetune_epochs=1))
+
+
+@pytest.mark.parametrize("task", ["cluttered-mnist", "cluttered-mnist-100", "cluttered-fashion"])
+def test_the_multiscale_plan_on_the_shipped_bagnets(task, tmp_path) -> None:
+    cfg = ResultsConfig(task=task, multiscale=True, bagnet="shipped", out=str(tmp_path))
+    if not TASKS[task].multiscale_shipped:
+        with pytest.raises(UsageError, match="ships no BagNet across scales"):
+            plan(cfg)
+        return
+    steps = {name: cmd for name, cmd, _ in plan(cfg)}
+    assert "bagnet-s0" not in steps  # nothing trained: the package's two BagNets
+    args = build_parser().parse_args(steps["banks-s0"][3:])
+    assert args.scales == "0.5,1" and args.level_checkpoint == [f"1={task}"]
+    assert args.checkpoint.endswith(TASKS[task].multiscale_weights)
+    assert build_parser().parse_args(steps["tnet-s1"][3:]).locations == str(TASKS[task].glimpses)
+    default = plan(ResultsConfig(task=task, multiscale=True, bagnet="shipped"))
+    assert f"runs/results/{task}-ms-shipped/banks-s0" in default[0][1]
