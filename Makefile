@@ -32,7 +32,7 @@ export CORE_CHECK
 
 .PHONY: demo test test-core test-slow lint gpu-check bench bench-env bench-multiscale bench-ppo bench-bank-open bench-startup bench-bagnet-tta robustness default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean \
 	results-cluttered-mnist results-cluttered-mnist-100 results-cluttered-fashion \
-	results-multiscale
+	results-multiscale results-multiscale-shipped
 
 $(BIN)/glimpse: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -169,6 +169,12 @@ results-cluttered-mnist-100: $(BIN)/glimpse
 results-multiscale: $(BIN)/glimpse
 	$(BIN)/glimpse results --task cluttered-mnist --multiscale --root $(MNIST_ROOT)
 	$(BIN)/glimpse results --task cluttered-mnist-100 --multiscale --root $(MNIST_ROOT)
+
+## results-multiscale-shipped: the same across scales on the shipped BagNets (no BagNet
+## training: the half size from the BagNet across scales, the full size from the full-size one)
+results-multiscale-shipped: $(BIN)/glimpse
+	$(BIN)/glimpse results --task cluttered-mnist --multiscale --bagnet shipped --root $(MNIST_ROOT)
+	$(BIN)/glimpse results --task cluttered-mnist-100 --multiscale --bagnet shipped --root $(MNIST_ROOT)
 
 ## results: every task's table, then the benchmarks of docs/performance.md
 results: results-cluttered-mnist results-cluttered-fashion results-cluttered-mnist-100 bench \

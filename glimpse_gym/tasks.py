@@ -12,9 +12,10 @@ longer need ``root``. An id is registered only when its weights are in the packa
 | ``cluttered-fashion`` | ``Glimpse-ClutteredFashion-v0`` | Fashion-MNIST, 60x60, 4 pieces |
 
 A task with a shipped BagNet trained across scales also has a ``MultiScale-`` id
-(``MultiScale-ClutteredMNIST-v0``: scales 0.5 and 1; ``MultiScale-ClutteredMNIST100-v0``:
-0.25, 0.5 and 1): ``MultiScale-v0`` on the task's multi-scale bank (its ``scales``), written
-into the user cache by the first make of a split in the same way.
+(``MultiScale-ClutteredMNIST-v0``, ``MultiScale-ClutteredMNIST100-v0``): ``MultiScale-v0`` on
+the task's multi-scale bank of two levels (its ``scales``, 0.5 and 1): the half-size image
+through the BagNet across scales and the full-size image through the task's full-size
+BagNet, written into the user cache by the first make of a split in the same way.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class Task:
     """T of the task's published table: the agents are trained and occluded with T glimpses
     (8 on 100x100, as RAM's larger task)."""
     multiscale_weights: str = ""
-    """File of the shipped BagNet trained across ``scales`` (``pretrain-bagnet --scales``)."""
+    """File of the shipped BagNet trained across scales (``pretrain-bagnet --scales``): the
+    levels of the ``MultiScale-`` id below the full size (the full size: ``weights``)."""
     scales: tuple[float, ...] = ()
     """The levels of the task's ``MultiScale-`` id."""
 
@@ -82,7 +84,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("cluttered-mnist-100", "Glimpse-ClutteredMNIST100-v0", "cluttered-mnist",
          {"canvas_size": 100, "pieces": 8}, "cluttered_mnist100_bagnet.pt",
          "MNIST on 100x100 with 8 pieces of 8x8 clutter (RAM's larger task)", glimpses=8,
-         multiscale_weights="cluttered_mnist100_ms_bagnet.pt", scales=(0.25, 0.5, 1.0)),
+         multiscale_weights="cluttered_mnist100_ms_bagnet.pt", scales=(0.5, 1.0)),
     Task("cluttered-fashion", "Glimpse-ClutteredFashion-v0", "cluttered-fashion-mnist", {},
          "cluttered_fashion60_bagnet.pt", "Fashion-MNIST on 60x60 with 4 pieces of 8x8 clutter"),
 )}

@@ -1,8 +1,10 @@
 """The multi-scale bank of a standard task, from the user cache (``MultiScale-<Task>-v0``).
 
-The first make of a task's split on a machine runs the task's shipped BagNet across scales
-over the split (``root`` says where the dataset's files are) and writes the multi-scale bank
-into the user cache, with a progress bar on large splits; later makes open it (checked) and
+The first make of a task's split on a machine runs the task's shipped BagNets over the split
+(``root`` says where the dataset's files are): the one trained across scales for the levels
+below the full size, the task's full-size BagNet for the full size (a level from a BagNet of
+its own, :func:`~glimpse_gym.multiscale.write_multiscale_bank`). It writes the multi-scale
+bank into the user cache, with a progress bar on large splits; later makes open it (checked) and
 need neither the files nor ``root``. A damaged cached bank is written again, with a warning.
 """
 
@@ -31,7 +33,9 @@ def task_multiscale_bank(task: str, split: str = "train", root: str | None = Non
                          f"with one: {', '.join(have) or 'none'}")
     t = TASKS[task]
     model, ckpt = load_bagnet(WEIGHTS_DIR / t.multiscale_weights)
-    options = {**t.data_options, "scales": list(t.scales)}
+    full = load_bagnet(t.weights_path)
+    # both BagNets name the cached bank
+    options = {**t.data_options, "scales": list(t.scales), "full_size": full[1]["model_hash"]}
     path = default_bank_path(t.dataset, split, ckpt["model_hash"], 0, options, max_images)
     try:
         return MultiScaleBank.load(path)
@@ -42,7 +46,7 @@ def task_multiscale_bank(task: str, split: str = "train", root: str | None = Non
     data = _dataset(t.dataset, split, 0, root, dict(t.data_options), max_images)
     return write_multiscale_bank(model, data, path, t.scales, checkpoint=ckpt, overwrite=True,
                                  dataset_options={"seed": 0, **t.data_options},
-                                 progress=len(data) >= PROGRESS_FROM)
+                                 progress=len(data) >= PROGRESS_FROM, level_bagnets={1.0: full})
 
 
 __all__ = ["task_multiscale_bank"]
