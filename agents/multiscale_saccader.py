@@ -17,8 +17,8 @@ the cells opened so far.
   which the env does not show, never matter: playing from the env's observations gives the
   same cells as playing from the bank (tested).
 
-The classifier is the env's readout (the BagNet's head on level 0's vote and the opened
-cells), so the policy is judged by what ``MultiScale-v0`` rewards. Training
+The classifier is the env's readout (the BagNet's head, each level's own, on level 0's vote
+and the opened cells), so the policy is judged by what ``MultiScale-v0`` rewards. Training
 (:mod:`train.multiscale_saccader`) follows the Saccader's steps 2 and 3 on fixed banks:
 
 2. *locations*: cross-entropy of each glimpse's location logits against a greedy teacher that

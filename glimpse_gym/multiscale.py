@@ -40,6 +40,7 @@ import json
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,8 @@ def _check_same_images(a: FeatureBank, b: FeatureBank, where: Path) -> None:
     if a.meta["model"]["hash"] == b.meta["model"]["hash"] and \
             a.meta["normalization"] != b.meta["normalization"]:
         wrong.append("another normalisation")
+    if a.features.shape[1] != b.features.shape[1]:
+        wrong.append(f"features of size {b.features.shape[1]}, level 0 has {a.features.shape[1]}")
     if a.meta["model"]["num_classes"] != b.meta["model"]["num_classes"]:
         wrong.append("a different number of classes")
     if not wrong and not np.array_equal(a.labels, b.labels):
@@ -272,9 +275,15 @@ def write_multiscale_bank(model: BagNetBase, dataset: ImageDataset, out: str | P
     if len({m.num_classes for m, _ in nets}) > 1 or len(classes) > 1:
         raise UsageError("the levels' BagNets must have the same classes; got "
                          f"{sorted({m.num_classes for m, _ in nets})} classes")
-    if len({m.feature_dim for m, _ in nets}) > 1:  # the agents read every level's features
-        raise UsageError("the levels' BagNets must have the same feature size; got "
-                         f"{sorted({m.feature_dim for m, _ in nets})}")
+    for what, values in (("feature size", {m.feature_dim for m, _ in nets}),
+                         ("image channels", {m.in_channels for m, _ in nets})):
+        if len(values) > 1:  # the agents read every level's features
+            raise UsageError(f"the levels' BagNets must have the same {what}; got "
+                             f"{sorted(values)}")
+    trained_on = {(ck.get("dataset") or {}).get("name") for _, ck in nets} - {None}
+    if len(trained_on) > 1:
+        warnings.warn(f"the levels' BagNets were trained on different datasets "
+                      f"({', '.join(sorted(trained_on))})", stacklevel=2)
     out = Path(out).expanduser()
     if out.exists() and not overwrite:
         raise BankError(f"{out} already exists; pass overwrite=True (--overwrite) to replace "

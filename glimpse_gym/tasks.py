@@ -68,8 +68,10 @@ class Task:
 
     @property
     def multiscale_shipped(self) -> bool:
-        """Whether the package holds the task's BagNet across scales."""
-        return bool(self.multiscale_weights) and (WEIGHTS_DIR / self.multiscale_weights).is_file()
+        """Whether the package holds the task's BagNet across scales (and its full-size one,
+        which reads the full-size level)."""
+        return bool(self.multiscale_weights) and self.shipped and \
+            (WEIGHTS_DIR / self.multiscale_weights).is_file()
 
     def env_kwargs(self) -> dict[str, Any]:
         """The default arguments of the task's id."""

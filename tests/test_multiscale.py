@@ -168,8 +168,18 @@ def test_a_level_of_another_bagnet_is_refused(tiny, tmp_path) -> None:
     path = _copy(bank, tmp_path)
     shutil.rmtree(path / "level1")
     shutil.copytree(elsewhere.path / "level1", path / "level1")
-    with pytest.raises(BankError, match="BagNet"):
+    with pytest.raises(BankError, match="gives level 1 BagNet"):
         MultiScaleBank.load(path)
+    # a bank whose multiscale.json names no level's BagNet: every level must be level 0's
+
+    def forget(meta):
+        for spec in meta["levels"]:
+            del spec["model_hash"]
+    _edit_meta(path, forget)
+    with pytest.raises(BankError, match=f"gives level 1 BagNet {bank.model_hash}"):
+        MultiScaleBank.load(path)
+    _edit_meta(_copy(bank, tmp_path / "b"), forget)
+    assert MultiScaleBank.load(tmp_path / "b" / "copy").model_hash == bank.model_hash
 
 
 def test_a_level_may_have_a_bagnet_of_its_own(tiny, tmp_path) -> None:
@@ -194,8 +204,9 @@ def test_a_level_may_have_a_bagnet_of_its_own(tiny, tmp_path) -> None:
     shutil.copytree(bank.path / "level2", mixed.path / "level2")
     with pytest.raises(BankError, match=f"gives level 2 BagNet {theirs}"):
         MultiScaleBank.load(mixed.path)
-    eleven = bagnet_tiny(num_classes=11).eval()
+    eleven, rgb = bagnet_tiny(num_classes=11).eval(), bagnet_tiny(in_channels=3).eval()
     for own, match in (({1: (eleven, _checkpoint(eleven))}, "same classes"),
+                       ({1: (rgb, _checkpoint(rgb))}, "same image channels"),
                        ({0.3: (other, _checkpoint(other))}, "not among the scales")):
         with pytest.raises(UsageError, match=match):
             write_multiscale_bank(model, ds, tmp_path / "bad", [0.5, 0.75, 1],
@@ -249,6 +260,10 @@ def test_pretraining_across_scales_then_a_multiscale_extraction(tmp_path, monkey
     assert hashes[0] != hashes[1] and mixed.model_hash == "+".join(hashes)
     stats = [lv.bank.meta["stats"]["image_acc"] for lv in (bank.levels[0], mixed.levels[0])]
     assert stats[0] == stats[1]
+    with pytest.raises(UsageError, match="scale 1 twice"):
+        extract_features(ExtractConfig(checkpoint=cfg.out, out=str(tmp_path / "no"),
+                                       split=["test"], scales="0.5,1", progress=False,
+                                       level_checkpoint=[f"1={tmp_path / 'other.pt'}"] * 2))
     with pytest.raises(UsageError, match="same feature size"):  # the default has D = 16
         extract_features(ExtractConfig(checkpoint=cfg.out, out=str(tmp_path / "no"),
                                        split=["test"], scales="0.5,1",

@@ -75,6 +75,8 @@ def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank | MultiScaleBa
         if value is None:
             raise UsageError(f"--level-checkpoint takes SCALE=CHECKPOINT (e.g. "
                              f"1=cluttered-mnist-100), got {item!r}")
+        if value in level_bagnets:
+            raise UsageError(f"--level-checkpoint gives scale {value:g} twice")
         level_bagnets[value] = load_bagnet(resolve_checkpoint(path), device)
     trained_on = ckpt.get("dataset", {})
     name = cfg.dataset or trained_on.get("name")

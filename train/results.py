@@ -21,7 +21,8 @@ bank.json`` gives the fine-tuned minus the fixed-bank Saccader's error at every 
 With ``--bagnet train`` and ``--bagnet-per-seed``, seed k also trains its own BagNet (seed
 k), so the spread includes the representation's. A step whose output is already there is
 skipped, and a trainer cut short continues from its last checkpoint (``--resume``), so an
-interrupted run continues where it stopped (``--overwrite`` redoes all).
+interrupted run continues where it stopped (``--overwrite`` redoes all). Single seeds may run
+side by side into one folder once its banks exist; a last run of all seeds combines them.
 ``OUT/timings.json`` records each step's wall time.
 """
 
@@ -77,8 +78,8 @@ class ResultsConfig:
     agents: list[str] = field(default_factory=list)
     """agents to train (repeatable; default: saccader, maskable-ppo, ppo, reinforce)"""
     out: str | None = None
-    """output folder (default: runs/results/TASK, or runs/results/TASK-shipped with
-    --bagnet shipped)"""
+    """output folder (default: runs/results/TASK, with -ms after it for --multiscale and
+    -shipped for --bagnet shipped)"""
     overwrite: bool = False
     """redo every step, even those whose output is there"""
     threads: int = 2

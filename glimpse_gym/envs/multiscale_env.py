@@ -56,7 +56,8 @@ class MultiScaleEnv(gym.Env):
     0 on every step but the last; 1.0 on the last if the prediction is the label. The
     prediction is the argmax of the coarse level's image logits (the mean of its cells'
     logits, counted once) plus the logits of every distinct opened cell: TNet's average of
-    its feature vectors, read by the BagNet's linear head. ``terminated`` after exactly T
+    its feature vectors, read by the BagNet's linear head (each level's own BagNet's where the
+    levels have their own). ``terminated`` after exactly T
     glimpses; never truncated.
 
     ## Info

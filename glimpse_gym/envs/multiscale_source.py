@@ -37,9 +37,13 @@ def task_multiscale_bank(task: str, split: str = "train", root: str | None = Non
     # both BagNets name the cached bank
     options = {**t.data_options, "scales": list(t.scales), "full_size": full[1]["model_hash"]}
     path = default_bank_path(t.dataset, split, ckpt["model_hash"], 0, options, max_images)
+    want = [ckpt["model_hash"]] * (len(t.scales) - 1) + [full[1]["model_hash"]]
     try:
-        return MultiScaleBank.load(path)
-    except BankError as exc:  # not made yet, or damaged: made again
+        bank = MultiScaleBank.load(path)
+        if [lv.bank.meta["model"]["hash"] for lv in bank.levels] != want:
+            raise BankError(f"{path}: its levels were not written by the task's BagNets")
+        return bank
+    except BankError as exc:  # not made yet, damaged or not the task's: made again
         if Path(path, META).exists():
             warnings.warn(f"the cached multi-scale bank is unusable and is made again: {exc}",
                           stacklevel=3)
