@@ -55,12 +55,18 @@ def summary(values: Sequence[float], seed: int = 0) -> dict[str, Any]:
 
 def difference(a: Sequence[float], b: Sequence[float], seed: int = 0) -> dict[str, Any]:
     """``mean(a) - mean(b)`` with the 95 % bootstrap interval of that difference (seeds of
-    ``a`` and ``b`` resampled independently); ``differs`` when the interval excludes 0."""
+    ``a`` and ``b`` resampled independently); ``differs`` when the interval excludes 0 and
+    at least one side has two seeds or more (one value against one value has no spread to
+    resample: its interval is the point, which says nothing of another seed).
+
+    >>> difference([0.010], [0.012])["differs"], difference([0.010, 0.011], [0.02])["differs"]
+    (False, True)
+    """
     rng = np.random.default_rng(seed)
     va, vb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     lo, hi = _interval(_resampled_means(va, rng) - _resampled_means(vb, rng))
     return {"mean": float(va.mean() - vb.mean()), "ci95": [lo, hi],
-            "differs": bool(lo > 0 or hi < 0)}
+            "differs": bool((lo > 0 or hi < 0) and max(len(va), len(vb)) > 1)}
 
 
 def paired_difference(a_correct: Sequence[bool], b_correct: Sequence[bool],

@@ -45,9 +45,10 @@ def combined_markdown(results: dict[str, Any], columns: tuple[int, ...] = COLUMN
     pairs = [f"{pair} {100 * d['mean']:+.2f} [{100 * d['ci95'][0]:+.2f}, "
              f"{100 * d['ci95'][1]:+.2f}]{'' if d['differs'] else ' (no difference shown)'}"
              for pair, d in diffs.items()]
-    lines += ["", f"{results['num_images']:,} test images, mean ± std over up to {seeds} "
-              f"seeds. Differences at T = {t_ref} in points, with the 95 % bootstrap interval "
-              "of the difference of the means: " + "; ".join(pairs) + "."]
+    over = "one seed" if seeds == 1 else f"mean ± std over up to {seeds} seeds"
+    lines += ["", f"{results['num_images']:,} test images, {over}. Differences at T = "
+              f"{t_ref} in points, with the 95 % bootstrap interval of the difference of the "
+              "means: " + "; ".join(pairs) + "."]
     return "\n".join(lines) + "\n"
 
 

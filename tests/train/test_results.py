@@ -268,3 +268,19 @@ def test_the_multiscale_plan_on_the_shipped_bagnets(task, tmp_path) -> None:
     assert build_parser().parse_args(steps["tnet-s1"][3:]).locations == str(TASKS[task].glimpses)
     default = plan(ResultsConfig(task=task, multiscale=True, bagnet="shipped"))
     assert f"runs/results/{task}-ms-shipped/banks-s0" in default[0][1]
+
+
+def test_one_seed_is_named_and_never_makes_a_difference() -> None:
+    from agents.stats import difference
+    from train.markdown import combined_markdown
+
+    one = {"mean": 0.010, "std": 0.0, "n": 1, "values": [0.010]}
+    other = {"mean": 0.020, "std": 0.0, "n": 1, "values": [0.020]}
+    d = difference(other["values"], one["values"])
+    assert d["mean"] == pytest.approx(0.01) and not d["differs"]
+    row = {"seeds": 1, "coverage": {6: one}, "occlusion": {}}
+    results = {"T": 6, "num_images": 100, "differences": {6: {"b - a": d}},
+               "policies": {"a": {**row, "error": {6: one}}, "b": {**row, "error": {6: other}}}}
+    text = combined_markdown(results, columns=(6,))
+    assert "100 test images, one seed." in text and "(no difference shown)" in text
+    assert "mean ± std" not in text
