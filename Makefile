@@ -50,12 +50,14 @@ test: $(BIN)/glimpse
 	$(MAKE) test-core
 
 ## test-core: install the package without the rl extra into .venv-core; Glimpse-v0 must work
+## (the second torch install needs about 6 GB of disk; it is removed once the check passes)
 test-core:
 	rm -rf .venv-core
 	$(PYTHON) -m venv .venv-core
 	.venv-core/bin/pip install --quiet --upgrade pip
 	.venv-core/bin/pip install --quiet .
 	cd .venv-core && DATA_ROOT=$(abspath $(MNIST_ROOT)) GLIMPSE_GYM_CACHE=cache bin/python -c "$$CORE_CHECK"
+	rm -rf .venv-core
 
 ## test-slow: only the slow tests
 test-slow: $(BIN)/glimpse

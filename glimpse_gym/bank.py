@@ -10,51 +10,42 @@ A bank is a directory::
     head.npz        weight [K, D], bias [K] float32: logits = head(features)
     images.npy      [N, C, H, W] uint8       optional, for rendering and occlusion
 
-It is written under a temporary name beside the target and renamed into place, so an
-interrupted run leaves no half bank; replacing a bank (``overwrite``) swaps the two folders
-in one step, so a reader finds the old bank or the new one; a killed writer's temporary
-folder is removed by the next write. ``meta.json`` holds its own checksum and the size and
-sha256 of every file. :meth:`FeatureBank.load` memory-maps the arrays (a bank larger than RAM
-works) and checks the bank first (:mod:`glimpse_gym.bank_checks`); anything missing, damaged
-or mismatched raises :class:`~glimpse_gym.errors.BankError` naming the file and the problem.
+Compact forms (:mod:`glimpse_gym.bank_write`'s options), read as the arrays above:
+
+- written by parts (``shard_images``; format ``glimpse-gym-bank/2``): each array as files of
+  consecutive images (``features-00000.npy``, ...; ``meta.json``'s ``shards`` gives the images
+  of each), read as one :class:`~glimpse_gym.shards.ShardedArray`;
+- ``features.npy`` int8 with per-channel scales (``feature_scale`` in ``head.npz``), read as
+  float32 (:class:`~glimpse_gym.bank_arrays.Dequantized`);
+- no ``logits.npy``: the logits computed from the features by the head at each read
+  (:class:`~glimpse_gym.bank_arrays.HeadLogits`);
+- features and logits stored channels-last, ``[N, H', W', C]`` (``"layout":
+  "channels-last"`` in ``meta.json``), read through ``[N, C, H', W']`` views.
+
+It is written (:mod:`glimpse_gym.bank_write`) under a temporary name beside the target and
+renamed into place, so an interrupted run leaves no half bank; replacing a bank
+(``overwrite``) swaps the two folders in one step, so a reader finds the old bank or the new
+one; a killed writer's temporary folder is removed by the next write. ``meta.json`` holds
+its own checksum and the size and sha256 of every file. :meth:`FeatureBank.load`
+memory-maps the arrays (a bank larger than RAM works) and checks the bank first
+(:mod:`glimpse_gym.bank_checks`); anything missing, damaged or mismatched raises
+:class:`~glimpse_gym.errors.BankError` naming the file and the problem.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from numpy.lib.format import open_memmap
-from tqdm import tqdm
 
-from glimpse_gym.bagnet.common import BagNetBase, cell_boxes, image_logits
-from glimpse_gym.bagnet.inference import iterate_batches, preprocess
-from glimpse_gym.bank_checks import (
-    FORMAT,
-    HEAD,
-    META,
-    META_CHECKSUM,
-    meta_checksum,
-    read_meta,
-    verify_files,
-)
-from glimpse_gym.datasets import ImageDataset
-from glimpse_gym.errors import BankError, UsageError
-from glimpse_gym.fileio import (
-    READ_ERRORS,
-    exchange_or_replace,
-    file_sha256,
-    ordinary_mode,
-    remove_stale,
-    temporary_name,
-)
+from glimpse_gym.bagnet.common import cell_boxes
+from glimpse_gym.bank_arrays import Dequantized, HeadLogits
+from glimpse_gym.bank_checks import HEAD, META, array_files, read_meta, verify_files
+from glimpse_gym.errors import BankError
+from glimpse_gym.fileio import READ_ERRORS
+from glimpse_gym.shards import ShardedArray, stack
 
 
 @dataclass
@@ -64,8 +55,10 @@ class FeatureBank:
     Attributes:
         path: the bank directory.
         meta: the parsed ``meta.json``.
-        features: ``[N, D, H', W'] float16``.
-        logits: ``[N, K, H', W'] float32``.
+        features: ``[N, D, H', W'] float16`` (a :class:`ShardedArray` in a bank of parts, as
+            are the other arrays; an int8 bank's read as float32, :class:`Dequantized`).
+        logits: ``[N, K, H', W'] float32`` (:class:`HeadLogits` when not stored: the head
+            applied to the features at each read).
         labels: ``[N] int64``.
         head_weight, head_bias: ``[K, D]`` and ``[K]`` float32.
         images: ``[N, C, H, W] uint8`` or None when the bank was written without images.
@@ -73,12 +66,12 @@ class FeatureBank:
 
     path: Path
     meta: dict[str, Any]
-    features: np.ndarray
-    logits: np.ndarray
-    labels: np.ndarray
+    features: np.ndarray | ShardedArray | Dequantized
+    logits: np.ndarray | ShardedArray | HeadLogits
+    labels: np.ndarray | ShardedArray
     head_weight: np.ndarray
     head_bias: np.ndarray
-    images: np.ndarray | None
+    images: np.ndarray | ShardedArray | None
 
     @property
     def num_images(self) -> int:
@@ -107,6 +100,17 @@ class FeatureBank:
     @property
     def stride(self) -> int:
         return int(self.meta["model"]["stride"])
+
+    def storage(self) -> dict[str, Any]:
+        """Bytes on disk: ``total``, ``per_image`` (total / N), ``arrays`` (name -> bytes of
+        its files), ``parts`` (files per array) and ``files`` (every file, the head too)."""
+        sizes = self.meta["sizes"]
+        arrays = {name: sum(sizes[f] for f in array_files(spec))
+                  for name, spec in self.meta["arrays"].items()}
+        total = sum(sizes.values())
+        return {"total": total, "per_image": total / max(self.num_images, 1),
+                "arrays": arrays, "parts": len(self.meta.get("shards", [0])),
+                "files": len(sizes)}
 
     def cell_boxes(self) -> np.ndarray:
         """``[H'*W', 4]`` int pixel boxes ``(top, left, bottom, right)``, cells row-major."""
@@ -142,10 +146,26 @@ class FeatureBank:
                             "write one with 'glimpse extract-features'")
         meta = read_meta(path)
         verify_files(path, meta, always=verify)
-        arrays = {name: _open_array(path, spec) for name, spec in meta["arrays"].items()}
-        head = _open_head(path / HEAD)
-        bank = cls(path=path, meta=meta, features=arrays["features"], logits=arrays["logits"],
-                   labels=arrays["labels"], head_weight=head[0], head_bias=head[1],
+        arrays = {name: _open_array(path, spec, meta) for name, spec in meta["arrays"].items()}
+        weight, bias, scale = _open_head(path / HEAD)
+        features = arrays["features"]
+        if (features.dtype == np.int8) != (scale is not None):
+            raise BankError(f"{path / HEAD}: int8 features need its feature_scale and other "
+                            f"features none; the features are {features.dtype} and it has "
+                            f"{'one' if scale is not None else 'none'}")
+        if scale is not None:
+            if scale.shape != (features.shape[1],):
+                raise BankError(f"{path / HEAD}: feature_scale is {list(scale.shape)}, "
+                                f"expected one scale per channel [{features.shape[1]}]")
+            features = Dequantized(features, scale)
+        logits = arrays.get("logits")
+        if logits is None:
+            if weight.shape[1:] != features.shape[1:2]:
+                raise BankError(f"{path / HEAD}: its weight {list(weight.shape)} does not "
+                                f"read features of {features.shape[1]} channels")
+            logits = HeadLogits(features, weight, bias)
+        bank = cls(path=path, meta=meta, features=features, logits=logits,
+                   labels=arrays["labels"], head_weight=weight, head_bias=bias,
                    images=arrays.get("images"))
         bank._check_consistency()
         if expect:
@@ -162,7 +182,7 @@ class FeatureBank:
             problems.append(f"logits.npy is {self.logits.shape}, expected {(n, k, h, w)}")
         if self.labels.shape != (n,):
             problems.append(f"labels.npy is {self.labels.shape}, expected ({n},)")
-        elif n and (self.labels.min() < 0 or self.labels.max() >= k):
+        elif n and (np.min(self.labels) < 0 or np.max(self.labels) >= k):
             problems.append(f"labels.npy holds labels outside 0..{k - 1}")
         if self.head_weight.shape != (k, d) or self.head_bias.shape != (k,):
             problems.append(f"head.npz is {self.head_weight.shape}/{self.head_bias.shape}, "
@@ -197,136 +217,32 @@ def check_expected(have: dict[str, Any], expect: dict[str, Any], what: str) -> N
         raise BankError(f"{what} does not match: " + "; ".join(wrong))
 
 
-def _open_array(path: Path, spec: dict[str, Any]) -> np.ndarray:
-    f = path / spec["file"]
-    try:
-        arr = np.load(f, mmap_mode="r", allow_pickle=False)
-    except READ_ERRORS as exc:
-        raise BankError(f"{f} is damaged (cannot be read as .npy: {exc})") from None
-    if str(arr.dtype) != spec["dtype"] or list(arr.shape) != list(spec["shape"]):
-        raise BankError(f"{f} is {arr.dtype}{list(arr.shape)}, but {META} says "
-                        f"{spec['dtype']}{list(spec['shape'])}")
-    return arr
+def _open_array(path: Path, spec: dict[str, Any], meta: dict[str, Any]
+                ) -> np.ndarray | ShardedArray:
+    parts = []
+    for f, n in zip(array_files(spec), meta.get("shards", [spec["shape"][0]]), strict=True):
+        f = path / f
+        try:
+            arr = np.load(f, mmap_mode="r", allow_pickle=False)
+        except READ_ERRORS as exc:
+            raise BankError(f"{f} is damaged (cannot be read as .npy: {exc})") from None
+        shape = [n, *spec["shape"][1:]]
+        last = spec.get("layout") == "channels-last"
+        if last:  # stored [n, H', W', C]
+            shape = [n, *shape[2:], shape[1]]
+        if str(arr.dtype) != spec["dtype"] or list(arr.shape) != shape:
+            raise BankError(f"{f} is {arr.dtype}{list(arr.shape)}, but {META} says "
+                            f"{spec['dtype']}{shape}")
+        parts.append(np.moveaxis(arr, -1, 1) if last else arr)
+    return stack(parts)
 
 
-def _open_head(f: Path) -> tuple[np.ndarray, np.ndarray]:
+def _open_head(f: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     try:
         with np.load(f, allow_pickle=False) as npz:
-            return npz["weight"].astype(np.float32), npz["bias"].astype(np.float32)
+            scale = npz["feature_scale"].astype(np.float32) if "feature_scale" in npz else None
+            return npz["weight"].astype(np.float32), npz["bias"].astype(np.float32), scale
     except FileNotFoundError:
         raise BankError(f"{f} is missing from the feature bank") from None
     except (*READ_ERRORS, KeyError) as exc:
         raise BankError(f"{f} is damaged: {exc}") from None
-
-
-@torch.no_grad()
-def write_bank(model: BagNetBase, dataset: ImageDataset, out: str | Path, *,
-               checkpoint: dict[str, Any], batch_size: int = 512,
-               device: torch.device | str = "cpu", store_images: bool = True,
-               overwrite: bool = False, dataset_options: dict[str, Any] | None = None,
-               num_workers: int = 0, progress: bool = True) -> FeatureBank:
-    """Run ``model`` over ``dataset`` and write a bank directory at ``out`` atomically.
-
-    Args:
-        model: the BagNet (eval mode is set here).
-        dataset: the split to extract.
-        out: the bank directory to create.
-        checkpoint: the model's checkpoint dict (normalisation, hash, arch are recorded).
-        batch_size: images per forward pass.
-        device: where the model runs.
-        store_images: also store the uint8 images (for rendering and occlusion).
-        overwrite: replace an existing bank at ``out``; otherwise that is an error.
-        dataset_options: the options the dataset was made with, for ``meta.json``.
-        num_workers: DataLoader workers for datasets read from disk.
-        progress: show a progress bar.
-
-    Returns:
-        The written bank, loaded.
-    """
-    out = Path(out).expanduser()
-    if out.exists() and not overwrite:
-        raise BankError(f"{out} already exists; pass overwrite=True (--overwrite) to replace "
-                        "it, or write elsewhere")
-    if out.exists() and not (out / META).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise BankError(f"{out} is not a feature bank (no {META}); refusing to replace it: "
-                        "write the bank elsewhere")
-    model = model.eval().to(device)
-    c, hgt, wid = dataset.image_shape
-    if c != model.in_channels:
-        raise UsageError(f"the model takes {model.in_channels}-channel images, the dataset "
-                         f"{dataset.name!r} has {c}")
-    gh, gw = model.grid_size(hgt, wid)
-    if gh < 1 or gw < 1:
-        raise UsageError(f"images of {hgt}x{wid} are smaller than the receptive field "
-                         f"{model.rf}")
-    n, d, k = len(dataset), model.feature_dim, model.num_classes
-    mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out)  # what killed writes left beside it
-    tmp = Path(tempfile.mkdtemp(prefix=temporary_name(out), dir=out.parent))
-    ordinary_mode(tmp, directory=True)
-    try:
-        specs = {
-            "features": ("features.npy", "float16", (n, d, gh, gw)),
-            "logits": ("logits.npy", "float32", (n, k, gh, gw)),
-            "labels": ("labels.npy", "int64", (n,)),
-        }
-        if store_images:
-            specs["images"] = ("images.npy", "uint8", (n, c, hgt, wid))
-        arrays = {name: open_memmap(tmp / f, mode="w+", dtype=dt, shape=shape)
-                  for name, (f, dt, shape) in specs.items()}
-        correct = cells_correct = 0
-        pos, feature_min, feature_max = 0, float("inf"), float("-inf")
-        t0 = time.perf_counter()
-        for images, labels in tqdm(iterate_batches(dataset, batch_size, num_workers=num_workers),
-                                   total=-(-n // batch_size), desc=f"extract {dataset.split}",
-                                   disable=not progress, leave=False):
-            out_b = model(preprocess(images, mean, std, device))
-            b = len(labels)
-            features = out_b.features.to(torch.float16)
-            arrays["features"][pos:pos + b] = features.cpu().numpy()
-            feature_min = min(feature_min, features.min().item())
-            feature_max = max(feature_max, features.max().item())
-            logits = out_b.logits.float().cpu()
-            arrays["logits"][pos:pos + b] = logits.numpy()
-            arrays["labels"][pos:pos + b] = labels.numpy()
-            if store_images:
-                arrays["images"][pos:pos + b] = images.numpy()
-            correct += (image_logits(logits).argmax(1) == labels).sum().item()
-            cells_correct += (logits.argmax(1) == labels[:, None, None]).sum().item()
-            pos += b
-        seconds = time.perf_counter() - t0
-        for arr in arrays.values():
-            arr.flush()
-        del arrays
-        weight, bias = model.head_parameters()
-        np.savez(tmp / HEAD, weight=weight.detach().float().cpu().numpy(),
-                 bias=bias.detach().float().cpu().numpy())
-        files = [spec[0] for spec in specs.values()] + [HEAD]
-        meta = {
-            "format": FORMAT,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "dataset": {"name": dataset.name, "split": dataset.split, "num_images": n,
-                        "options": dataset_options or {}, "class_names": dataset.class_names},
-            "model": {"arch": checkpoint["arch"], "arch_kwargs": checkpoint["arch_kwargs"],
-                      "hash": checkpoint["model_hash"], "rf": model.rf, "stride": model.stride,
-                      "feature_dim": d, "num_classes": k},
-            "grid": [gh, gw],
-            "image_shape": [c, hgt, wid],
-            "normalization": {"mean": list(mean), "std": list(std)},
-            "arrays": {name: {"file": f, "dtype": dt, "shape": list(shape)}
-                       for name, (f, dt, shape) in specs.items()},
-            "checksums": {f: file_sha256(tmp / f) for f in files},
-            "sizes": {f: (tmp / f).stat().st_size for f in files},
-            "stats": {"image_acc": correct / max(n, 1),
-                      "feature_min": feature_min, "feature_max": feature_max,
-                      "cell_acc": cells_correct / max(n * gh * gw, 1),
-                      "extract_seconds": seconds, "images_per_s": n / max(seconds, 1e-9)},
-        }
-        meta[META_CHECKSUM] = meta_checksum(meta)
-        (tmp / META).write_text(json.dumps(meta, indent=1))
-        exchange_or_replace(tmp, out)  # readers see the old bank or the new one
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return FeatureBank.load(out)  # hashes the files once more, as read back, and records it

@@ -28,10 +28,13 @@ from glimpse_gym.errors import BankError
 from glimpse_gym.fileio import atomic_write, file_sha256, json_checksum
 
 FORMAT = "glimpse-gym-bank/1"
+FORMAT_SHARDED = "glimpse-gym-bank/2"  # the arrays in parts: meta.json has "shards"
+FORMATS = (FORMAT, FORMAT_SHARDED)
+LAYOUTS = ("channels-first", "channels-last")
 META = "meta.json"
 HEAD = "head.npz"
 META_CHECKSUM = "meta_sha256"
-ARRAY_DTYPES = {"features": ("float16", "float32"), "logits": ("float32",),
+ARRAY_DTYPES = {"features": ("float16", "float32", "int8"), "logits": ("float32",),
                 "labels": ("int64",), "images": ("uint8",)}
 
 
@@ -52,9 +55,10 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise BankError(f"{meta_path} cannot be read: {exc.strerror or exc}") from None
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BankError(f"{meta_path} is damaged (not valid JSON: {exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in FORMATS:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise BankError(f"{meta_path}: format is {found!r}, expected {FORMAT!r}")
+        raise BankError(f"{meta_path}: format is {found!r}, expected one of {FORMATS} (a "
+                        "bank written by a newer version of glimpse-gym needs that version)")
     stored = meta.get(META_CHECKSUM)
     if stored is None:
         raise BankError(f"{meta_path} has no {META_CHECKSUM}, so changes to it could not be "
@@ -74,6 +78,11 @@ def _int(value: Any, minimum: int = 1) -> bool:
 def _ints(value: Any, length: int, minimum: int = 1) -> bool:
     return isinstance(value, list) and len(value) == length and all(
         _int(v, minimum) for v in value)
+
+
+def array_files(spec: dict[str, Any]) -> list[str]:
+    """The files of one array of ``meta.json``'s ``arrays``: ``[file]``, or its parts."""
+    return list(spec["files"]) if "files" in spec else [spec["file"]]
 
 
 def _plain_name(name: Any) -> bool:
@@ -136,23 +145,43 @@ def check_meta(meta: dict[str, Any], meta_path: Path) -> None:
     shapes = {"features": [n, d, *grid], "logits": [n, k, *grid], "labels": [n],
               "images": [n, c, hgt, wid]}
     arrays = meta["arrays"]
-    for name in sorted(set(ARRAY_DTYPES) - {"images"} - set(arrays)):
+    sharded = meta["format"] == FORMAT_SHARDED
+    shards = meta.get("shards")
+    if sharded and not (isinstance(shards, list) and shards and all(_int(s) for s in shards)
+                        and sum(shards) == n):
+        problems.append(f"shards must be a list of positive image counts adding up to "
+                        f"dataset.num_images {n}, not {shards!r}")
+        shards = None
+    elif not sharded and shards is not None:
+        problems.append(f"shards is given, but format {FORMAT!r} is a bank in one part")
+    for name in sorted(set(ARRAY_DTYPES) - {"images", "logits"} - set(arrays)):
         problems.append(f"arrays.{name} is missing")
     for name, spec in arrays.items():
         if name not in ARRAY_DTYPES:
             problems.append(f"arrays.{name} is not an array of a bank")
             continue
-        if not (isinstance(spec, dict) and _plain_name(spec.get("file"))):
-            problems.append(f"arrays.{name} must name a file inside the bank")
+        if not isinstance(spec, dict) or not (
+                _plain_name(spec.get("file")) if not sharded else (
+                    isinstance(spec.get("files"), list) and shards is not None
+                    and len(spec["files"]) == len(shards)
+                    and all(_plain_name(f) for f in spec["files"]))):
+            problems.append(f"arrays.{name} must name a file inside the bank" if not sharded
+                            else f"arrays.{name}.files must name one file inside the bank "
+                            "per shard")
             continue
+        if spec.get("layout", "channels-first") not in LAYOUTS or (
+                "layout" in spec and name not in ("features", "logits")):
+            problems.append(f"arrays.{name}.layout {spec.get('layout')!r} is not one of "
+                            f"{LAYOUTS} (features and logits only)")
         if spec.get("dtype") not in ARRAY_DTYPES[name]:
             problems.append(f"arrays.{name}.dtype {spec.get('dtype')!r} is not one of "
                             f"{ARRAY_DTYPES[name]}")
         if spec.get("shape") != shapes[name]:
             problems.append(f"arrays.{name}.shape {spec.get('shape')!r} disagrees with the "
                             f"other fields (expected {shapes[name]})")
-    files = {spec["file"] for spec in arrays.values() if isinstance(spec, dict)
-             and _plain_name(spec.get("file"))} | {HEAD}
+    files = {f for spec in arrays.values() if isinstance(spec, dict)
+             for f in (spec.get("files") if sharded else [spec.get("file")]) or []
+             if _plain_name(f)} | {HEAD}
     sums, sizes = meta["checksums"], meta["sizes"]
     for f in sorted(files):
         if not (isinstance(sums.get(f), str) and len(sums[f]) == 64):

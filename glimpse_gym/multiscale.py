@@ -57,7 +57,8 @@ from glimpse_gym.bagnet.scales import (
     level_size,
     resize_images,
 )
-from glimpse_gym.bank import FeatureBank, write_bank
+from glimpse_gym.bank import FeatureBank
+from glimpse_gym.bank_write import write_bank
 from glimpse_gym.datasets import ImageDataset, TensorImageDataset
 from glimpse_gym.errors import BankError, UsageError
 from glimpse_gym.fileio import (

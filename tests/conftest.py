@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,7 +18,11 @@ OFFICIAL_JSON = SHARED_DATA / "bagnet" / "official_state_dicts.json"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 # records of verified banks go to a throw-away cache, not the user's
-os.environ["GLIMPSE_GYM_CACHE"] = tempfile.mkdtemp(prefix="glimpse-gym-test-cache-")
+# (removed when the session ends, as are the log folders SB3 makes when given none)
+_TEST_TMP = tempfile.mkdtemp(prefix="glimpse-gym-test-cache-")
+os.environ["GLIMPSE_GYM_CACHE"] = _TEST_TMP
+os.environ["SB3_LOGDIR"] = os.path.join(_TEST_TMP, "sb3")
+atexit.register(shutil.rmtree, _TEST_TMP, ignore_errors=True)
 
 
 def has_mnist() -> bool:

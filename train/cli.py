@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 
-from glimpse_gym.errors import GlimpseGymError
+from glimpse_gym.errors import GlimpseGymError, UsageError
 from train.config import add_dataclass_arguments, config_from_args
 
 
@@ -135,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     except (GlimpseGymError, OSError) as exc:  # OSError: a file system's no (space, rights)
         if args.debug:
             traceback.print_exc()
-        print(f"glimpse: error: {exc}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # under torchrun: a mistake is said once, by
+        if rank in ("", "0"):                 # rank 0; other failures by the rank they hit
+            print(f"glimpse: error: {exc}", file=sys.stderr)
+        elif not isinstance(exc, UsageError):
+            print(f"glimpse: error (rank {rank}): {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"glimpse: interrupted{_resume_hint(cfg)}", file=sys.stderr)

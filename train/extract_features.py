@@ -1,4 +1,8 @@
-"""Step 1b: run a trained BagNet once over dataset splits and write feature banks."""
+"""Step 1b: run a trained BagNet once over dataset splits and write feature banks.
+
+Under ``torchrun --nproc-per-node=N`` the N processes write each bank together, by parts
+(:func:`glimpse_gym.bank_parallel.write_bank_distributed`); rank 0 commits it and prints.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from glimpse_gym.bagnet import load_bagnet
-from glimpse_gym.bank import FeatureBank, write_bank
+from glimpse_gym.bank import FeatureBank
+from glimpse_gym.bank_parallel import write_bank_distributed
+from glimpse_gym.bank_write import write_bank
 from glimpse_gym.datasets import dataset_options, make_dataset
+from glimpse_gym.distributed import Distributed, init_distributed, shutdown
 from glimpse_gym.errors import UsageError
 from glimpse_gym.multiscale import MultiScaleBank, check_scales, write_multiscale_bank
 from glimpse_gym.pretrained import resolve_checkpoint
 from train.config import parse_options
 from train.run import RunOptions, setup
+from train.tools import human_bytes
 
 
 @dataclass
@@ -41,6 +51,18 @@ class ExtractConfig(RunOptions):
     """also store the uint8 images (rendering and the occlusion test need them)"""
     num_workers: int = 0
     """DataLoader workers for datasets read from disk (imagefolder)"""
+    feature_dtype: str = "float16"
+    """how the features are stored: float16, or int8 with one scale per channel (half the
+    bytes; read back as float32)"""
+    store_logits: bool = True
+    """store the per-cell logits (--no-store-logits: compute them from the features by the
+    bank's linear head at each read; for many classes, where they outweigh the features)"""
+    channels_last: bool = False
+    """store features and logits [N, H', W', C] (a cell's values contiguous: one page per
+    glimpse read from a bank on disk); read back as [N, C, H', W'] all the same"""
+    shard_images: int | None = None
+    """write each bank's arrays in parts of this many images (features-00000.npy, ...),
+    read as one; default: one part (under torchrun: one part per process)"""
     scales: str | None = None
     """write multi-scale banks instead (TNet's levels): the BagNet on the images resized by
     each of these comma-separated, rising scales ending with 1, e.g. 0.25,0.5,1"""
@@ -52,7 +74,7 @@ class ExtractConfig(RunOptions):
 
 def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank | MultiScaleBank]:
     """Write one bank (or, with ``--scales``, one multi-scale bank) per split; return them by
-    split name."""
+    split name (under torchrun: on rank 0; the other ranks return an empty dict)."""
     scales = None
     if cfg.scales is not None:
         try:
@@ -60,10 +82,31 @@ def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank | MultiScaleBa
         except ValueError:
             raise UsageError(f"--scales must be comma-separated numbers, got {cfg.scales!r}") \
                 from None
+    compact = {"--shard-images": cfg.shard_images is not None,
+               "--feature-dtype int8": cfg.feature_dtype != "float16",
+               "--no-store-logits": not cfg.store_logits, "--channels-last": cfg.channels_last}
+    if scales is not None and any(compact.values()):
+        raise UsageError(f"{', '.join(k for k, v in compact.items() if v)}: for single-scale "
+                         "banks; multi-scale banks (--scales) are written in one part, float16, "
+                         "channels-first, with their logits")
     if cfg.level_checkpoint and scales is None:
         raise UsageError("--level-checkpoint gives a level of a multi-scale bank its own "
                          "BagNet: it needs --scales")
     device = setup(cfg.device, cfg.threads)
+    group = init_distributed(device)  # under torchrun: one process group, a device each
+    if group is not None:
+        if scales is not None:
+            raise UsageError("extract-features under torchrun writes single-scale banks; "
+                             "write multi-scale banks (--scales) with one process")
+        device = group.device
+    try:
+        return _extract(cfg, scales, device, group)
+    finally:
+        shutdown(group)
+
+
+def _extract(cfg: ExtractConfig, scales: list[float] | None, device: torch.device,
+             group: Distributed | None) -> dict[str, FeatureBank | MultiScaleBank]:
     model, ckpt = load_bagnet(resolve_checkpoint(cfg.checkpoint), device)
     level_bagnets = {}
     for item in cfg.level_checkpoint:
@@ -104,18 +147,28 @@ def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank | MultiScaleBa
             for i, level in enumerate(banks[split].levels):
                 _summary(f"{target} level {i} (x{level.scale:g})", level.bank)
             continue
-        bank = write_bank(model, ds, target, checkpoint=ckpt, batch_size=cfg.batch_size,
-                          device=device, store_images=cfg.store_images, overwrite=cfg.overwrite,
-                          dataset_options=opts, num_workers=cfg.num_workers,
-                          progress=cfg.progress)
-        _summary(str(target), bank)
-        banks[split] = bank
-    print(f"wrote: {', '.join(str(b.path) for b in banks.values())}")
+        kw = dict(checkpoint=ckpt, batch_size=cfg.batch_size, store_images=cfg.store_images,
+                  overwrite=cfg.overwrite, dataset_options=opts, num_workers=cfg.num_workers,
+                  progress=cfg.progress, shard_images=cfg.shard_images,
+                  feature_dtype=cfg.feature_dtype, store_logits=cfg.store_logits,
+                  channels_last=cfg.channels_last)
+        if group is None:
+            bank = write_bank(model, ds, target, device=device, **kw)
+        else:
+            bank = write_bank_distributed(model, ds, target, group=group, **kw)
+        if bank is not None:  # rank 0 of a process group prints and returns the banks
+            _summary(str(target), bank)
+            banks[split] = bank
+    if banks:
+        print(f"wrote: {', '.join(str(b.path) for b in banks.values())}"
+              + (f" ({group.world} processes)" if group is not None else ""))
     return banks
 
 
 def _summary(what: str, bank: FeatureBank) -> None:
-    s = bank.meta["stats"]
+    s, st = bank.meta["stats"], bank.storage()
     print(f"{what}: {bank.num_images} images, grid {bank.grid}, features "
-          f"{tuple(bank.features.shape)} float16 | image acc {s['image_acc']:.4f} "
-          f"cell acc {s['cell_acc']:.4f} | {s['images_per_s']:.0f} img/s")
+          f"{tuple(bank.features.shape)} {bank.meta['arrays']['features']['dtype']} | image acc "
+          f"{s['image_acc']:.4f} cell acc {s['cell_acc']:.4f} | {s['images_per_s']:.0f} img/s "
+          f"| {human_bytes(st['total'])} in {st['parts']} part(s), "
+          f"{human_bytes(st['per_image'])} per image")

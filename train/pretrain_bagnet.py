@@ -4,6 +4,13 @@ Every cell's logits are trained to predict the image label (cross-entropy averag
 cells), as in Saccader's first training step (Elsayed et al. 2019); the image-level
 prediction is the argmax of the spatially averaged logits. AdamW, linear warm-up then cosine
 decay, TensorBoard scalars, a progress bar, an atomic checkpoint every epoch and ``--resume``.
+
+Under ``torchrun --nproc-per-node=N`` it trains with DistributedDataParallel (gloo on CPUs,
+NCCL on GPUs): each step's ``--batch-size`` images are split evenly over the N processes
+(:func:`glimpse_gym.distributed.rank_batches`), so the steps, the schedule and the checkpoint
+are those of one process and ``--resume`` works with any number of processes; rank 0 alone
+evaluates, prints and writes the checkpoint. BatchNorm statistics are each process's own
+(rank 0's are saved).
 """
 
 from __future__ import annotations
@@ -25,21 +32,22 @@ from glimpse_gym.bagnet import (
     evaluate_bagnet,
     image_logits,
     iterate_batches,
+    load_backbone,
     load_checkpoint,
     preprocess,
     save_checkpoint,
 )
-from glimpse_gym.datasets import ImageDataset, TensorImageDataset, dataset_options, make_dataset
+from glimpse_gym.datasets import ImageDataset, dataset_options, make_dataset
+from glimpse_gym.distributed import all_sum, init_distributed, rank_batches, shutdown
 from glimpse_gym.errors import CheckpointError, UsageError
 from glimpse_gym.fileio import write_json
 from glimpse_gym.multiscale import (
-    at_scale,
     batchnorm_statistics,
-    check_scales,
     level_size,
     resize_images,
 )
 from train.config import parse_options
+from train.pretrain_scales import by_scale, parse_scales
 from train.run import TrainOptions, prepare_out, setup
 
 
@@ -71,6 +79,15 @@ class PretrainConfig(TrainOptions):
     """add NAM channel attention (bagnet-small / bagnet-tiny)"""
     nam_l1: float = 1e-4
     """L1 penalty on the NAM gammas (with --nam)"""
+    bottleneck: int | None = None
+    """D: put a learned 1x1 bottleneck to D what-features, with a new per-cell head, on the
+    architecture (compact banks for big backbones, e.g. 64 on bagnet33)"""
+    backbone_weights: str | None = None
+    """with --bottleneck: start the backbone from these weights (a published BagNet .pth
+    state_dict, or a pretrain-bagnet checkpoint of the same architecture; its head unused)"""
+    freeze_backbone: bool = False
+    """with --bottleneck: train only the bottleneck and the head (the backbone's weights and
+    BatchNorm statistics stay as loaded)"""
     epochs: int = 10
     """passes over the training split"""
     batch_size: int = 128
@@ -141,13 +158,41 @@ def _arch(cfg: PretrainConfig, train: ImageDataset) -> tuple[str, dict[str, Any]
         if cfg.feature_dim is not None:
             kwargs["feature_dim"] = cfg.feature_dim
         kwargs["nam"] = cfg.nam
+    if cfg.bottleneck is not None:
+        if cfg.bottleneck < 1:
+            raise UsageError(f"--bottleneck must be a positive number of features, got "
+                             f"{cfg.bottleneck}")
+        kwargs["bottleneck"] = cfg.bottleneck
+    elif cfg.backbone_weights or cfg.freeze_backbone:
+        raise UsageError("--backbone-weights and --freeze-backbone set up the backbone under "
+                         "a bottleneck: add --bottleneck D")
     return arch, kwargs
 
 
+def _build(cfg: PretrainConfig, arch: str, kwargs: dict[str, Any]) -> torch.nn.Module:
+    """The model, its backbone loaded and frozen as asked."""
+    model = build_bagnet(arch, **kwargs)
+    if cfg.backbone_weights:
+        load_backbone(model, cfg.backbone_weights)
+    if cfg.freeze_backbone:
+        model.freeze_backbone()
+    return model
+
+
 def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
-    """Train a BagNet with the per-location loss; return the final metrics and timings."""
-    wall_start = time.perf_counter()
+    """Train a BagNet with the per-location loss; return the final metrics and timings
+    (under torchrun, on every rank: rank 0's)."""
     device = setup(cfg.device, cfg.threads)
+    group = init_distributed(device)
+    try:
+        return _pretrain(cfg, device if group is None else group.device, group)
+    finally:
+        shutdown(group)
+
+
+def _pretrain(cfg: PretrainConfig, device: torch.device, group: Any) -> dict[str, Any]:
+    wall_start = time.perf_counter()
+    leader = group is None or group.leader
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out).expanduser()
 
@@ -159,15 +204,18 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
     arch, arch_kwargs = _arch(cfg, train_set)
     prepare_out(out.parent, finished=(), checkpoints=(out.name,), resume=cfg.resume,
                 overwrite=cfg.overwrite)
-    model = build_bagnet(arch, **arch_kwargs).to(device)
+    model = _build(cfg, arch, arch_kwargs).to(device)
+    net = model if group is None else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None)
     mean, std = list(train_set.mean), list(train_set.std)
-    scales = _scales(cfg, model, train_set)
+    scales = parse_scales(cfg, model, train_set)
     num_train = len(train_set) if cfg.max_train_images is None else min(cfg.max_train_images,
                                                                         len(train_set))
     steps_per_epoch = math.ceil(num_train / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = max(1, int(cfg.warmup * total_steps))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=cfg.lr, weight_decay=cfg.weight_decay)
     def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to 0
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return min((step + 1) / warmup_steps, 0.5 * (1 + math.cos(math.pi * progress)))
@@ -187,14 +235,16 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, elapsed = state["epoch"], state["elapsed_s"]
         mean, std = ckpt["normalization"]["mean"], ckpt["normalization"]["std"]
-    writer = SummaryWriter(str(logdir))
+    writer = SummaryWriter(str(logdir)) if leader else None
     meta = dict(arch=arch, arch_kwargs=arch_kwargs, class_names=train_set.class_names, mean=mean,
                 std=std, image_shape=list(train_set.image_shape),
                 dataset={"name": cfg.dataset, "options": parse_options(cfg.data_option),
                          "seed": cfg.seed}, config=asdict(cfg))
-    print(f"pretrain-bagnet: {arch} rf={model.rf} stride={model.stride} "
-          f"grid={model.grid_size(*train_set.image_shape[1:])} on {cfg.dataset} "
-          f"({num_train} train / {len(val_set)} val images), device {device}")
+    say = print if leader else (lambda *a, **k: None)
+    say(f"pretrain-bagnet: {arch} rf={model.rf} stride={model.stride} "
+        f"grid={model.grid_size(*train_set.image_shape[1:])} on {cfg.dataset} "
+        f"({num_train} train / {len(val_set)} val images), device {device}"
+        + (f", {group.world} processes" if group is not None else ""))
 
     # the last epoch's metrics (all of them if a finished run is resumed: only the final steps)
     metrics: dict[str, Any] = dict(ckpt.get("metrics", {})) if cfg.resume else {}
@@ -206,13 +256,13 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
             train_set = make_split(cfg, "train", layout_seed=epoch)
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(
             cfg.seed * 100_003 + epoch))[:num_train]
-        model.train()
+        mine, batch = rank_batches(order, cfg.batch_size, group)
+        net.train()
         t0 = time.perf_counter()
-        sums = {"loss": 0.0, "cell_acc": 0.0, "image_acc": 0.0}
-        bar = tqdm(iterate_batches(train_set, cfg.batch_size, indices=order,
-                                   num_workers=cfg.num_workers),
+        sums = {"loss": 0.0, "cell_acc": 0.0, "image_acc": 0.0, "images": 0.0}
+        bar = tqdm(iterate_batches(train_set, batch, indices=mine, num_workers=cfg.num_workers),
                    total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.progress, leave=False)
+                   disable=not (cfg.progress and leader), leave=False)
         scale_rng = np.random.default_rng(cfg.seed * 1_000_003 + epoch)
         for images, labels in bar:
             if scales:  # one scale per batch
@@ -221,7 +271,7 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
             x = preprocess(images, mean, std, device)
             y = labels.to(device)
             # -------------------------------------------------------- loss
-            logits = model(x).logits
+            logits = net(x).logits
             target = y[:, None, None].expand(-1, *logits.shape[2:])
             loss = F.cross_entropy(logits, target)
             if cfg.image_loss:
@@ -238,36 +288,46 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
                 sums["loss"] += loss.item() * b
                 sums["cell_acc"] += (logits.argmax(1) == target).float().mean().item() * b
                 sums["image_acc"] += (image_logits(logits).argmax(1) == y).float().sum().item()
+                sums["images"] += b
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        sums = all_sum(sums, group)  # every rank's share of the epoch
         epoch_time = time.perf_counter() - t0
         train_time += epoch_time
-        train_images_seen += len(order)
+        seen = int(sums.pop("images"))
+        train_images_seen += seen
         elapsed += epoch_time
+        if not leader:  # rank 0 evaluates and writes the checkpoint; the others wait for it
+            group.barrier()
+            continue
 
         # ------------------------------------------------------------ evaluate and log
         val = evaluate_bagnet(model, val_set, mean, std, device, cfg.eval_batch_size,
                               cfg.num_workers)
         step = (epoch + 1) * steps_per_epoch
-        train_stats = {k: v / len(order) for k, v in sums.items()}
+        train_stats = {k: v / seen for k, v in sums.items()}
         for k, v in train_stats.items():
             writer.add_scalar(f"train/{k}", v, step)
         for k in ("loss", "cell_acc", "image_acc", "image_error"):
             writer.add_scalar(f"val/{k}", val[k], step)
         writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-        writer.add_scalar("train/images_per_s", len(order) / epoch_time, step)
+        writer.add_scalar("train/images_per_s", seen / epoch_time, step)
         metrics = {"epoch": epoch + 1, "train": train_stats, "val": val, "train_time_s": elapsed,
                    "images_per_epoch": num_train}
         if scales:
-            metrics["val_by_scale"] = _by_scale(model, val_set, scales, mean, std, device, cfg)
+            metrics["val_by_scale"] = by_scale(model, val_set, scales, mean, std, device, cfg)
             for key, row in metrics["val_by_scale"].items():
                 writer.add_scalar(f"val/image_error_x{key}", row["image_error"], step)
         print(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_stats['loss']:.4f} "
               f"train image acc {train_stats['image_acc']:.4f} | val image error "
               f"{val['image_error']:.4%} cell acc {val['cell_acc']:.4f} | "
-              f"{len(order) / epoch_time:.0f} img/s")
+              f"{seen / epoch_time:.0f} img/s")
         train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                        "epoch": epoch + 1, "elapsed_s": elapsed, "config": asdict(cfg)}
         save_checkpoint(out, model, metrics=metrics, train_state=train_state, **meta)
+        if group is not None:
+            group.barrier()
+    if not leader:
+        return metrics
 
     bn_by_scale = None
     if scales and cfg.resample_canvases and start_epoch >= cfg.epochs > 1:
@@ -277,8 +337,8 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
                                      std, device, cfg.eval_batch_size)
         model.load_state_dict(stats.pop("1"), strict=False)
         bn_by_scale = stats
-        metrics["val_by_scale"] = _by_scale(model, val_set, scales, mean, std, device, cfg,
-                                            bn_by_scale)
+        metrics["val_by_scale"] = by_scale(model, val_set, scales, mean, std, device, cfg,
+                                           bn_by_scale)
         metrics["val"] = metrics["val_by_scale"]["1"]
         print(f"BatchNorm statistics per scale, from {min(cfg.bn_images, len(train_set))} "
               "training images: val image error " + ", ".join(
@@ -290,8 +350,8 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
                                cfg.num_workers)
         metrics["test"] = test
         if scales:
-            metrics["test_by_scale"] = _by_scale(model, test_set, scales, mean, std, device, cfg,
-                                                 bn_by_scale)
+            metrics["test_by_scale"] = by_scale(model, test_set, scales, mean, std, device, cfg,
+                                                bn_by_scale)
             print("test image error by scale: " + ", ".join(
                 f"x{k} {row['image_error']:.2%}" for k, row in metrics["test_by_scale"].items()))
         writer.add_scalar("test/image_error", test["image_error"], cfg.epochs)
@@ -308,38 +368,3 @@ def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
     print(f"wrote: {out} (checkpoint), {out.parent / 'metrics.json'}, TensorBoard logs in "
           f"{logdir}")
     return metrics
-
-
-def _scales(cfg: PretrainConfig, model: torch.nn.Module, train: ImageDataset) -> list[float]:
-    """``--scales`` parsed and checked against the images and the receptive field."""
-    if cfg.scales is None:
-        return []
-    try:
-        scales = check_scales([float(x) for x in cfg.scales.split(",")])
-    except ValueError:
-        raise UsageError(f"--scales must be comma-separated numbers, got {cfg.scales!r}") from None
-    if not train.in_memory:
-        raise UsageError(f"--scales needs a dataset held in memory; {cfg.dataset!r} is read "
-                         "from disk image by image")
-    size = level_size(train.image_shape[1:], scales[0])
-    if min(model.grid_size(*size)) < 1:
-        raise UsageError(f"--scales: at {scales[0]} the images are {size[0]}x{size[1]}, "
-                         f"smaller than the receptive field ({model.rf} px)")
-    return scales
-
-
-def _by_scale(model: torch.nn.Module, data: ImageDataset, scales: list[float],
-              mean: list[float], std: list[float], device: torch.device,
-              cfg: PretrainConfig, bn_by_scale: dict[str, Any] | None = None
-              ) -> dict[str, dict[str, Any]]:
-    """The image error and cell accuracy of ``data`` resized by each scale (with that
-    scale's BatchNorm statistics where ``bn_by_scale`` has them)."""
-    rows = {}
-    for s in scales:
-        resized = TensorImageDataset(data.name, data.split, resize_images(
-            data.images, level_size(data.image_shape[1:], s)), data.labels, data.class_names,
-            mean, std)
-        with at_scale(model, bn_by_scale, s):
-            rows[f"{s:g}"] = evaluate_bagnet(model, resized, mean, std, device,
-                                             cfg.eval_batch_size, cfg.num_workers)
-    return rows

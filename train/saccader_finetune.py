@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from glimpse_gym.bagnet import load_bagnet, preprocess
 from glimpse_gym.bagnet.checkpoint import save_checkpoint
-from glimpse_gym.bank import write_bank
+from glimpse_gym.bank_write import write_bank
 from glimpse_gym.datasets import TensorImageDataset
 from glimpse_gym.envs.source import GlimpseSource, load_source
 from glimpse_gym.errors import CheckpointError, UsageError

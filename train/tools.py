@@ -48,13 +48,32 @@ def bank_info(cfg: BankInfoConfig) -> None:
     bank = FeatureBank.load(cfg.bank, verify=cfg.verify)
     summary = {k: bank.meta[k] for k in ("dataset", "model", "grid", "image_shape", "stats")}
     summary["dataset"] = {k: v for k, v in summary["dataset"].items() if k != "class_names"}
+    summary["storage"] = bank.storage()
     print(json.dumps(summary, indent=1))
+    st = summary["storage"]
+    print(f"{bank.num_images:,} images in {st['parts']} part{'s' * (st['parts'] > 1)}: "
+          f"{human_bytes(st['total'])} on disk, {human_bytes(st['per_image'])} per image ("
+          + ", ".join(f"{k} {human_bytes(v / max(bank.num_images, 1))}"
+                      for k, v in st["arrays"].items()) + ")")
     print(f"ok: {bank.path}" + (" (checksums verified)" if cfg.verify else ""))
     if cfg.glimpses:
         from glimpse_gym.envs.source import source_from_bank
         from train.evaluate import print_baselines
 
         print_baselines(source_from_bank(bank), cfg.glimpses)
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``'1.5 kB'`` (powers of 1000, as disks are sold).
+
+    >>> human_bytes(512), human_bytes(73_728), human_bytes(94.4e9)
+    ('512 B', '73.7 kB', '94.4 GB')
+    """
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from glimpse_gym.bagnet.bottleneck import BottleneckBagNet, load_backbone
 from glimpse_gym.bagnet.checkpoint import (
     build_bagnet,
     load_bagnet,
@@ -43,6 +44,7 @@ __all__ = [
     "ARCHITECTURES",
     "BagNetBase",
     "BagNetOutput",
+    "BottleneckBagNet",
     "NAMChannelAttention",
     "OfficialBagNet",
     "SmallBagNet",
@@ -55,6 +57,7 @@ __all__ = [
     "evaluate_bagnet",
     "image_logits",
     "iterate_batches",
+    "load_backbone",
     "load_bagnet",
     "load_checkpoint",
     "load_official_weights",

@@ -41,13 +41,18 @@ REQUIRED = ("arch", "arch_kwargs", "state_dict", "model_hash", "class_names", "n
 
 
 def build_bagnet(arch: str, **kwargs: Any) -> BagNetBase:
-    """Instantiate a registered architecture (see ``ARCHITECTURES``) with its kwargs."""
+    """Instantiate a registered architecture (see ``ARCHITECTURES``) with its kwargs;
+    ``bottleneck=D`` wraps it in a :class:`~glimpse_gym.bagnet.bottleneck.BottleneckBagNet`
+    of D what-features."""
     from glimpse_gym.bagnet import ARCHITECTURES
+    from glimpse_gym.bagnet.bottleneck import BottleneckBagNet
 
     if arch not in ARCHITECTURES:
         raise UnknownNameError(f"unknown BagNet architecture {arch!r}; valid: "
                                f"{', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](**kwargs)
+    bottleneck = kwargs.pop("bottleneck", None)
+    model = ARCHITECTURES[arch](**kwargs)
+    return model if bottleneck is None else BottleneckBagNet(model, int(bottleneck))
 
 
 def weights_hash(state: dict[str, torch.Tensor],

@@ -11,6 +11,7 @@ bottom-right to match); receptive field 9, 17 or 33 pixels, total stride 8.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -133,6 +134,21 @@ def bagnet33(num_classes: int = 1000, in_channels: int = 3) -> OfficialBagNet:
     return _official(33, num_classes, in_channels)
 
 
+def read_state_dict(path: Path, what: str) -> dict[str, Any]:
+    """The ``state_dict`` in ``path`` (a bare one, or a checkpoint's ``state_dict``), keys
+    without DistributedDataParallel's ``module.`` prefix; read with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: no readable file, or no state_dict in it.
+    """
+    state = read_torch(path, what)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    return {str(k).removeprefix("module."): v for k, v in state.items()}
+
+
 def load_official_weights(model: OfficialBagNet, path: str | Path) -> OfficialBagNet:
     """Load a published BagNet ``state_dict`` (a local ``.pth`` file) with ``strict=True``.
 
@@ -143,12 +159,7 @@ def load_official_weights(model: OfficialBagNet, path: str | Path) -> OfficialBa
             or keys or shapes that differ from the model's (torch's message lists them).
     """
     path = Path(path).expanduser()
-    state = read_torch(path, "BagNet state_dict")
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state_dict")
-    state = {str(k).removeprefix("module."): v for k, v in state.items()}
+    state = read_state_dict(path, "BagNet state_dict")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -162,8 +162,8 @@ class GlimpseEnv(gym.Env):
         a memory map's rows read without its per-index overhead) and the partial mode's
         observation buffer, whose revealed rows are blanked at each reset."""
         n, d, cells = self.source.num_images, self.source.feature_dim, self.num_cells
-        self._feature_bank = np.asarray(self.source.features).reshape(n, d, cells)
-        self._logit_bank = np.asarray(self.source.logits).reshape(n, -1, cells)
+        self._feature_bank = _by_image(self.source.features, n, d, cells)
+        self._logit_bank = _by_image(self.source.logits, n, -1, cells)
         self._labels = np.asarray(self.source.labels)
         if self.observation_mode == "partial" and not hasattr(self, "_features"):
             self._features = np.zeros((cells, d), np.float32)
@@ -281,6 +281,15 @@ class GlimpseEnv(gym.Env):
             self._image_features = self._feature_bank[self._index]
             if self.head is None:
                 self._game.cell_logits = self._logit_bank[self._index]
+
+
+def _by_image(array: Any, *shape: int) -> Any:
+    """A bank array reshaped without a copy (a memory map as a plain array, so a row reads
+    without the memory map's per-index overhead; a bank of parts part by part, a compact
+    bank's decoding views as views)."""
+    if isinstance(array, np.ndarray):
+        return np.asarray(array).reshape(*shape)
+    return array.reshape(*shape)
 
 
 def _float32_rows(grid: np.ndarray) -> np.ndarray:

@@ -24,7 +24,8 @@ import torch
 
 from glimpse_gym.bagnet import iterate_batches, load_bagnet, preprocess
 from glimpse_gym.bagnet.common import cell_boxes
-from glimpse_gym.bank import FeatureBank, check_expected, write_bank
+from glimpse_gym.bank import FeatureBank, check_expected
+from glimpse_gym.bank_write import write_bank
 from glimpse_gym.cache import cache_dir
 from glimpse_gym.datasets import ImageDataset, TensorImageDataset, make_dataset
 from glimpse_gym.errors import BankError, UsageError

@@ -1,14 +1,17 @@
-"""The vector env's in-memory tables: a bank's arrays channels-last on the device, and numpy
+"""The vector env's bank tables: a bank's arrays channels-last in memory on the device (or,
+for a bank that does not fit, read from its memory-mapped files at each step), and numpy
 views of the step state for the compiled loops."""
 
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from glimpse_gym.bank_arrays import gather_cells
 from glimpse_gym.envs.memory import large_empty
 
 if TYPE_CHECKING:
@@ -27,6 +30,93 @@ class HostViews:
         self.unvisited = env._unvisited.view(-1).numpy()
         self.cells = env._cells.numpy()
         self.logit_sum = env._logit_sum.numpy()
+
+
+def table_bytes(src: GlimpseSource, observation: str, bank_dtype: str) -> int:
+    """Bytes :func:`bank_tables` holds in memory for ``src``."""
+    m, cells, d, k = src.num_images, math.prod(src.grid), src.feature_dim, src.num_classes
+    features = 0 if observation == "index" else d * (4 if bank_dtype == "float32" else 2)
+    return m * cells * (features + 4 * k)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for new data on this machine (Linux: MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def hold_in_memory(src: GlimpseSource, observation: str, bank_dtype: str,
+                   in_memory: bool | None, device: torch.device) -> bool:
+    """Whether the vector env copies the bank into memory: ``in_memory``, or by default when
+    the tables take at most half the free memory (always on CUDA, which cannot read a memory
+    map). Asked to copy a bank that does not fit: :class:`MemoryError` saying what to do."""
+    if device.type != "cpu":
+        return True
+    need, free = table_bytes(src, observation, bank_dtype), available_memory()
+    fits = free is None or need <= free // 2
+    if in_memory is None:
+        return fits
+    if in_memory and not fits:
+        raise MemoryError(f"in_memory=True: the bank's tables take {need / 1e9:.1f} GB and "
+                          f"{free / 1e9:.1f} GB of memory are free; use in_memory=False (read "
+                          "the memory-mapped bank at each step) or bank_dtype='float16'")
+    return bool(in_memory)
+
+
+class MappedRows:
+    """The table of :func:`bank_tables` without the table: ``index_select(0, rows)`` reads
+    rows ``image * H*W + cell`` (``[features | logits]``, or the logits alone) from the bank's
+    memory-mapped arrays, float32 on ``device``."""
+
+    def __init__(self, src: GlimpseSource, features: bool,
+                 head: tuple[np.ndarray, np.ndarray] | None, device: torch.device) -> None:
+        self.src, self.features, self.head, self.device = src, features, head, device
+        self.grid = src.grid
+        self.width = (src.feature_dim if features else 0) + src.num_classes
+
+    def index_select(self, dim: int, rows: torch.Tensor) -> torch.Tensor:
+        image, cell = np.divmod(rows.cpu().numpy(), math.prod(self.grid))
+        i, j = np.divmod(cell, self.grid[1])
+        what = gather_cells(self.src.features, image, i, j) \
+            if self.features or self.head is not None else None
+        logits = gather_cells(self.src.logits, image, i, j) if self.head is None else \
+            what @ self.head[0].T + self.head[1]
+        out = np.concatenate([what, logits], axis=1) if self.features else logits
+        return torch.from_numpy(np.ascontiguousarray(out, np.float32)).to(self.device)
+
+
+class MappedGrids:
+    """The full mode's ``[M, H*W, D]`` grids read from the bank per episode:
+    ``select_into(images, out)`` fills ``out [N, H*W, D]``."""
+
+    def __init__(self, src: GlimpseSource) -> None:
+        self.src = src
+
+    def select_into(self, images: torch.Tensor, out: torch.Tensor) -> None:
+        index = images.cpu().numpy()
+        order = np.argsort(index, kind="stable")  # read the file in order
+        grids = np.empty((len(index), *self.src.features.shape[1:]), np.float32)
+        grids[order] = np.asarray(self.src.features[index[order]], np.float32)
+        out.copy_(torch.from_numpy(grids).flatten(2).transpose(1, 2))
+
+
+def mapped_tables(src: GlimpseSource, observation: str,
+                  head: tuple[np.ndarray, np.ndarray] | None, device: torch.device
+                  ) -> tuple[MappedGrids | None, MappedRows, int]:
+    """:func:`bank_tables`' three, read from the memory-mapped bank at each step."""
+    glimpse_features = observation in ("partial", "glimpses")
+    grids = MappedGrids(src) if observation == "full" else None
+    return grids, MappedRows(src, glimpse_features, head, device), \
+        src.feature_dim if glimpse_features else 0
 
 
 def bank_tables(src: GlimpseSource, observation: str, bank_dtype: str,

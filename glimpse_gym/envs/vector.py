@@ -42,7 +42,7 @@ from glimpse_gym.envs.memory import large_empty
 from glimpse_gym.envs.outputs import VectorOutputs
 from glimpse_gym.envs.render import render_cells
 from glimpse_gym.envs.source import load_source
-from glimpse_gym.envs.tables import HostViews, bank_tables, wide
+from glimpse_gym.envs.tables import HostViews, bank_tables, hold_in_memory, mapped_tables, wide
 from glimpse_gym.errors import ResetNeeded
 
 
@@ -65,6 +65,11 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
     - ``bank_dtype``: ``"float32"`` (default) holds the bank's features in memory as float32,
       so starting an episode is a plain copy; ``"float16"`` halves that memory (a 55,000-image
       11x11x32 bank: 426 MB instead of 852 MB) at the cost of a conversion per episode.
+    - ``in_memory``: hold the bank in memory as above (``True``; a :class:`MemoryError` if
+      its tables take more than half the free memory), or read each step's cells from the
+      bank's memory-mapped files (``False``; for a bank larger than memory: a bank written
+      ``--channels-last`` reads one page per glimpse). Default ``None``: in memory when it
+      fits, so (always on CUDA). ``envs.in_memory`` says which.
 
     Observations: those of the single env, batched (``full``/``partial``: ``features [N,
     H*W*D] float32`` channels-last and ``visited [N, H*W] int8``; ``glimpses`` adds ``cells``
@@ -98,7 +103,8 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
                  expect: dict[str, Any] | None = None, render_mode: str | None = None,
                  device: str = "cpu", array_type: str = "numpy",
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
-                 copy: bool = True, bank_dtype: str = "float32") -> None:
+                 copy: bool = True, bank_dtype: str = "float32",
+                 in_memory: bool | None = None) -> None:
         mode = check_vector_args(num_envs, array_type, autoreset_mode)
         self.device = resolve_device(device)
         # what a copy re-runs __init__ with (see __getstate__): a bank by its path
@@ -109,7 +115,7 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
             data_options=data_options, max_images=max_images, glimpses=glimpses,
             observation=observation, head=head, expect=expect, render_mode=render_mode,
             device=str(self.device), array_type=array_type, autoreset_mode=mode, copy=copy,
-            bank_dtype=bank_dtype)
+            bank_dtype=bank_dtype, in_memory=in_memory)
         self.source = load_source(bank, dataset=dataset, split=split, checkpoint=checkpoint,
                                   seed=seed, root=root, data_options=data_options,
                                   max_images=max_images, expect=expect)
@@ -132,8 +138,13 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
 
         dev = self.device
-        self._bank, self._rows, self._logit_offset = bank_tables(
-            src, observation, bank_dtype, None if head is None else check_head(head, src), dev)
+        if bank_dtype not in ("float32", "float16"):
+            raise ValueError(f"bank_dtype must be 'float32' or 'float16', got {bank_dtype!r}")
+        head = None if head is None else check_head(head, src)
+        self.in_memory = hold_in_memory(src, observation, bank_dtype, in_memory, dev)
+        self._bank, self._rows, self._logit_offset = (
+            bank_tables(src, observation, bank_dtype, head, dev) if self.in_memory
+            else mapped_tables(src, observation, head, dev))
         self._labels = torch.from_numpy(np.array(src.labels)).to(dev)
         self._cov = CoverageTable(src.grid, src.rf, src.stride, src.image_shape[1:], dev)
         n = num_envs
@@ -150,7 +161,8 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
         self._obs_rows = self._obs_features.view(-1, d)
         self._obs_blank = wide(self._obs_rows)
         self._staging = (torch.empty((n, h * w, d), dtype=self._bank.dtype, device=dev)
-                         if observation == "full" and bank_dtype != "float32" else None)
+                         if observation == "full" and bank_dtype != "float32"
+                         and self.in_memory else None)
         self._visited = torch.zeros((n, self.num_cells), dtype=torch.int8, device=dev)
         self._unvisited = torch.ones((n, self.num_cells), dtype=torch.int8, device=dev)  # mask
         self._cells = torch.full((n, self.glimpses), -1, dtype=torch.long, device=dev)
@@ -344,7 +356,9 @@ class GlimpseVectorEnv(CopyByRebuild, VectorOutputs, VectorEnv):
             self._episode += 1
         if self.observation_mode == "full":  # the bandwidth-bound part of this
             # mode, first: the small state below is then in the caches for the first glimpse
-            if self._staging is None:  # float32 bank: gather straight into the observation
+            if not self.in_memory:  # read from the memory-mapped bank
+                self._bank.select_into(images, self._obs_features)
+            elif self._staging is None:  # float32 bank: gather straight into the observation
                 torch.index_select(self._bank, 0, images, out=self._obs_features)
             else:  # float16: gather into a reused buffer (a fresh one page-faults), convert
                 torch.index_select(self._bank, 0, images, out=self._staging)
