@@ -109,6 +109,12 @@ bench-bagnet-tta: $(BIN)/glimpse
 bench-startup: $(BIN)/glimpse
 	$(BIN)/python benchmarks/startup.py --out runs/bench/startup.json
 
+## bench-bank-scale: the vector env on a synthetic ImageNet-geometry bank larger than memory,
+## read from disk, against a bank in memory (writes about 1.1x the machine's memory to disk,
+## removed at the end)
+bench-bank-scale: $(BIN)/glimpse
+	$(BIN)/python benchmarks/bank_scale.py --remove --out runs/bench/bank_scale.json
+
 ## bench-bank-open: the cost of opening a feature bank (first open hashes it, later ones stat it)
 bench-bank-open: $(BIN)/glimpse
 	$(BIN)/python benchmarks/bank_open.py --out runs/bench/bank_open.json

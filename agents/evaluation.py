@@ -176,9 +176,13 @@ def full_image_accuracy(source: GlimpseSource, n: int | None = None) -> float:
     """Accuracy of the full-image BagNet on the first ``n`` images: the readout with every
     cell glimpsed (the summed logits of all cells, float64, first argmax)."""
     n = source.num_images if n is None else n
-    logits = torch.from_numpy(np.asarray(source.logits[:n], dtype=np.float64))
-    labels = torch.from_numpy(np.array(source.labels[:n]))
-    return (logits.sum(dim=(2, 3)).argmax(dim=1) == labels).double().mean().item()
+    correct = 0
+    for start in range(0, n, 1024):  # in blocks: a large bank is read, never held whole
+        stop = min(n, start + 1024)
+        logits = torch.from_numpy(np.asarray(source.logits[start:stop], dtype=np.float64))
+        labels = torch.from_numpy(np.array(source.labels[start:stop]))
+        correct += int((logits.sum(dim=(2, 3)).argmax(dim=1) == labels).sum())
+    return correct / max(n, 1)
 
 
 def compare(policies: Sequence[GlimpsePolicy], source: GlimpseSource, *,

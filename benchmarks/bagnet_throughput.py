@@ -6,6 +6,7 @@ Inputs are random uint8 images (throughput does not depend on their content), no
 as in training.
 
     python benchmarks/bagnet_throughput.py [--device auto] [--seconds 20] [--out result.json]
+    python benchmarks/bagnet_throughput.py --imagenet    # adds BagNet-33 at ImageNet's size
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glimpse_gym.bagnet import bagnet9, bagnet_small, bagnet_tiny, preprocess
+from glimpse_gym.bagnet import bagnet9, bagnet33, bagnet_small, bagnet_tiny, preprocess
 from glimpse_gym.device import resolve_device
 
 
@@ -80,12 +81,16 @@ def train_rate(model: nn.Module, size: int, channels: int, batch: int, seconds: 
 
 @torch.no_grad()
 def extract_rate(model: nn.Module, size: int, channels: int, batch: int, seconds: float,
-                 device: torch.device) -> float:
+                 device: torch.device, autocast: bool = False) -> float:
+    """Forward passes as ``extract-features`` runs them; with ``autocast``, in float16 on
+    CUDA (bfloat16 on the CPU)."""
     model = model.to(device).eval()
     images = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8)
+    half = torch.float16 if device.type == "cuda" else torch.bfloat16
 
     def step() -> None:
-        out = model(preprocess(images, [0.1] * channels, [0.3] * channels, device))
+        with torch.autocast(device.type, dtype=half, enabled=autocast):
+            out = model(preprocess(images, [0.1] * channels, [0.3] * channels, device))
         out.features.to(torch.float16).cpu()
         out.logits.float().cpu()
 
@@ -98,6 +103,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="time per measurement")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--imagenet", action="store_true",
+                        help="also BagNet-33 at 224x224 RGB (ImageNet's extraction), float32 "
+                             "and autocast (float16 on CUDA, bfloat16 on the CPU)")
+    parser.add_argument("--imagenet-batch", type=int, default=None,
+                        help="batch of the --imagenet rows (default: 64 on CUDA, 8 on the CPU)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     if args.threads:
@@ -113,12 +123,19 @@ def main() -> None:
         "bagnet-tiny 32x32, extract": extract_rate(bagnet_tiny(), 32, 1, 512, s, device),
         "bagnet9 (official) 96x96 RGB, extract": extract_rate(bagnet9(), 96, 3, 32, s, device),
     }
+    if args.imagenet:
+        b = args.imagenet_batch or (64 if device.type == "cuda" else 8)
+        half = "float16" if device.type == "cuda" else "bfloat16"
+        rows["bagnet33 (official) 224x224 RGB, extract, float32"] = extract_rate(
+            bagnet33(), 224, 3, b, s, device)
+        rows[f"bagnet33 (official) 224x224 RGB, extract, {half}"] = extract_rate(
+            bagnet33(), 224, 3, b, s, device, autocast=True)
     ref = rows["reference naive CNN 60x60, train"]
     print(f"device: {device} ({platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads), torch {torch.__version__}")
-    print(f"{'measurement':42s} {'images/s':>10s} {'x reference':>12s}")
+    print(f"{'measurement':52s} {'images/s':>10s} {'x reference':>12s}")
     for name, rate in rows.items():
-        print(f"{name:42s} {rate:10.0f} {rate / ref:12.2f}")
+        print(f"{name:52s} {rate:10.0f} {rate / ref:12.2f}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({

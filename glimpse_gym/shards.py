@@ -15,8 +15,10 @@ reads the whole array into memory.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import mmap
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -140,4 +142,33 @@ def stack(parts: Sequence[np.ndarray]) -> np.ndarray | ShardedArray:
     return parts[0] if len(parts) == 1 else ShardedArray(parts)
 
 
-__all__ = ["ShardedArray", "stack"]
+def memory_maps(array: Any) -> Iterator[mmap.mmap]:
+    """The memory maps behind a bank array in any of its forms (parts, int8 views, logits
+    computed by the head, numpy views of a memory map)."""
+    if isinstance(array, ShardedArray):
+        for part in array.parts:
+            yield from memory_maps(part)
+    elif hasattr(array, "raw"):  # int8 features
+        yield from memory_maps(array.raw)
+    elif hasattr(array, "weight") and hasattr(array, "features"):  # logits by the head
+        yield from memory_maps(array.features)
+    else:
+        while isinstance(array, np.ndarray):
+            if isinstance(getattr(array, "_mmap", None), mmap.mmap):
+                yield array._mmap
+                return
+            array = array.base
+
+
+def advise_random(array: Any) -> None:
+    """Tell the kernel that the files behind ``array`` are read at random: no read-ahead, so
+    reading one cell of a bank larger than memory brings in one page, not a run of them that
+    would push other cells out of the page cache. (Where the system cannot, nothing changes.)"""
+    if not hasattr(mmap, "MADV_RANDOM"):
+        return
+    for m in memory_maps(array):
+        with contextlib.suppress(OSError, ValueError):
+            m.madvise(mmap.MADV_RANDOM)
+
+
+__all__ = ["ShardedArray", "advise_random", "memory_maps", "stack"]

@@ -71,3 +71,29 @@ def test_agents_train_on_cuda(multiscale_banks, tmp_path) -> None:
     tnet = train_tnet(TNetConfig(banks=str(root), locations="3,2", epochs=1, device="cuda",
                                  out=str(tmp_path / "tnet"), progress=False))
     assert 0 <= tnet["test_error"] <= 1
+
+
+def test_a_compact_bank_written_on_cuda_matches_the_cpu(tmp_path) -> None:
+    """int8 features with their scales, no logits, channels-last, in parts, extracted on
+    CUDA: the cpu's bank to within an int8 step (convolutions differ in their last bits)."""
+    from glimpse_gym.bagnet import load_bagnet
+    from glimpse_gym.bank_write import write_bank
+    from glimpse_gym.datasets import make_dataset
+    from glimpse_gym.pretrained import default_checkpoint
+
+    data = make_dataset("digits", "val")
+    kw = dict(shard_images=50, feature_dtype="int8", store_logits=False, channels_last=True,
+              progress=False)
+    banks = []
+    for device in ("cpu", "cuda"):
+        model, ckpt = load_bagnet(default_checkpoint())
+        banks.append(write_bank(model, data, tmp_path / device, checkpoint=ckpt,
+                                device=device, **kw))
+    cpu, gpu = banks
+    np.testing.assert_allclose(gpu.features.scale, cpu.features.scale, rtol=1e-3)
+    diff = np.abs(np.asarray(gpu.features.raw, np.int16) - np.asarray(cpu.features.raw, np.int16))
+    assert diff.max() <= 1
+    env = GlimpseVectorEnv(4, bank=str(gpu.path), observation="partial", glimpses=3,
+                           device="cuda")
+    env.reset(seed=0)
+    env.step(np.arange(4))

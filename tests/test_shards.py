@@ -61,3 +61,22 @@ def test_parts_must_agree_and_stack_of_one_is_the_part():
         ShardedArray([a, np.zeros((2, 3), np.float16)])
     assert stack([a]) is a
     assert isinstance(stack([a, a]), ShardedArray)
+
+
+def test_the_memory_maps_behind_every_form_of_bank_array(tmp_path):
+    from glimpse_gym.bank_arrays import Dequantized, HeadLogits
+    from glimpse_gym.shards import advise_random, memory_maps
+
+    files = []
+    for i in range(2):
+        np.save(tmp_path / f"f{i}.npy", np.zeros((3, 2, 2, 2), np.int8))
+        files.append(np.load(tmp_path / f"f{i}.npy", mmap_mode="r"))
+    sharded = ShardedArray([np.moveaxis(f, -1, 1) for f in files])
+    features = Dequantized(sharded, np.ones(2, np.float32))
+    logits = HeadLogits(features, np.ones((5, 2), np.float32), np.zeros(5, np.float32))
+    want = [f._mmap for f in files]
+    for array in (sharded, features, logits, np.asarray(files[0])):
+        got = list(memory_maps(array))
+        assert got and all(any(g is w for w in want) for g in got)
+    assert list(memory_maps(np.zeros(3))) == []  # in memory: none
+    advise_random(logits)  # accepted by the kernel (or a no-op where it cannot)

@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
@@ -50,6 +49,7 @@ from train.run import (
     split_source,
     write_results,
 )
+from train.saccader_data import SaccaderSplit
 
 STAGES = ("all", "locations", "policy", "both", "finetune", "evaluate")
 
@@ -96,30 +96,6 @@ class SaccaderConfig(AgentOptions, SaccaderOptions):
     """output folder: locations.pt, policy.pt, results.json, tb/"""
 
 
-class _Split:
-    """A split's arrays as tensors: what-features ``[N, D, H, W]`` (float16, converted per
-    batch), BagNet logits ``[N, K, H, W]`` and labels."""
-
-    def __init__(self, source: GlimpseSource, device: torch.device) -> None:
-        self.source = source
-        self.features = torch.from_numpy(np.array(source.features)).to(device)
-        self.logits = torch.from_numpy(np.array(source.logits, dtype=np.float32)).to(device)
-        self.labels = torch.from_numpy(np.array(source.labels)).to(device)
-        self.device = device
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batches(self, batch_size: int, generator: torch.Generator | None = None,
-                limit: int | None = None):
-        n = len(self) if limit is None else min(limit, len(self))
-        order = (torch.randperm(len(self), generator=generator)[:n] if generator is not None
-                 else torch.arange(n))
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size].to(self.device)
-            yield self.features[idx].float(), self.logits[idx], self.labels[idx]
-
-
 def _sources(cfg: SaccaderConfig) -> dict[str, GlimpseSource]:
     return {s: load_source(**split_source(cfg.banks, s)) for s in ("train", "val", "test")}
 
@@ -162,7 +138,7 @@ def policy_loss(net: Saccader, what: torch.Tensor, labels: torch.Tensor, glimpse
 
 
 @torch.no_grad()
-def val_error(net: Saccader, split: _Split, glimpses: int, batch_size: int = 1024,
+def val_error(net: Saccader, split: SaccaderSplit, glimpses: int, batch_size: int = 1024,
               limit: int | None = None) -> float:
     """The Saccader's error after ``glimpses`` argmax glimpses, classified by its own head,
     on the first ``limit`` images of ``split`` (the per-epoch check; the final numbers come
@@ -230,7 +206,7 @@ def _checkpoint(path: Path, net: Saccader, opt: torch.optim.Optimizer, stage: st
     }, path)
 
 
-def _run_stage(stage: str, cfg: SaccaderConfig, net: Saccader, splits: dict[str, _Split],
+def _run_stage(stage: str, cfg: SaccaderConfig, net: Saccader, splits: dict[str, SaccaderSplit],
                out: Path, writer: SummaryWriter) -> list[dict[str, Any]]:
     epochs = cfg.location_epochs if stage == "locations" else cfg.policy_epochs
     path = out / f"{stage}.pt"
@@ -345,7 +321,7 @@ def train_saccader(cfg: SaccaderConfig) -> dict[str, Any]:
     if cfg.stage == "all":
         cfg.banks = _step1(cfg, out)
     sources = _sources(cfg)
-    splits = {s: _Split(src, device) for s, src in sources.items()}
+    splits = {s: SaccaderSplit(src, device) for s, src in sources.items()}
     net = build_saccader(sources["train"], cfg).to(device)
     writer = SummaryWriter(str(out / "tb"))
     results: dict[str, Any] = {"config": asdict(cfg), "bank": sources["train"].description,

@@ -30,6 +30,12 @@ from glimpse_gym.envs.copies import Recycler
 from glimpse_gym.envs.coverage import CoverageTable
 from glimpse_gym.envs.episodes import episode_images
 from glimpse_gym.envs.multiscale_env import MultiScaleEnv, render_opened
+from glimpse_gym.envs.multiscale_tables import (
+    ActionRows,
+    CoarseRows,
+    hold_multiscale_in_memory,
+    memory_tables,
+)
 from glimpse_gym.envs.outputs import VectorOutputs
 from glimpse_gym.errors import ResetNeeded
 from glimpse_gym.multiscale import MultiScaleBank
@@ -67,7 +73,10 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
     ``device``, ``array_type``, ``autoreset_mode`` and ``copy`` as in
     :class:`~glimpse_gym.envs.GlimpseVectorEnv`, and ``bank_dtype``: the action cells'
     features held as ``"float32"`` (default: a glimpse copies them) or ``"float16"`` (half
-    the memory, converted per glimpse). Observations: the single env's, batched
+    the memory, converted per glimpse), and ``in_memory`` as in the single-scale vector env
+    (None: the tables in memory when they take at most half the free memory, else the rows
+    read from the bank's files at each step, :mod:`~glimpse_gym.envs.multiscale_tables`;
+    ``envs.in_memory`` says which). Observations: the single env's, batched
     (``coarse [N, H0*W0*D]``, ``features [N, A*D]`` or ``[N, T*D]``, ``visited [N, A]``,
     ``cells`` and ``valid [N, T]``). Infos: ``index``, ``label``, ``prediction``,
     ``correct``, ``cells [N, T]`` (-1 where not glimpsed yet), ``action_mask [N, A] int8``,
@@ -83,7 +92,8 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
                  render_mode: str | None = None, device: str = "cpu",
                  array_type: str = "numpy",
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
-                 copy: bool = True, bank_dtype: str = "float32") -> None:
+                 copy: bool = True, bank_dtype: str = "float32",
+                 in_memory: bool | None = None) -> None:
         mode = check_vector_args(num_envs, array_type, autoreset_mode)
         if bank_dtype not in ("float32", "float16"):
             raise ValueError(f"bank_dtype must be 'float32' or 'float16', got {bank_dtype!r}")
@@ -96,7 +106,7 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
                                  observation=observation, render_mode=render_mode,
                                  device=str(dev),
                                  array_type=array_type, autoreset_mode=mode, copy=copy,
-                                 bank_dtype=bank_dtype)
+                                 bank_dtype=bank_dtype, in_memory=in_memory)
         self.num_envs, self.glimpses = num_envs, spec.glimpses
         self.observation_mode, self.render_mode = observation, render_mode
         self.array_type, self.copy = array_type, copy
@@ -109,6 +119,7 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._recycler = Recycler()
+        self.in_memory = hold_multiscale_in_memory(spec, bank_dtype, in_memory, dev)
         self._tables(spec, dev, getattr(torch, bank_dtype))
         n, a, d, t = num_envs, self.num_actions, self.feature_dim, self.glimpses
         k = len(self.class_names)
@@ -131,10 +142,11 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
         self._t, self._episode, self._autoreset, self._started = 0, 0, False, False
         # on the CPU one compiled pass per glimpse; the tensor path elsewhere (and on the
         # CPU when switched off, as the tests do)
-        self.compiled = dev.type == "cpu"
+        # (the compiled pass reads the logits table: in memory only)
+        self.compiled = dev.type == "cpu" and self.in_memory
         self._gathered = torch.zeros((n, d), dtype=torch.float32, device=dev)
-        self._staging = None if self._features.dtype == torch.float32 else \
-            torch.zeros((n, d), dtype=self._features.dtype, device=dev)
+        self._staging = None if not self.in_memory or self._features.dtype == torch.float32 \
+            else torch.zeros((n, d), dtype=self._features.dtype, device=dev)
         self._positions = np.zeros((2, n), dtype=np.int64)  # bank rows, state positions
         self._positions_t = torch.from_numpy(self._positions)
         self._host = {name: getattr(self, name).numpy() for name in (
@@ -146,27 +158,21 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
         self._episode_info: dict[str, Any] = {}
 
     def _tables(self, spec: MultiScaleEnv, dev: torch.device, dtype: torch.dtype) -> None:
-        """The bank as row tables on ``dev``, and the per-action constants."""
-        coarse, *levels = self.bank.levels
-        m, a, d = self.bank.num_images, self.num_actions, self.feature_dim
-        k = coarse.bank.num_classes
-        features = torch.empty((m, a, d), dtype=dtype)
-        logits = torch.empty((m, a, k), dtype=torch.float32)
-        for level, off in zip(levels, spec.offsets[:-1], strict=True):
-            cells = level.num_cells
-            for start in range(0, m, 4096):  # channels-last, a block of images at a time
-                f = torch.from_numpy(np.array(level.bank.features[start:start + 4096]))
-                g = torch.from_numpy(np.array(level.bank.logits[start:start + 4096]))
-                stop = start + len(f)
-                features[start:stop, off:off + cells] = f.flatten(2).transpose(1, 2)
-                logits[start:stop, off:off + cells] = g.flatten(2).transpose(1, 2)
-        self._features = features.view(m * a, d).to(dev)
-        self._logits = logits.view(m * a, k).to(dev)
-        cf = torch.from_numpy(np.array(coarse.bank.features))  # [M, D, H0, W0]
-        self._coarse = cf.flatten(2).transpose(1, 2).reshape(m, -1).contiguous().to(dev)
-        cl = torch.from_numpy(np.array(coarse.bank.logits)).flatten(2)
-        self._prior = cl.double().mean(2).to(dev)  # [M, K]
+        """The bank as row tables on ``dev`` (or read from its files), and the per-action
+        constants."""
         self._labels = torch.from_numpy(np.array(self.bank.labels)).to(dev)
+        self._constants(spec, dev)
+        if not self.in_memory:  # read from the bank's files at each step
+            self._features = ActionRows(spec, "features", dev)
+            self._logits = ActionRows(spec, "logits", dev)
+            self._coarse = CoarseRows(spec, dev)
+            return
+        self._features, self._logits, self._coarse, self._prior = memory_tables(spec, dev,
+                                                                                dtype)
+
+    def _constants(self, spec: MultiScaleEnv, dev: torch.device) -> None:
+        """The per-action constants: parents, children, costs, levels."""
+        a = self.num_actions
         self._parent = torch.from_numpy(spec.parent_action).to(dev)
         children = [np.flatnonzero(spec.parent_action == p) for p in range(a)]
         width = max(1, max(len(c) for c in children))
@@ -305,7 +311,10 @@ class MultiScaleVectorEnv(VectorOutputs, VectorEnv):
         self._index = images
         self._env_labels = self._labels.index_select(0, images)
         self._obs_coarse.copy_(self._coarse.index_select(0, images))
-        torch.index_select(self._prior, 0, images, out=self._logit_sum)
+        if self.in_memory:
+            torch.index_select(self._prior, 0, images, out=self._logit_sum)
+        else:
+            self._logit_sum.copy_(self._coarse.prior(images))
         self._cost.copy_(self._reset_cost[:, None].expand_as(self._cost))
         self._t = 0
         self._episode_info = {"index": self._out(images), "label": self._out(self._env_labels)}

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from glimpse_gym.bank_arrays import gather_cells
+from glimpse_gym.bank_arrays import HeadLogits, gather_cells
 from glimpse_gym.envs.memory import large_empty
+from glimpse_gym.shards import advise_random
 
 if TYPE_CHECKING:
     from glimpse_gym.envs.source import GlimpseSource
@@ -81,15 +82,20 @@ class MappedRows:
                  head: tuple[np.ndarray, np.ndarray] | None, device: torch.device) -> None:
         self.src, self.features, self.head, self.device = src, features, head, device
         self.grid = src.grid
+        for array in (src.features, src.logits):  # each step reads cells at random
+            advise_random(array)
         self.width = (src.feature_dim if features else 0) + src.num_classes
 
     def index_select(self, dim: int, rows: torch.Tensor) -> torch.Tensor:
         image, cell = np.divmod(rows.cpu().numpy(), math.prod(self.grid))
         i, j = np.divmod(cell, self.grid[1])
+        head = self.head
+        if head is None and isinstance(self.src.logits, HeadLogits) and self.features:
+            head = (self.src.logits.weight, self.src.logits.bias)  # read the features once
         what = gather_cells(self.src.features, image, i, j) \
-            if self.features or self.head is not None else None
-        logits = gather_cells(self.src.logits, image, i, j) if self.head is None else \
-            what @ self.head[0].T + self.head[1]
+            if self.features or head is not None else None
+        logits = gather_cells(self.src.logits, image, i, j) if head is None else \
+            what @ head[0].T + head[1]
         out = np.concatenate([what, logits], axis=1) if self.features else logits
         return torch.from_numpy(np.ascontiguousarray(out, np.float32)).to(self.device)
 

@@ -218,13 +218,18 @@ def _same(native, single, where: str) -> None:
 
 @pytest.mark.parametrize("observation", ["partial", "glimpses"])
 @pytest.mark.parametrize("autoreset", ["NextStep", "SameStep"])
-@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "tensor-ops"])
+@pytest.mark.parametrize("compiled", [True, False, "disk"],
+                         ids=["compiled", "tensor-ops", "from-disk"])
 def test_the_native_vector_env_equals_sync_vector_env(bank, observation, autoreset,
                                                       compiled) -> None:
+    """The compiled CPU path, the tensor path (CUDA's), and the tensor path reading the
+    bank's files at each step (``in_memory=False``)."""
     n, kwargs = 5, dict(bank=str(bank.path), glimpses=3, observation=observation)
-    native = gym.make_vec("MultiScale-v0", num_envs=n, autoreset_mode=autoreset, **kwargs)
-    assert native.compiled  # on the CPU; the tensor path is CUDA's
-    native.compiled = compiled
+    native = gym.make_vec("MultiScale-v0", num_envs=n, autoreset_mode=autoreset, **kwargs,
+                          **({"in_memory": False} if compiled == "disk" else {}))
+    assert native.compiled == (compiled != "disk")  # on the CPU, with the bank in memory
+    assert native.in_memory == (compiled != "disk")
+    native.compiled = compiled is True
     sync = gym.vector.SyncVectorEnv([lambda: MultiScaleEnv(**kwargs)] * n,
                                     autoreset_mode=gym.vector.AutoresetMode(autoreset))
     assert native.single_observation_space == sync.single_observation_space
@@ -332,3 +337,13 @@ def test_torch_outputs_and_a_float16_table_give_the_same_episodes(bank) -> None:
         np.testing.assert_array_equal(a[1], b[1].numpy())
     with pytest.raises(ValueError, match="bank_dtype"):
         MultiScaleVectorEnv(2, bank, bank_dtype="int8")
+
+
+def test_a_multiscale_bank_that_does_not_fit_is_read_from_disk(bank, monkeypatch) -> None:
+    import glimpse_gym.envs.multiscale_tables as tables
+    from glimpse_gym.envs import MultiScaleVectorEnv
+
+    monkeypatch.setattr(tables, "available_memory", lambda: 10_000)
+    assert MultiScaleVectorEnv(2, bank=str(bank.path), glimpses=2).in_memory is False
+    with pytest.raises(MemoryError, match="in_memory=False"):
+        MultiScaleVectorEnv(2, bank=str(bank.path), glimpses=2, in_memory=True)

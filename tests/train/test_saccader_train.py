@@ -137,3 +137,29 @@ def test_finetune_stage_trains_the_bagnet_too_and_writes_new_banks(tmp_path) -> 
     assert set(saved["finetuned"]["test_error"]) == set(results["test_error"])
     assert json.loads((folder / "results.json").read_text()) == saved["finetuned"]
     assert len(saved["policy"]) == 1  # the histories of the bank-trained stages are kept
+
+
+def test_a_bank_larger_than_memory_trains_to_the_same_weights(tmp_path, monkeypatch) -> None:
+    """With too little free memory for the splits, batches are read from the banks' files:
+    the same batches, so the same weights as the in-memory run."""
+    import train.saccader_data as data
+
+    # (the process's first run writes the default banks to the cache, which draws random
+    # numbers: the run compared is a later one)
+    for name in ("first", "memory"):
+        train_saccader(_cfg(tmp_path / name, policy_epochs=1))
+    monkeypatch.setattr(data, "available_memory", lambda: 1000)
+    seen = []
+    original = data.SaccaderSplit.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self.features is None)
+
+    monkeypatch.setattr(data.SaccaderSplit, "__init__", spy)
+    train_saccader(_cfg(tmp_path / "disk", policy_epochs=1))
+    assert seen and all(seen)
+    a, _ = load_saccader(tmp_path / "memory" / "run" / "policy.pt")
+    b, _ = load_saccader(tmp_path / "disk" / "run" / "policy.pt")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
