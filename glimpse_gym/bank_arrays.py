@@ -124,6 +124,10 @@ class HeadLogits:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         first, rest = _split(key)
+        if isinstance(first, (list, np.ndarray)) and np.ndim(first) > 1:  # one image axis
+            index = np.asarray(first)
+            out = self[(index.reshape(-1), *rest)]
+            return out.reshape(*index.shape, *out.shape[1:])
         k_key, spatial = (rest[0], rest[1:]) if rest else (slice(None), ())
         if any(not (_scalar(k) or isinstance(k, slice)) for k in (k_key, *spatial)):
             raise IndexError("computed logits take integers and slices after the first index")

@@ -35,8 +35,8 @@ def write_bank_distributed(model: BagNetBase, dataset: ImageDataset, out: str | 
                            dataset_options: dict[str, Any] | None = None,
                            num_workers: int = 0, progress: bool = True,
                            shard_images: int | None = None, feature_dtype: str = "float16",
-                           store_logits: bool = True, channels_last: bool = False
-                           ) -> FeatureBank | None:
+                           store_logits: bool = True, channels_last: bool = False,
+                           autocast: bool = False) -> FeatureBank | None:
     """Write the bank of :func:`~glimpse_gym.bank_write.write_bank` with every rank of
     ``group`` (on ``group.device``); return it on rank 0, None on the others.
 
@@ -50,8 +50,9 @@ def write_bank_distributed(model: BagNetBase, dataset: ImageDataset, out: str | 
                          overwrite=overwrite, dataset_options=dataset_options,
                          shard_images=shard_images, feature_dtype=feature_dtype,
                          store_logits=store_logits, channels_last=channels_last,
-                         batch_size=batch_size, device=device)
-    if plan.scale is not None:  # every rank quantizes with rank 0's scales
+                         batch_size=batch_size, device=device, autocast=autocast,
+                         calibrate_scales=group.leader)
+    if feature_dtype == "int8":  # every rank quantizes with rank 0's scales
         plan.scale = np.asarray(group.broadcast(plan.scale), np.float32)
     tmp = plan.open() if group.leader else None
     tmp = Path(group.broadcast(None if tmp is None else str(tmp)))

@@ -46,8 +46,9 @@ TIMING_FIELDS = ("created", "extract_seconds", "images_per_s")
 FEATURE_DTYPES = ("float16", "int8")
 GRIDS = ("features", "logits")  # the arrays of one value per (channel, cell)
 CALIBRATION_IMAGES = 1024
-"""int8 banks: the per-channel scales are the largest |feature| over the split's first
-images, divided by 127 (larger values later in the split are clipped, and counted)"""
+"""int8 banks: the per-channel scales are the largest |feature| over this many images drawn
+at random (seed 0) from the split, divided by 127 (larger values elsewhere are clipped, and
+counted); a random draw, since a split may be sorted by class"""
 
 
 @dataclass
@@ -61,6 +62,7 @@ class BankPlan:
     meta: dict[str, Any] = field(default_factory=dict)  # meta.json without files and figures
     scale: np.ndarray | None = None  # int8 features: [D] float32 per-channel scales
     channels_last: bool = False  # features and logits stored [N, H', W', C]
+    autocast: bool = False  # forward passes in float16 on CUDA, bfloat16 on the CPU
 
     def stored_shape(self, name: str) -> tuple[int, ...]:
         """One image's shape in the file (``[C, H', W']`` moved to ``[H', W', C]`` when
@@ -74,9 +76,11 @@ class BankPlan:
              dataset_options: dict[str, Any] | None = None,
              shard_images: int | None = None, feature_dtype: str = "float16",
              store_logits: bool = True, channels_last: bool = False, batch_size: int = 512,
-             device: torch.device | str = "cpu") -> BankPlan:
-        """Check the arguments (nothing is written) and lay out the bank; for int8 features,
-        run the model over the first :data:`CALIBRATION_IMAGES` images for the scales."""
+             device: torch.device | str = "cpu", calibrate_scales: bool = True,
+             autocast: bool = False) -> BankPlan:
+        """Check the arguments (nothing is written) and lay out the bank; for int8 features
+        (unless ``calibrate_scales`` is False: the caller sets ``scale``), run the model over
+        :data:`CALIBRATION_IMAGES` images for the scales."""
         out = Path(out).expanduser()
         if out.exists() and not overwrite:
             raise BankError(f"{out} already exists; pass overwrite=True (--overwrite) to "
@@ -120,9 +124,10 @@ class BankPlan:
             "image_shape": [c, hgt, wid],
             "normalization": {"mean": list(norm["mean"]), "std": list(norm["std"])},
         }
-        plan = cls(out, n, specs, shards, meta, channels_last=channels_last)
-        if feature_dtype == "int8":
-            plan.scale = calibrate(model, dataset, meta["normalization"], batch_size, device)
+        plan = cls(out, n, specs, shards, meta, channels_last=channels_last, autocast=autocast)
+        if feature_dtype == "int8" and calibrate_scales:
+            plan.scale = calibrate(model, dataset, meta["normalization"], batch_size, device,
+                                   autocast)
         return plan
 
     @property
@@ -147,16 +152,29 @@ class BankPlan:
         return tmp
 
 
+def forward(model: BagNetBase, images: torch.Tensor, norm: dict[str, Any],
+            device: torch.device | str, autocast: bool = False) -> Any:
+    """The model on uint8 ``images`` as extraction runs it: normalised, and with
+    ``autocast`` in float16 on CUDA (bfloat16 on the CPU); features and logits float32."""
+    device = torch.device(device)
+    half = torch.float16 if device.type == "cuda" else torch.bfloat16
+    with torch.autocast(device.type, dtype=half, enabled=autocast):
+        out = model(preprocess(images, norm["mean"], norm["std"], device))
+    return type(out)(out.features.float(), out.logits.float())
+
+
 @torch.no_grad()
 def calibrate(model: BagNetBase, dataset: ImageDataset, norm: dict[str, Any], batch_size: int,
-              device: torch.device | str) -> np.ndarray:
-    """``[D]`` float32 int8 scales: the largest |feature| of each channel over the first
-    :data:`CALIBRATION_IMAGES` images, divided by 127 (1 for a channel that is always 0)."""
+              device: torch.device | str, autocast: bool = False) -> np.ndarray:
+    """``[D]`` float32 int8 scales: the largest |feature| of each channel over
+    :data:`CALIBRATION_IMAGES` images drawn at random (seed 0), divided by 127 (1 for a
+    channel that is always 0)."""
     model = model.eval().to(device)
     top = torch.zeros(model.feature_dim, device=device)
     count = min(len(dataset), CALIBRATION_IMAGES)
-    for images, _ in iterate_batches(dataset, batch_size, indices=torch.arange(count)):
-        f = model(preprocess(images, norm["mean"], norm["std"], device)).features
+    pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:count]
+    for images, _ in iterate_batches(dataset, batch_size, indices=pick.sort().values):
+        f = forward(model, images, norm, device, autocast).features
         top = torch.maximum(top, f.abs().amax(dim=(0, 2, 3)))
     top = torch.where(top > 0, top, torch.full_like(top, INT8_MAX))
     return (top / INT8_MAX).float().cpu().numpy()
@@ -184,7 +202,7 @@ def write_part(plan: BankPlan, part: int, model: BagNetBase, dataset: ImageDatas
     batches = iterate_batches(dataset, batch_size, num_workers=num_workers,
                               indices=torch.arange(start, stop))
     for images, labels in batches:
-        out = model(preprocess(images, norm["mean"], norm["std"], device))
+        out = forward(model, images, norm, device, plan.autocast)
         b = len(labels)
         if scale is None:
             features = out.features.to(torch.float16)
@@ -267,7 +285,8 @@ def write_bank(model: BagNetBase, dataset: ImageDataset, out: str | Path, *,
                overwrite: bool = False, dataset_options: dict[str, Any] | None = None,
                num_workers: int = 0, progress: bool = True,
                shard_images: int | None = None, feature_dtype: str = "float16",
-               store_logits: bool = True, channels_last: bool = False) -> FeatureBank:
+               store_logits: bool = True, channels_last: bool = False,
+               autocast: bool = False) -> FeatureBank:
     """Run ``model`` over ``dataset`` and write a bank directory at ``out`` atomically.
 
     Args:
@@ -291,6 +310,8 @@ def write_bank(model: BagNetBase, dataset: ImageDataset, out: str | Path, *,
         channels_last: store features and logits ``[N, H', W', C]`` (``layout`` in
             ``meta.json``; read back as ``[N, C, H', W']`` views): a cell's values are
             contiguous, so a glimpse read from a memory-mapped bank touches one page.
+        autocast: run the model in float16 on CUDA (bfloat16 on the CPU); the stored
+            features and logits are those values, in the bank's dtypes.
 
     Returns:
         The written bank, loaded.
@@ -300,7 +321,7 @@ def write_bank(model: BagNetBase, dataset: ImageDataset, out: str | Path, *,
                          overwrite=overwrite, dataset_options=dataset_options,
                          shard_images=shard_images, feature_dtype=feature_dtype,
                          store_logits=store_logits, channels_last=channels_last,
-                         batch_size=batch_size, device=device)
+                         batch_size=batch_size, device=device, autocast=autocast)
     tmp = plan.open()
     try:
         t0 = time.perf_counter()
@@ -317,4 +338,4 @@ def write_bank(model: BagNetBase, dataset: ImageDataset, out: str | Path, *,
 
 
 __all__ = ["CALIBRATION_IMAGES", "FEATURE_DTYPES", "TIMING_FIELDS", "BankPlan", "calibrate",
-           "commit", "write_bank", "write_part"]
+           "commit", "forward", "write_bank", "write_part"]

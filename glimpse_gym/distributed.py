@@ -5,11 +5,19 @@
 into one process group (gloo on CPUs, NCCL on CUDA) and gives each its device (``cuda:
 LOCAL_RANK`` on a GPU machine). Without ``torchrun`` (``WORLD_SIZE`` unset or 1) it returns
 None and the command runs as one process.
+
+A rank that fails raises out of :func:`process_group` without another collective call, so it
+exits at once and torchrun stops the others (which wait in a collective). Rank 0's work alone
+(evaluation, checkpoints, hashing a bank) may keep the others waiting: collectives time out
+after ``GLIMPSE_GYM_DIST_TIMEOUT`` minutes (default 120).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,16 +114,28 @@ def init_distributed(device: torch.device) -> Distributed | None:
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        minutes = float(os.environ.get("GLIMPSE_GYM_DIST_TIMEOUT", "120"))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(minutes=minutes))
     return Distributed(dist.get_rank(), dist.get_world_size(), local, device)
 
 
-def shutdown(group: Distributed | None) -> None:
-    """Leave the process group (after a last barrier), if any."""
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[Distributed | None]:
+    """:func:`init_distributed` for the ``with`` block; after it succeeds, a last barrier and
+    the group is left. When the block raises, nothing more is called on the group: the
+    others wait in a collective, and torchrun stops them once this process has exited."""
+    group = init_distributed(device)
+    yield group
     if group is not None and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
 
 
-__all__ = ["Distributed", "all_sum", "init_distributed", "rank_batches", "shutdown",
-           "world_size"]
+def in_group() -> bool:
+    """Whether this process is in a torchrun process group (errors are then said by rank 0)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+__all__ = ["Distributed", "all_sum", "in_group", "init_distributed", "process_group",
+           "rank_batches", "world_size"]

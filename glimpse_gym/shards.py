@@ -87,6 +87,8 @@ class ShardedArray:
             raise IndexError("a sharded array's first index must be an integer, a slice or "
                              "an integer array")
         n = self.shape[0]
+        if isinstance(first, (bool, np.bool_)):
+            raise IndexError("a sharded array takes no boolean scalar index")
         if isinstance(first, (int, np.integer)):
             i = int(first) + n if first < 0 else int(first)
             if not 0 <= i < n:

@@ -135,6 +135,7 @@ def test_logits_computed_by_the_head_match_the_stored_ones(banks) -> None:
     full = np.asarray(compact.logits)
     np.testing.assert_allclose(full, whole.logits, atol=0.05)  # int8 features behind them
     for key in [3, slice(10, 60), [143, 0, 51], (7, slice(None), 2, 3), (5, 4),
+                np.array([[1, 2], [3, 140]]), (np.array([[1], [2]]), 3),
                 (np.array([1, 99]), slice(2, 5), 1), (slice(None), 0, slice(1, 3), 4)]:
         np.testing.assert_allclose(compact.logits[key], full[key], rtol=1e-6, atol=1e-6,
                                    err_msg=repr(key))

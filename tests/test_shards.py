@@ -42,7 +42,7 @@ def test_shape_dtype_and_full_copy(pair):
     assert "3 parts" in repr(sharded)
 
 
-@pytest.mark.parametrize("key", [11, -12, [0, 11], np.array([1.5])], ids=repr)
+@pytest.mark.parametrize("key", [11, -12, [0, 11], np.array([1.5]), True], ids=repr)
 def test_bad_indices_raise_index_error(pair, key):
     with pytest.raises(IndexError):
         pair[1][key]

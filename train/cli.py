@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 
+from glimpse_gym.distributed import in_group
 from glimpse_gym.errors import GlimpseGymError, UsageError
 from train.config import add_dataclass_arguments, config_from_args
 
@@ -135,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     except (GlimpseGymError, OSError) as exc:  # OSError: a file system's no (space, rights)
         if args.debug:
             traceback.print_exc()
-        rank = os.environ.get("RANK", "0")  # under torchrun: a mistake is said once, by
+        rank = os.environ.get("RANK", "0")  # in a torchrun group a mistake is said once, by
         if rank in ("", "0"):                 # rank 0; other failures by the rank they hit
             print(f"glimpse: error: {exc}", file=sys.stderr)
-        elif not isinstance(exc, UsageError):
+        elif not (isinstance(exc, UsageError) and in_group()):
             print(f"glimpse: error (rank {rank}): {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -17,7 +17,7 @@ from glimpse_gym.bank import FeatureBank
 from glimpse_gym.bank_parallel import write_bank_distributed
 from glimpse_gym.bank_write import write_bank
 from glimpse_gym.datasets import dataset_options, make_dataset
-from glimpse_gym.distributed import Distributed, init_distributed, shutdown
+from glimpse_gym.distributed import Distributed, process_group
 from glimpse_gym.errors import UsageError
 from glimpse_gym.multiscale import MultiScaleBank, check_scales, write_multiscale_bank
 from glimpse_gym.pretrained import resolve_checkpoint
@@ -60,6 +60,9 @@ class ExtractConfig(RunOptions):
     channels_last: bool = False
     """store features and logits [N, H', W', C] (a cell's values contiguous: one page per
     glimpse read from a bank on disk); read back as [N, C, H', W'] all the same"""
+    autocast: bool = False
+    """run the BagNet in float16 on CUDA (bfloat16 on the CPU): faster on hardware made for it;
+    the bank keeps its dtypes"""
     shard_images: int | None = None
     """write each bank's arrays in parts of this many images (features-00000.npy, ...),
     read as one; default: one part (under torchrun: one part per process)"""
@@ -84,7 +87,8 @@ def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank | MultiScaleBa
                 from None
     compact = {"--shard-images": cfg.shard_images is not None,
                "--feature-dtype int8": cfg.feature_dtype != "float16",
-               "--no-store-logits": not cfg.store_logits, "--channels-last": cfg.channels_last}
+               "--no-store-logits": not cfg.store_logits, "--channels-last": cfg.channels_last,
+               "--autocast": cfg.autocast}
     if scales is not None and any(compact.values()):
         raise UsageError(f"{', '.join(k for k, v in compact.items() if v)}: for single-scale "
                          "banks; multi-scale banks (--scales) are written in one part, float16, "
@@ -93,16 +97,13 @@ def extract_features(cfg: ExtractConfig) -> dict[str, FeatureBank | MultiScaleBa
         raise UsageError("--level-checkpoint gives a level of a multi-scale bank its own "
                          "BagNet: it needs --scales")
     device = setup(cfg.device, cfg.threads)
-    group = init_distributed(device)  # under torchrun: one process group, a device each
-    if group is not None:
-        if scales is not None:
-            raise UsageError("extract-features under torchrun writes single-scale banks; "
-                             "write multi-scale banks (--scales) with one process")
-        device = group.device
-    try:
+    with process_group(device) as group:  # under torchrun: one group, a device each
+        if group is not None:
+            if scales is not None:
+                raise UsageError("extract-features under torchrun writes single-scale banks; "
+                                 "write multi-scale banks (--scales) with one process")
+            device = group.device
         return _extract(cfg, scales, device, group)
-    finally:
-        shutdown(group)
 
 
 def _extract(cfg: ExtractConfig, scales: list[float] | None, device: torch.device,
@@ -151,7 +152,7 @@ def _extract(cfg: ExtractConfig, scales: list[float] | None, device: torch.devic
                   overwrite=cfg.overwrite, dataset_options=opts, num_workers=cfg.num_workers,
                   progress=cfg.progress, shard_images=cfg.shard_images,
                   feature_dtype=cfg.feature_dtype, store_logits=cfg.store_logits,
-                  channels_last=cfg.channels_last)
+                  channels_last=cfg.channels_last, autocast=cfg.autocast)
         if group is None:
             bank = write_bank(model, ds, target, device=device, **kw)
         else:

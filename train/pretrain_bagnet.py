@@ -9,8 +9,8 @@ Under ``torchrun --nproc-per-node=N`` it trains with DistributedDataParallel (gl
 NCCL on GPUs): each step's ``--batch-size`` images are split evenly over the N processes
 (:func:`glimpse_gym.distributed.rank_batches`), so the steps, the schedule and the checkpoint
 are those of one process and ``--resume`` works with any number of processes; rank 0 alone
-evaluates, prints and writes the checkpoint. BatchNorm statistics are each process's own
-(rank 0's are saved).
+evaluates, prints and writes the checkpoint. BatchNorm normalises each process's part of a
+batch by its own statistics (no SyncBatchNorm); DDP keeps the running statistics rank 0's.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from glimpse_gym.bagnet import (
     save_checkpoint,
 )
 from glimpse_gym.datasets import ImageDataset, dataset_options, make_dataset
-from glimpse_gym.distributed import all_sum, init_distributed, rank_batches, shutdown
+from glimpse_gym.distributed import all_sum, process_group, rank_batches
 from glimpse_gym.errors import CheckpointError, UsageError
 from glimpse_gym.fileio import write_json
 from glimpse_gym.multiscale import (
@@ -181,13 +181,11 @@ def _build(cfg: PretrainConfig, arch: str, kwargs: dict[str, Any]) -> torch.nn.M
 
 def pretrain_bagnet(cfg: PretrainConfig) -> dict[str, Any]:
     """Train a BagNet with the per-location loss; return the final metrics and timings
-    (under torchrun, on every rank: rank 0's)."""
+    (under torchrun, on rank 0; the other ranks return those of the checkpoint they
+    resumed, or nothing)."""
     device = setup(cfg.device, cfg.threads)
-    group = init_distributed(device)
-    try:
+    with process_group(device) as group:
         return _pretrain(cfg, device if group is None else group.device, group)
-    finally:
-        shutdown(group)
 
 
 def _pretrain(cfg: PretrainConfig, device: torch.device, group: Any) -> dict[str, Any]:
@@ -227,6 +225,11 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, group: Any) -> dict[str
         if ckpt["arch"] != arch or ckpt["arch_kwargs"] != arch_kwargs:
             raise CheckpointError(f"--resume: {out} holds {ckpt['arch']} {ckpt['arch_kwargs']}, "
                                   f"but this run asks for {arch} {arch_kwargs}")
+        frozen = (ckpt.get("config") or {}).get("freeze_backbone", False)
+        if frozen != cfg.freeze_backbone:
+            raise CheckpointError(f"--resume: {out} was trained with --freeze-backbone "
+                                  f"{frozen}: pass the same to continue it (or train afresh "
+                                  "with --overwrite)")
         state = ckpt.get("train_state")
         if state is None:
             raise CheckpointError(f"--resume: {out} has no train_state (a final export?)")

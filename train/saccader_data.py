@@ -9,23 +9,23 @@ import numpy as np
 import torch
 
 from glimpse_gym.envs.source import GlimpseSource
-from glimpse_gym.envs.tables import available_memory
+from glimpse_gym.envs.tables import fits_in_memory
 
 
 class SaccaderSplit:
     """A split's arrays as tensors: what-features ``[N, D, H, W]`` (float16, converted per
     batch), BagNet logits ``[N, K, H, W]`` and labels, held in memory when they take at most
-    half the free memory (always on CUDA), else read batch by batch from the bank's files."""
+    half the free memory (of the host, or the GPU's), else read batch by batch from the
+    bank's files."""
 
     def __init__(self, source: GlimpseSource, device: torch.device) -> None:
         self.source = source
         self.labels = torch.from_numpy(np.array(source.labels)).to(device)
         self.device = device
-        free = available_memory()
         need = sum(math.prod(a.shape) * a.dtype.itemsize for a in (source.features,
                                                                     source.logits))
         self.features = self.logits = None  # read per batch
-        if device.type != "cpu" or free is None or need <= free // 2:
+        if fits_in_memory(need, None, device, "the split's features and logits"):
             self.features = torch.from_numpy(np.array(source.features)).to(device)
             self.logits = torch.from_numpy(np.array(source.logits, dtype=np.float32)).to(device)
 
@@ -43,9 +43,11 @@ class SaccaderSplit:
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size].to(self.device)
             if self.features is None:  # from the bank's files (a bank larger than memory)
-                rows = idx.numpy()
-                yield (torch.from_numpy(np.asarray(self.source.features[rows], np.float32)),
-                       torch.from_numpy(np.asarray(self.source.logits[rows], np.float32)),
+                rows = idx.cpu().numpy()
+                yield (torch.from_numpy(np.asarray(self.source.features[rows], np.float32)
+                                        ).to(self.device),
+                       torch.from_numpy(np.asarray(self.source.logits[rows], np.float32)
+                                        ).to(self.device),
                        self.labels[idx])
                 continue
             yield self.features[idx].float(), self.logits[idx], self.labels[idx]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from glimpse_gym.bank_arrays import gather_cells
-from glimpse_gym.envs.tables import available_memory
+from glimpse_gym.envs.tables import fits_in_memory
 from glimpse_gym.shards import advise_random
 
 if TYPE_CHECKING:
@@ -59,15 +59,8 @@ def multiscale_table_bytes(spec: MultiScaleEnv, bank_dtype: str) -> int:
 def hold_multiscale_in_memory(spec: MultiScaleEnv, bank_dtype: str, in_memory: bool | None,
                               device: torch.device) -> bool:
     """As :func:`glimpse_gym.envs.tables.hold_in_memory`, for a multi-scale bank."""
-    if device.type != "cpu":
-        return True
-    need, free = multiscale_table_bytes(spec, bank_dtype), available_memory()
-    fits = free is None or need <= free // 2
-    if in_memory and not fits:
-        raise MemoryError(f"in_memory=True: the multi-scale bank's tables take "
-                          f"{need / 1e9:.1f} GB and {free / 1e9:.1f} GB of memory are free; "
-                          "use in_memory=False (read the bank's files at each step)")
-    return fits if in_memory is None else bool(in_memory)
+    return fits_in_memory(multiscale_table_bytes(spec, bank_dtype), in_memory, device,
+                          "the multi-scale bank's tables")
 
 
 class ActionRows:

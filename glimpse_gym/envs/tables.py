@@ -19,7 +19,14 @@ if TYPE_CHECKING:
     from glimpse_gym.envs.source import GlimpseSource
     from glimpse_gym.envs.vector import GlimpseVectorEnv
 
-CHUNK = 1024  # images per block when loading the bank
+CHUNK_BYTES = 64 * 2**20  # about this much of a bank array per block when loading it
+
+
+def chunk(array: Any) -> int:
+    """Images per block of a bank array ``[M, ...]``: about :data:`CHUNK_BYTES` (so a
+    block's temporary copies stay small whatever the classes and the grid)."""
+    per_image = math.prod(array.shape[1:]) * max(4, np.dtype(array.dtype).itemsize)
+    return max(1, CHUNK_BYTES // max(per_image, 1))
 
 
 class HostViews:
@@ -55,22 +62,32 @@ def available_memory() -> int | None:
         return None
 
 
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free for new data where ``device``'s tables would live (the host's memory, or
+    the GPU's), or None when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return available_memory() if device.type == "cpu" else None
+
+
+def fits_in_memory(need: int, in_memory: bool | None, device: torch.device,
+                   what: str = "the bank's tables") -> bool:
+    """Whether to hold ``need`` bytes of tables on ``device``: ``in_memory``, or by default
+    when they take at most half its free memory; otherwise the rows are read from the bank's
+    files on the host at each use. Asked to hold what does not fit: :class:`MemoryError`."""
+    free = free_memory(device)
+    fits = free is None or need <= free // 2
+    if in_memory and not fits:
+        raise MemoryError(f"in_memory=True: {what} take {need / 1e9:.1f} GB and "
+                          f"{free / 1e9:.1f} GB of {device.type} memory are free; use "
+                          "in_memory=False (read the memory-mapped bank at each step)")
+    return fits if in_memory is None else bool(in_memory)
+
+
 def hold_in_memory(src: GlimpseSource, observation: str, bank_dtype: str,
                    in_memory: bool | None, device: torch.device) -> bool:
-    """Whether the vector env copies the bank into memory: ``in_memory``, or by default when
-    the tables take at most half the free memory (always on CUDA, which cannot read a memory
-    map). Asked to copy a bank that does not fit: :class:`MemoryError` saying what to do."""
-    if device.type != "cpu":
-        return True
-    need, free = table_bytes(src, observation, bank_dtype), available_memory()
-    fits = free is None or need <= free // 2
-    if in_memory is None:
-        return fits
-    if in_memory and not fits:
-        raise MemoryError(f"in_memory=True: the bank's tables take {need / 1e9:.1f} GB and "
-                          f"{free / 1e9:.1f} GB of memory are free; use in_memory=False (read "
-                          "the memory-mapped bank at each step) or bank_dtype='float16'")
-    return bool(in_memory)
+    """:func:`fits_in_memory` for the vector env's tables of ``src``."""
+    return fits_in_memory(table_bytes(src, observation, bank_dtype), in_memory, device)
 
 
 class MappedRows:
@@ -154,14 +171,15 @@ def bank_tables(src: GlimpseSource, observation: str, bank_dtype: str,
     cell_logits = table[..., offset:offset + k]  # [M, H*W, K]
     if head is not None:
         weight, bias = (torch.as_tensor(a).to(device) for a in head)
-        for start in range(0, m, CHUNK):
+        step = chunk(src.logits)
+        for start in range(0, m, step):
             if features is None:
-                block = torch.from_numpy(np.asarray(src.features[start:start + CHUNK],
+                block = torch.from_numpy(np.asarray(src.features[start:start + step],
                                                     np.float32)).to(device)
                 block = block.flatten(2).transpose(1, 2)
             else:
-                block = features[start:start + CHUNK]
-            cell_logits[start:start + CHUNK] = torch.addmm(
+                block = features[start:start + step]
+            cell_logits[start:start + step] = torch.addmm(
                 bias, block.flatten(0, 1).float(), weight.T).view(-1, h * w, k)
     else:
         load_channels_last(src.logits, cell_logits)
@@ -183,9 +201,10 @@ def channels_last(array: Any, dtype: torch.dtype, device: torch.device,
 def load_channels_last(array: Any, out: torch.Tensor) -> None:
     """Write a bank array ``[M, C, H, W]`` into ``out [M, H*W, C]`` (a view; any dtype and
     device) block by block."""
-    for start in range(0, len(array), CHUNK):
-        block = torch.from_numpy(np.array(array[start:start + CHUNK]))  # a writable copy
-        out[start:start + CHUNK] = block.to(out.device).flatten(2).transpose(1, 2)
+    step = chunk(array)
+    for start in range(0, len(array), step):
+        block = torch.from_numpy(np.array(array[start:start + step]))  # a writable copy
+        out[start:start + step] = block.to(out.device).flatten(2).transpose(1, 2)
 
 
 def wide(rows: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,8 @@ and project weights, and pretrain-bagnet -> a compact bank end to end."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -102,6 +104,9 @@ def test_pretrain_a_bottleneck_on_a_frozen_backbone_then_a_compact_bank(tmp_path
                                    feature_dtype="int8", store_logits=False))
     bank = FeatureBank.load(tmp_path / "banks" / "val")
     assert bank.features.shape[1] == 4 and bank.head_weight.shape == (10, 4)
+    thawed = dataclasses.replace(cfg, freeze_backbone=False, resume=True, epochs=6)
+    with pytest.raises(CheckpointError, match="--freeze-backbone True: pass the same"):
+        pretrain_bagnet(thawed)
 
 
 @pytest.mark.parametrize("kw", [dict(freeze_backbone=True), dict(backbone_weights="x.pt"),

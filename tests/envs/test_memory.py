@@ -39,7 +39,7 @@ def test_bank_loads_block_by_block(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(0)
     array = rng.standard_normal((10, 5, 3, 4)).astype(np.float32)  # [M, C, H, W]
     expected = torch.from_numpy(array).flatten(2).transpose(1, 2)  # [M, H*W, C]
-    monkeypatch.setattr(tables, "CHUNK", 3)
+    monkeypatch.setattr(tables, "CHUNK_BYTES", 3 * 5 * 12 * 4)  # 3 images a block
     for dtype in (torch.float32, torch.float16):
         got = tables.channels_last(array, dtype,
                                     torch.device("cpu"))
@@ -52,7 +52,7 @@ def test_vector_env_with_a_head_in_blocks(monkeypatch: pytest.MonkeyPatch,
                                           observation: str) -> None:
     """The cell logits of a given head, computed block by block, equal one matrix product;
     the partial mode's [features | logits] table holds the bank and the logits."""
-    monkeypatch.setattr(tables, "CHUNK", 7)
+    monkeypatch.setattr(tables, "CHUNK_BYTES", 7 * 10 * 100 * 4)  # 7 images of logits
     env = vector.GlimpseVectorEnv(num_envs=2, glimpses=2)
     rng = np.random.default_rng(1)
     weight = rng.standard_normal((10, env.feature_shape[2])).astype(np.float32)
@@ -69,3 +69,11 @@ def test_vector_env_with_a_head_in_blocks(monkeypatch: pytest.MonkeyPatch,
     torch.testing.assert_close(headed._bank, env._bank)
     if observation != "full":
         assert headed._rows is not None and headed._bank.data_ptr() == headed._rows.data_ptr()
+
+
+def test_blocks_are_sized_in_bytes() -> None:
+    big = np.zeros((0, 1000, 24, 24), np.float32)  # 2.3 MB of logits per image
+    small = np.zeros((0, 16, 10, 10), np.float16)  # counted as float32 once converted
+    assert tables.chunk(big) == tables.CHUNK_BYTES // (1000 * 576 * 4)
+    assert tables.chunk(small) == tables.CHUNK_BYTES // (16 * 100 * 4)
+    assert tables.chunk(np.zeros((0, 10**9), np.float32)) == 1

@@ -340,7 +340,7 @@ def test_torch_outputs_and_a_float16_table_give_the_same_episodes(bank) -> None:
 
 
 def test_a_multiscale_bank_that_does_not_fit_is_read_from_disk(bank, monkeypatch) -> None:
-    import glimpse_gym.envs.multiscale_tables as tables
+    import glimpse_gym.envs.tables as tables
     from glimpse_gym.envs import MultiScaleVectorEnv
 
     monkeypatch.setattr(tables, "available_memory", lambda: 10_000)

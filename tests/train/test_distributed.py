@@ -112,6 +112,21 @@ def test_a_rank_killed_mid_run_leaves_no_bank(tmp_path) -> None:
     assert [p.name for p in target.iterdir()] == ["train"]  # the killed run's folder is gone
 
 
+def test_a_rank_that_raises_fails_the_run_at_once_and_leaves_no_bank(tmp_path) -> None:
+    """Rank 1 raises while rank 0 waits for its parts: the run fails within seconds (not at
+    the process group's timeout), says why, and nothing is at the target."""
+    t0 = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node=2", str(REPO / "tests" / "train" / "ddp_raise.py"),
+                          str(tmp_path / "val")], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                           "PYTHONPATH": str(REPO)})
+    assert run.returncode != 0
+    assert time.monotonic() - t0 < 120
+    assert "rank 1: a broken batch" in run.stdout + run.stderr
+    assert not (tmp_path / "val").exists()
+
+
 def _epoch_losses(out: str) -> list[float]:
     return [float(line.split("loss ")[1].split()[0]) for line in out.splitlines()
             if line.startswith("epoch ")]

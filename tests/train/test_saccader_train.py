@@ -142,13 +142,14 @@ def test_finetune_stage_trains_the_bagnet_too_and_writes_new_banks(tmp_path) -> 
 def test_a_bank_larger_than_memory_trains_to_the_same_weights(tmp_path, monkeypatch) -> None:
     """With too little free memory for the splits, batches are read from the banks' files:
     the same batches, so the same weights as the in-memory run."""
+    import glimpse_gym.envs.tables as tables
     import train.saccader_data as data
 
     # (the process's first run writes the default banks to the cache, which draws random
     # numbers: the run compared is a later one)
     for name in ("first", "memory"):
         train_saccader(_cfg(tmp_path / name, policy_epochs=1))
-    monkeypatch.setattr(data, "available_memory", lambda: 1000)
+    monkeypatch.setattr(tables, "available_memory", lambda: 1000)
     seen = []
     original = data.SaccaderSplit.__init__
 
