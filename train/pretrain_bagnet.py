@@ -78,7 +78,12 @@ class PretrainConfig(TrainOptions):
     nam: bool = False
     """add NAM channel attention (bagnet-small / bagnet-tiny)"""
     nam_l1: float = 1e-4
-    """L1 penalty on the NAM gammas (with --nam)"""
+    """L1 penalty on the NAM gammas and lambdas (with --nam or --nam-spatial)"""
+    nam_spatial: bool = False
+    """add NAM's spatial branch (bagnet-small / bagnet-tiny / custom; tied to the images' size)"""
+    adcm: bool = False
+    """add ADCM: attention used as dropout of channels and positions in training, the
+    identity in eval (bagnet-small / bagnet-tiny / custom)"""
     bottleneck: int | None = None
     """D: put a learned 1x1 bottleneck to D what-features, with a new per-cell head, on the
     architecture (compact banks for big backbones, e.g. 64 on bagnet33)"""
@@ -158,6 +163,13 @@ def _arch(cfg: PretrainConfig, train: ImageDataset) -> tuple[str, dict[str, Any]
         if cfg.feature_dim is not None:
             kwargs["feature_dim"] = cfg.feature_dim
         kwargs["nam"] = cfg.nam
+        if cfg.nam_spatial:  # (only when asked: the kwargs of older checkpoints stay valid)
+            kwargs["nam_spatial"], kwargs["image_size"] = True, list(train.image_shape[1:])
+        if cfg.adcm:
+            kwargs["adcm"] = True
+    elif cfg.nam or cfg.nam_spatial or cfg.adcm:
+        raise UsageError(f"--nam, --nam-spatial and --adcm are options of bagnet-small, "
+                         f"bagnet-tiny and custom, not of {arch}")
     if cfg.bottleneck is not None:
         if cfg.bottleneck < 1:
             raise UsageError(f"--bottleneck must be a positive number of features, got "
@@ -279,7 +291,7 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, group: Any) -> dict[str
             loss = F.cross_entropy(logits, target)
             if cfg.image_loss:
                 loss = loss + cfg.image_loss * F.cross_entropy(image_logits(logits), y)
-            if cfg.nam:
+            if cfg.nam or cfg.nam_spatial:
                 loss = loss + cfg.nam_l1 * model.regularizer()
             # -------------------------------------------------------- update
             optimizer.zero_grad(set_to_none=True)

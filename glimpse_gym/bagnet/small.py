@@ -1,7 +1,8 @@
 """Small BagNets for small images: a stack of valid 3x3 (or kxk) convolutions.
 
-Each layer is ``Conv(k, stride, valid, no bias) -> BN -> ReLU``; then an optional NAM
-attention, a 1x1 bottleneck to ``feature_dim`` "what" channels (BN, ReLU) and a linear 1x1
+Each layer is ``Conv(k, stride, valid, no bias) -> BN -> ReLU``; then optional soft
+attention (NAM's channel and spatial branches, ADCM; :mod:`glimpse_gym.bagnet.attention`),
+a 1x1 bottleneck to ``feature_dim`` "what" channels (BN, ReLU) and a linear 1x1
 head to the class logits. With valid padding, a cell's receptive field and the grid follow
 from ``kernels`` and ``strides`` alone (:func:`receptive_field`):
 
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from glimpse_gym.bagnet.attention import ADCM, NAMSpatialAttention
 from glimpse_gym.bagnet.common import BagNetBase, receptive_field
 from glimpse_gym.bagnet.nam import NAMChannelAttention
 
@@ -43,6 +45,10 @@ class SmallBagNet(BagNetBase):
         widths: output channels of each conv layer.
         feature_dim: D, channels of the "what" features.
         nam: insert NAM channel attention before the bottleneck.
+        nam_spatial: then NAM's spatial branch (needs ``image_size``: one scale per
+            position of the grid of that size).
+        adcm: then ADCM, attention used as dropout in training (the identity in eval).
+        image_size: ``(H, W)`` of the input images, for ``nam_spatial``.
     """
 
     def __init__(
@@ -54,6 +60,9 @@ class SmallBagNet(BagNetBase):
         widths: Sequence[int] = (32, 64, 128, 128, 128),
         feature_dim: int = 32,
         nam: bool = False,
+        nam_spatial: bool = False,
+        adcm: bool = False,
+        image_size: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if not (len(kernels) == len(strides) == len(widths)) or not kernels:
@@ -67,14 +76,22 @@ class SmallBagNet(BagNetBase):
             cin = w
         self.layers = nn.Sequential(*layers)
         self.nam = NAMChannelAttention(cin) if nam else None
+        self.rf, self.stride = receptive_field(zip(self.kernels, self.strides, strict=True))
+        self.nam_spatial = None
+        if nam_spatial:
+            if image_size is None:
+                raise ValueError("nam_spatial needs image_size (H, W): NAM's spatial branch "
+                                 "has one scale per position of the grid")
+            self.nam_spatial = NAMSpatialAttention(*self.grid_size(*image_size))
+        self.adcm = ADCM(cin) if adcm else None
         self.what = _conv_bn_relu(cin, feature_dim, 1, 1)
         self.classifier = nn.Conv2d(feature_dim, num_classes, 1)
-        self.rf, self.stride = receptive_field(zip(self.kernels, self.strides, strict=True))
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(x)
-        if self.nam is not None:
-            x = self.nam(x)
+        for block in (self.nam, self.nam_spatial, self.adcm):
+            if block is not None:
+                x = block(x)
         return self.what(x)
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
@@ -84,9 +101,12 @@ class SmallBagNet(BagNetBase):
         return self.classifier.weight[:, :, 0, 0], self.classifier.bias
 
     def regularizer(self) -> torch.Tensor:
-        if self.nam is None:
-            return super().regularizer()
-        return self.nam.penalty()
+        """NAM's L1 on its gammas and lambdas (zero without NAM)."""
+        total = super().regularizer()
+        for block in (self.nam, self.nam_spatial):
+            if block is not None:
+                total = total + block.penalty()
+        return total
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         sizes = []
@@ -98,7 +118,8 @@ class SmallBagNet(BagNetBase):
 
 
 def bagnet_small(num_classes: int = 10, in_channels: int = 1, width: int = 32,
-                 feature_dim: int = 32, nam: bool = False) -> SmallBagNet:
+                 feature_dim: int = 32, nam: bool = False, nam_spatial: bool = False,
+                 adcm: bool = False, image_size: Sequence[int] | None = None) -> SmallBagNet:
     """Small BagNet for 60x60 canvases: rf 19, stride 4, an 11x11 grid on 60x60.
 
     Four valid 3x3 convs (strides 2, 1, 2, 1) and two 1x1 convs, widths
@@ -107,11 +128,13 @@ def bagnet_small(num_classes: int = 10, in_channels: int = 1, width: int = 32,
     """
     widths = tuple(int(width * m) for m in (1, 1.5, 3, 4, 4, 4))
     return SmallBagNet(num_classes, in_channels, (3, 3, 3, 3, 1, 1), (2, 1, 2, 1, 1, 1),
-                       widths, feature_dim, nam)
+                       widths, feature_dim, nam, nam_spatial, adcm, image_size)
 
 
 def bagnet_tiny(num_classes: int = 10, in_channels: int = 1, width: int = 16,
-                feature_dim: int = 16, nam: bool = False) -> SmallBagNet:
+                feature_dim: int = 16, nam: bool = False, nam_spatial: bool = False,
+                adcm: bool = False, image_size: Sequence[int] | None = None) -> SmallBagNet:
     """Tiny BagNet for the 32x32 ``digits`` canvas: rf 13, stride 2, a 10x10 grid on 32x32."""
     return SmallBagNet(num_classes, in_channels, (3, 3, 3, 3), (1, 2, 1, 1),
-                       tuple(width * m for m in (1, 2, 4, 4)), feature_dim, nam)
+                       tuple(width * m for m in (1, 2, 4, 4)), feature_dim, nam, nam_spatial,
+                       adcm, image_size)

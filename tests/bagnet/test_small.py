@@ -56,8 +56,11 @@ def _gradient_box(model, size: int, row: int, col: int, channels: int) -> tuple[
 @pytest.mark.parametrize(
     ("model", "size", "channels"),
     [(bagnet_small(), 60, 1), (bagnet_tiny(), 32, 1), (bagnet_small(nam=True), 60, 1),
+     (bagnet_small(nam=True, nam_spatial=True, image_size=(60, 60)), 60, 1),
+     (bagnet_small(adcm=True), 60, 1), (bagnet_tiny(adcm=True), 32, 1),
      (SmallBagNet(3, 3, (5, 3, 1), (2, 2, 1), (32, 32, 32), 16), 40, 3), (bagnet9(), 64, 3)],
-    ids=["small", "tiny", "small-nam", "custom", "bagnet9"],
+    ids=["small", "tiny", "small-nam", "small-nam-spatial", "small-adcm", "tiny-adcm",
+         "custom", "bagnet9"],
 )
 def test_true_receptive_field_equals_documented(model, size: int, channels: int) -> None:
     gh, gw = model.grid_size(size, size)
