@@ -36,6 +36,12 @@ from glimpse_gym.envs.render import draw_glimpses
 from glimpse_gym.errors import CheckpointError, UsageError
 from glimpse_gym.fileio import atomic_write
 from glimpse_gym.pretrained import resolve_checkpoint
+from train.interpretability import (
+    attention_models,
+    interpretability_test,
+    plot_curves,
+    print_curves,
+)
 from train.markdown import combined_markdown
 from train.run import RunOptions, prepare_out, setup, write_results
 
@@ -76,6 +82,17 @@ class EvaluateConfig(RunOptions):
     differences from --reference the intervals support"""
     reference: str | None = None
     """with --combine: the policy the others are compared with (default: the first)"""
+    interpretability: bool = False
+    """also the interpretability test: the full-image BagNet's accuracy with the top T cells
+    of each policy, of its gradient saliency and of each --attention-checkpoint's maps
+    blanked (deletion) or kept alone (insertion), T = 1..Tmax (needs the occlusion test's
+    BagNet and stored images)"""
+    attention_checkpoint: list[str] = field(default_factory=list)
+    """with --interpretability: a small BagNet with NAM or ADCM blocks (pretrain-bagnet --nam,
+    --nam-spatial, --adcm) on the bank's grid, whose attention maps rank the cells
+    (repeatable)"""
+    interpretability_images: int = 2000
+    """with --interpretability: the first this many images"""
 
 
 def _occlusion(cfg: EvaluateConfig, source: Any, device: torch.device) -> Occlusion | None:
@@ -193,10 +210,17 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     names = [p.name for p in policies]
     if len(set(names)) != len(names):
         raise UsageError(f"policy names must be distinct, got {names}")
+    occlusion = _occlusion(cfg, source, device)
+    attention = attention_models(cfg.attention_checkpoint, source, device)
+    if cfg.interpretability and occlusion is None:
+        raise UsageError("--interpretability needs the full-image BagNet (--checkpoint, the "
+                         "bank's) and a bank that stores its images")
     out = prepare_out(cfg.out, overwrite=cfg.overwrite)
     n = source.num_images if cfg.max_images is None else min(cfg.max_images, source.num_images)
+    runs: dict[str, torch.Tensor] = {}
 
     def pictures(policy: Any, run: Any, row: dict[str, Any]) -> None:
+        runs[policy.name] = run.cells
         row["pictures"] = _pictures(source, run.cells, cfg.occlusion_glimpses, policy.name,
                                     out, cfg.pictures, labels=run.labels,
                                     predictions=run.predictions)
@@ -204,7 +228,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         tqdm.write(f"{policy.name}: error at T={t} {row['error'][t]:.2%}")
 
     table = compare(policies, source, max_glimpses=cfg.max_glimpses, batch=cfg.batch,
-                    max_images=n, device=device, occlusion=_occlusion(cfg, source, device),
+                    max_images=n, device=device, occlusion=occlusion,
                     occlusion_glimpses=cfg.occlusion_glimpses, seed=cfg.seed, on_run=pictures,
                     progress=cfg.progress)
     ts = range(1, cfg.max_glimpses + 1)
@@ -222,7 +246,16 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     _plot(table, cfg.max_glimpses, out / "accuracy.png",
           f"{source.description.get('dataset', 'digits')} {cfg.split}: {n} images")
     print_table(results)
-    write_results(out, results, ["results.csv", "accuracy.png",
+    extra = []
+    if cfg.interpretability:
+        results["interpretability"] = found = interpretability_test(
+            source, occlusion, runs, attention, cfg.max_glimpses, cfg.interpretability_images,
+            device, cfg.progress)
+        plot_curves(found, out / "interpretability.png",
+                    f"{source.description.get('dataset', 'digits')}: {found['images']} images")
+        print_curves(found)
+        extra.append("interpretability.png")
+    write_results(out, results, ["results.csv", "accuracy.png", *extra,
                                  *(f for row in table.values() for f in row.get("pictures", []))])
     return results
 

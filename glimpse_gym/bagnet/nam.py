@@ -18,10 +18,14 @@ class NAMChannelAttention(nn.Module):
         super().__init__()
         self.bn = nn.BatchNorm2d(channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W]`` gates in (0, 1)."""
         gamma = self.bn.weight.abs()
         weight = gamma / gamma.sum().clamp_min(1e-12)
-        return torch.sigmoid(self.bn(x) * weight.view(1, -1, 1, 1)) * x
+        return torch.sigmoid(self.bn(x) * weight.view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(x) * x
 
     def penalty(self) -> torch.Tensor:
         """L1 norm of the gammas, to add (times a small factor) to the training loss."""

@@ -1,0 +1,117 @@
+"""``glimpse evaluate --interpretability``: do the cells each method ranks first carry the
+evidence?
+
+For every policy evaluated (its glimpses, in order), the gradient saliency of the full-image
+BagNet (``--checkpoint``) and the attention maps of each ``--attention-checkpoint`` (a small
+BagNet with NAM or ADCM blocks on the same grid), on the first ``--interpretability-images``
+images: the full-image BagNet's accuracy with the receptive fields of the top T cells blanked
+(deletion) and with only them kept (insertion), T = 1..Tmax
+(:func:`agents.interpretability.deletion_insertion`). Written to ``results.json`` under
+``interpretability`` and drawn in ``interpretability.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agents.evaluation import Occlusion
+from agents.interpretability import (
+    ATTENTION_BLOCKS,
+    attention_ranking,
+    deletion_insertion,
+    saliency_ranking,
+)
+from glimpse_gym.bagnet import load_bagnet
+from glimpse_gym.errors import UsageError
+from glimpse_gym.pretrained import resolve_checkpoint
+
+
+def attention_models(paths: list[str], source: Any, device: torch.device
+                     ) -> list[tuple[str, Any, dict[str, Any]]]:
+    """``(name, model, checkpoint)`` of each ``--attention-checkpoint``, checked against the
+    bank's grid; one name per attention block the model has (``STEM:block``)."""
+    out = []
+    for path in paths:
+        model, ckpt = load_bagnet(resolve_checkpoint(path), device)
+        blocks = [b for b in ATTENTION_BLOCKS if getattr(model, b, None) is not None]
+        if not blocks:
+            raise UsageError(f"--attention-checkpoint {path}: this BagNet has no NAM or ADCM "
+                             "block (pretrain-bagnet --nam, --nam-spatial or --adcm)")
+        grid = model.grid_size(*source.image_shape[1:])
+        if tuple(grid) != tuple(source.grid):
+            raise UsageError(f"--attention-checkpoint {path}: its grid on these images is "
+                             f"{grid}, the bank's {tuple(source.grid)}: use a BagNet of the "
+                             "bank's architecture")
+        stem = Path(path).stem if Path(path).suffix else path
+        out += [(f"{stem}:{b}", model, ckpt) for b in blocks]
+    return out
+
+
+def interpretability_test(source: Any, occlusion: Occlusion, runs: dict[str, torch.Tensor],
+                          attention: list[tuple[str, Any, dict[str, Any]]], tmax: int,
+                          images: int, device: torch.device, progress: bool = True
+                          ) -> dict[str, Any]:
+    """The curves of every ranking on the first ``images`` images (see the module)."""
+    if source.images is None:
+        raise UsageError("--interpretability blanks image regions: the bank must store its "
+                         "images (extract-features without --no-store-images)")
+    m = min(images, source.num_images)
+    pixels, labels = source.images[:m], torch.from_numpy(np.array(source.labels[:m]))
+    model, mean, std = occlusion.model, occlusion.mean, occlusion.std
+    rankings = {name: cells[:m] for name, cells in runs.items()}
+    rankings["saliency"] = saliency_ranking(model, pixels, mean, std, tmax, device=device)
+    for name, net, ckpt in attention:
+        norm = ckpt["normalization"]
+        rankings[name] = attention_ranking(net, pixels, norm["mean"], norm["std"],
+                                           name.rsplit(":", 1)[1], tmax, device=device)
+    curves = {}
+    for name, cells in tqdm(rankings.items(), desc="deletion and insertion",
+                            disable=not progress, leave=False):
+        curves[name] = deletion_insertion(model, mean, std, pixels, labels, cells,
+                                          source.cell_boxes(), tmax, device=device)
+    return {"images": m, "tmax": tmax, "curves": curves}
+
+
+def plot_curves(result: dict[str, Any], path: Path, title: str) -> None:
+    """Deletion and insertion accuracy against T, one line per ranking."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ts = range(1, result["tmax"] + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, kind in zip(axes, ("deletion", "insertion"), strict=True):
+        for name, row in result["curves"].items():
+            ax.plot(ts, [100 * a for a in row[kind]], marker=".", label=name)
+        ax.set_title(f"{kind}: the top T cells' regions " +
+                     ("blanked" if kind == "deletion" else "kept alone"))
+        ax.set_xlabel("T (cells)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("full-image BagNet accuracy (%)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_curves(result: dict[str, Any], columns: tuple[int, ...] = (1, 2, 4, 6, 8, 12)
+                 ) -> None:
+    """The curves as a text table at a few T."""
+    ts = [t for t in columns if t <= result["tmax"]]
+    print(f"\nfull-image BagNet accuracy (%) on {result['images']} images: top T cells blanked "
+          "(deletion) | kept alone (insertion)")
+    print(f"{'ranking':24s}" + "".join(f"{f'T={t}':>8s}" for t in ts) + " |"
+          + "".join(f"{f'T={t}':>8s}" for t in ts))
+    for name, row in result["curves"].items():
+        print(f"{name:24s}" + "".join(f"{100 * row['deletion'][t - 1]:8.2f}" for t in ts)
+              + " |" + "".join(f"{100 * row['insertion'][t - 1]:8.2f}" for t in ts))
+
+
+__all__ = ["attention_models", "interpretability_test", "plot_curves", "print_curves"]
