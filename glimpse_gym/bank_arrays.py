@@ -53,6 +53,15 @@ def gather_cells(array: Any, images: np.ndarray, rows: np.ndarray, cols: np.ndar
     return np.asarray(array[images, :, rows, cols], np.float32)
 
 
+def read_images(array: Any, index: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """``array[index]`` as ``dtype`` for a bank array in any form, the rows read in file
+    order (a memory map or its parts read forward) and returned in the order asked."""
+    order = np.argsort(index, kind="stable")
+    out = np.empty((len(index), *array.shape[1:]), dtype)
+    out[order] = np.asarray(array[index[order]], dtype)
+    return out
+
+
 def _split(key: Any) -> tuple[Any, tuple]:
     return (key[0], key[1:]) if isinstance(key, tuple) and key else (key, ())
 
@@ -154,4 +163,5 @@ class HeadLogits:
                           self.bias)
 
 
-__all__ = ["Dequantized", "HeadLogits", "INT8_MAX", "gather_cells", "quantize"]
+__all__ = ["Dequantized", "HeadLogits", "INT8_MAX", "gather_cells", "quantize",
+           "read_images"]

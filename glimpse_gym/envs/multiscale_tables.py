@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from glimpse_gym.bank_arrays import gather_cells
+from glimpse_gym.bank_arrays import gather_cells, read_images
 from glimpse_gym.envs.tables import fits_in_memory
 from glimpse_gym.shards import advise_random
 
@@ -98,20 +98,13 @@ class CoarseRows:
         self.bank, self.device = spec.bank.levels[0].bank, device
         self.shape = (spec.bank.num_images, math.prod(self.bank.grid) * self.bank.features.shape[1])
 
-    def _read(self, array: np.ndarray | object, images: torch.Tensor) -> np.ndarray:
-        index = images.cpu().numpy()
-        order = np.argsort(index, kind="stable")  # read the files in order
-        out = np.empty((len(index), *array.shape[1:]), np.float64)
-        out[order] = np.asarray(array[index[order]], np.float64)
-        return out
-
     def index_select(self, dim: int, images: torch.Tensor) -> torch.Tensor:
-        grids = self._read(self.bank.features, images).astype(np.float32)
+        grids = read_images(self.bank.features, images.cpu().numpy())
         flat = torch.from_numpy(grids).flatten(2).transpose(1, 2).reshape(len(images), -1)
         return flat.to(self.device)
 
     def prior(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self._read(self.bank.logits, images)
+        logits = read_images(self.bank.logits, images.cpu().numpy(), np.float64)
         return torch.from_numpy(logits.reshape(*logits.shape[:2], -1).mean(2)).to(self.device)
 
 

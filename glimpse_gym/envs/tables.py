@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from glimpse_gym.bank_arrays import HeadLogits, gather_cells
+from glimpse_gym.bank_arrays import HeadLogits, gather_cells, read_images
 from glimpse_gym.envs.memory import large_empty
 from glimpse_gym.shards import advise_random
 
@@ -125,10 +125,7 @@ class MappedGrids:
         self.src = src
 
     def select_into(self, images: torch.Tensor, out: torch.Tensor) -> None:
-        index = images.cpu().numpy()
-        order = np.argsort(index, kind="stable")  # read the file in order
-        grids = np.empty((len(index), *self.src.features.shape[1:]), np.float32)
-        grids[order] = np.asarray(self.src.features[index[order]], np.float32)
+        grids = read_images(self.src.features, images.cpu().numpy())
         out.copy_(torch.from_numpy(grids).flatten(2).transpose(1, 2))
 
 
