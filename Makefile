@@ -32,7 +32,7 @@ export CORE_CHECK
 
 .PHONY: demo test test-core test-slow lint gpu-check bench bench-env bench-multiscale bench-ppo bench-bank-open bench-startup bench-bagnet-tta robustness default-weights mnist-bagnet mnist-rl mnist-saccader mnist-reinforce mnist-evaluate results clean \
 	results-cluttered-mnist results-cluttered-mnist-100 results-cluttered-fashion \
-	results-multiscale results-multiscale-shipped
+	results-multiscale results-multiscale-shipped ablation
 
 $(BIN)/glimpse: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -183,6 +183,14 @@ results-multiscale: $(BIN)/glimpse
 results-multiscale-shipped: $(BIN)/glimpse
 	$(BIN)/glimpse results --task cluttered-mnist --multiscale --bagnet shipped --root $(MNIST_ROOT)
 	$(BIN)/glimpse results --task cluttered-mnist-100 --multiscale --bagnet shipped --root $(MNIST_ROOT)
+
+## ablation: soft-attention BagNets (NAM, NAM+spatial, ADCM) against plain ones, 3 seeds, on
+## 60x60 cluttered MNIST and Fashion-MNIST, with the short recipe of docs/results.md
+ABLATION_RECIPE = --bagnet-epochs 3 --interpretability-images 1000 \
+	--agent-option saccader=--location-epochs=1 --agent-option saccader=--policy-epochs=2
+ablation: $(BIN)/glimpse
+	$(BIN)/glimpse ablation --task cluttered-mnist --root $(MNIST_ROOT) $(ABLATION_RECIPE)
+	$(BIN)/glimpse ablation --task cluttered-fashion --root $(MNIST_ROOT) $(ABLATION_RECIPE)
 
 ## results: every task's table, then the benchmarks of docs/performance.md
 results: results-cluttered-mnist results-cluttered-fashion results-cluttered-mnist-100 bench \

@@ -68,6 +68,8 @@ COMMANDS = {
                                   "the Saccader on multi-scale banks (steps 2 and 3)"),
     "results": ("train.results", "ResultsConfig", "run_results",
                 "a standard task's whole table over seeds (BagNet, agents, evaluation)"),
+    "ablation": ("train.ablation", "AblationConfig", "run_ablation",
+                 "soft-attention BagNets (NAM, ADCM) against plain ones, over seeds"),
 }
 
 

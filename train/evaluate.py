@@ -38,6 +38,8 @@ from glimpse_gym.fileio import atomic_write
 from glimpse_gym.pretrained import resolve_checkpoint
 from train.interpretability import (
     attention_models,
+    combine_curves,
+    curves_markdown,
     interpretability_test,
     plot_curves,
     print_curves,
@@ -89,8 +91,8 @@ class EvaluateConfig(RunOptions):
     BagNet and stored images)"""
     attention_checkpoint: list[str] = field(default_factory=list)
     """with --interpretability: a small BagNet with NAM or ADCM blocks (pretrain-bagnet --nam,
-    --nam-spatial, --adcm) on the bank's grid, whose attention maps rank the cells
-    (repeatable)"""
+    --nam-spatial, --adcm) on the bank's grid, whose attention maps rank the cells; NAME=PATH
+    names its rankings NAME:BLOCK (default: the file's stem) (repeatable)"""
     interpretability_images: int = 2000
     """with --interpretability: the first this many images"""
 
@@ -312,9 +314,19 @@ def combine(cfg: EvaluateConfig) -> dict[str, Any]:
     seeds = max(row["seeds"] for row in table.values())
     _plot(means, tmax, out / "accuracy.png", f"{first['bank'].get('dataset')} "
           f"{first['bank'].get('split')}: mean of {seeds} seeds, 95 % interval shaded", bands)
-    atomic_write(out / "results.md", lambda f: f.write(combined_markdown(results).encode()))
+    markdown, extra = combined_markdown(results), []
+    curves = combine_curves(runs)
+    if curves:
+        results["interpretability"] = curves
+        plot_curves(curves, out / "interpretability.png", f"{first['bank'].get('dataset')}: "
+                    f"{curves['images']} images, mean of {curves['seeds']} seeds")
+        markdown += "\n" + curves_markdown(curves)
+        extra.append("interpretability.png")
+    atomic_write(out / "results.md", lambda f: f.write(markdown.encode()))
     print_combined(results)
-    write_results(out, results, ["results.csv", "results.md", "accuracy.png"])
+    if curves:
+        print_curves(curves)
+    write_results(out, results, ["results.csv", "results.md", "accuracy.png", *extra])
     return results
 
 

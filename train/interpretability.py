@@ -36,7 +36,8 @@ def attention_models(paths: list[str], source: Any, device: torch.device
     """``(name, model, checkpoint)`` of each ``--attention-checkpoint``, checked against the
     bank's grid; one name per attention block the model has (``STEM:block``)."""
     out = []
-    for path in paths:
+    for spec in paths:
+        stem, path = _named(spec)
         model, ckpt = load_bagnet(resolve_checkpoint(path), device)
         blocks = [b for b in ATTENTION_BLOCKS if getattr(model, b, None) is not None]
         if not blocks:
@@ -47,9 +48,16 @@ def attention_models(paths: list[str], source: Any, device: torch.device
             raise UsageError(f"--attention-checkpoint {path}: its grid on these images is "
                              f"{grid}, the bank's {tuple(source.grid)}: use a BagNet of the "
                              "bank's architecture")
-        stem = Path(path).stem if Path(path).suffix else path
         out += [(f"{stem}:{b}", model, ckpt) for b in blocks]
     return out
+
+
+def _named(spec: str) -> tuple[str, str]:
+    """``NAME=PATH`` -> ``(NAME, PATH)``; a bare path is named by its file's stem."""
+    name, sep, path = spec.partition("=")
+    if sep and name and "/" not in name:
+        return name, path
+    return (Path(spec).stem if Path(spec).suffix else spec), spec
 
 
 def interpretability_test(source: Any, occlusion: Occlusion, runs: dict[str, torch.Tensor],
@@ -77,8 +85,39 @@ def interpretability_test(source: Any, occlusion: Occlusion, runs: dict[str, tor
     return {"images": m, "tmax": tmax, "curves": curves}
 
 
+KINDS = ("deletion", "insertion")
+
+
+def combine_curves(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The interpretability tests of several seeds' evaluations as one: per ranking that
+    every run has, the :func:`agents.stats.summary` over the runs of each T's accuracy and of
+    its mean over T = 1..Tmax (the area under the curve, divided by Tmax). None unless every
+    run has the test, on the same images and Tmax."""
+    from agents.stats import summary
+
+    found = [r.get("interpretability") for r in runs]
+    if not all(found) or len({(f["images"], f["tmax"]) for f in found}) != 1:
+        return None
+    names = [n for n in found[0]["curves"] if all(n in f["curves"] for f in found)]
+    curves = {}
+    for name in names:
+        rows = [f["curves"][name] for f in found]
+        curves[name] = {kind: [summary([r[kind][t] for r in rows])
+                               for t in range(found[0]["tmax"])] for kind in KINDS}
+        curves[name].update({f"{kind}_mean": summary([float(np.mean(r[kind])) for r in rows])
+                             for kind in KINDS})
+    return {"images": found[0]["images"], "tmax": found[0]["tmax"], "seeds": len(found),
+            "curves": curves}
+
+
+def _mean(point: Any) -> float:
+    """A curve's point: a number (one run) or a summary over seeds (its mean)."""
+    return point["mean"] if isinstance(point, dict) else point
+
+
 def plot_curves(result: dict[str, Any], path: Path, title: str) -> None:
-    """Deletion and insertion accuracy against T, one line per ranking."""
+    """Deletion and insertion accuracy against T, one line per ranking (over seeds: the mean,
+    its 95 % interval shaded)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,9 +125,13 @@ def plot_curves(result: dict[str, Any], path: Path, title: str) -> None:
 
     ts = range(1, result["tmax"] + 1)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, kind in zip(axes, ("deletion", "insertion"), strict=True):
+    for ax, kind in zip(axes, KINDS, strict=True):
         for name, row in result["curves"].items():
-            ax.plot(ts, [100 * a for a in row[kind]], marker=".", label=name)
+            line, = ax.plot(ts, [100 * _mean(a) for a in row[kind]], marker=".", label=name)
+            if isinstance(row[kind][0], dict):
+                ax.fill_between(ts, [100 * a["ci95"][0] for a in row[kind]],
+                                [100 * a["ci95"][1] for a in row[kind]],
+                                color=line.get_color(), alpha=0.15)
         ax.set_title(f"{kind}: the top T cells' regions " +
                      ("blanked" if kind == "deletion" else "kept alone"))
         ax.set_xlabel("T (cells)")
@@ -103,15 +146,39 @@ def plot_curves(result: dict[str, Any], path: Path, title: str) -> None:
 
 def print_curves(result: dict[str, Any], columns: tuple[int, ...] = (1, 2, 4, 6, 8, 12)
                  ) -> None:
-    """The curves as a text table at a few T."""
+    """The curves as a text table at a few T (over seeds: the means)."""
     ts = [t for t in columns if t <= result["tmax"]]
-    print(f"\nfull-image BagNet accuracy (%) on {result['images']} images: top T cells blanked "
-          "(deletion) | kept alone (insertion)")
+    over = f", mean of {result['seeds']} seeds" if "seeds" in result else ""
+    print(f"\nfull-image BagNet accuracy (%) on {result['images']} images{over}: top T cells "
+          "blanked (deletion) | kept alone (insertion)")
     print(f"{'ranking':24s}" + "".join(f"{f'T={t}':>8s}" for t in ts) + " |"
           + "".join(f"{f'T={t}':>8s}" for t in ts))
     for name, row in result["curves"].items():
-        print(f"{name:24s}" + "".join(f"{100 * row['deletion'][t - 1]:8.2f}" for t in ts)
-              + " |" + "".join(f"{100 * row['insertion'][t - 1]:8.2f}" for t in ts))
+        print(f"{name:24s}" + "".join(f"{100 * _mean(row['deletion'][t - 1]):8.2f}" for t in ts)
+              + " |" + "".join(f"{100 * _mean(row['insertion'][t - 1]):8.2f}" for t in ts))
 
 
-__all__ = ["attention_models", "interpretability_test", "plot_curves", "print_curves"]
+def curves_markdown(result: dict[str, Any], columns: tuple[int, ...] = (1, 2, 4, 6, 8, 12)
+                    ) -> str:
+    """A combined test (:func:`combine_curves`) as a Markdown table: accuracy (%) with the
+    top T cells blanked and kept alone, mean ± std over the seeds, and each curve's mean
+    over T = 1..Tmax."""
+    from train.markdown import _value
+
+    ts = [t for t in columns if t <= result["tmax"]]
+    cols = " | ".join(f"T = {t}" for t in ts)
+    lines = [f"| ranking | deletion: {cols} | mean T = 1..{result['tmax']} | insertion: {cols} "
+             f"| mean T = 1..{result['tmax']} |", "|---" * (2 * len(ts) + 3) + "|"]
+    for name, row in result["curves"].items():
+        cells = [_value(row["deletion"][t - 1]) for t in ts] + [_value(row["deletion_mean"])]
+        cells += [_value(row["insertion"][t - 1]) for t in ts] + [_value(row["insertion_mean"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", f"The full-image BagNet's accuracy (%) on the first {result['images']:,} "
+              f"images with the receptive fields of each ranking's top T cells blanked "
+              f"(deletion: lower means the cells held more of the evidence) or with only them "
+              f"kept (insertion: higher is better); mean ± std over {result['seeds']} seeds."]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["attention_models", "combine_curves", "curves_markdown", "interpretability_test",
+           "plot_curves", "print_curves"]

@@ -24,6 +24,14 @@ skipped, and a trainer cut short continues from its last checkpoint (``--resume`
 interrupted run continues where it stopped (``--overwrite`` redoes all). Single seeds may run
 side by side into one folder once its banks exist; a last run of all seeds combines them.
 ``OUT/timings.json`` records each step's wall time.
+
+``--attention nam|nam-spatial|adcm`` trains the BagNets with that soft-attention block
+(``pretrain-bagnet --nam``, ``--nam --nam-spatial``, ``--adcm``) into
+``runs/results/TASK-ATTENTION``; ``--interpretability`` adds the deletion and insertion test
+to each seed's evaluation (with the BagNet's own attention maps among the rankings, named
+``attention:BLOCK``) and combines it over the seeds; ``--agent-option NAME=OPTION`` passes
+an option to one agent's trainer (``saccader=--policy-epochs=2``). ``glimpse ablation`` runs
+this for every attention block side by side.
 """
 
 from __future__ import annotations
@@ -57,6 +65,9 @@ TASK_AGENT_OPTIONS = {
 }
 """Options of an agent on one task, after the agent's own: on 100x100 (441 cells, T = 8) a
 Saccader epoch costs about 7x one on 60x60, so it trains 1 + 3 epochs instead of 3 + 10."""
+ATTENTION = {"plain": [], "nam": ["--nam"], "nam-spatial": ["--nam", "--nam-spatial"],
+             "adcm": ["--adcm"]}
+"""The soft-attention blocks a trained BagNet may have: ``pretrain-bagnet`` options."""
 
 
 @dataclass
@@ -93,6 +104,17 @@ class ResultsConfig:
     alone) into runs/results/TASK-ms; with --bagnet shipped the package's BagNets, the half
     size from the one across scales and the full size from the full-size one, into
     runs/results/TASK-ms-shipped"""
+    attention: str = "plain"
+    """with --bagnet train: the BagNets' soft-attention block: plain (none), nam (NAM's
+    channel branch), nam-spatial (NAM's channel and spatial branches) or adcm"""
+    agent_option: list[str] = field(default_factory=list)
+    """NAME=OPTION: an option of one agent's trainer, after the task's (e.g.
+    saccader=--policy-epochs=2) (repeatable)"""
+    interpretability: bool = False
+    """each seed's evaluation also runs the interpretability test (the attention maps of the
+    BagNet among the rankings when it has any), combined over the seeds"""
+    interpretability_images: int = 2000
+    """with --interpretability: the first this many test images"""
     dry_run: bool = False
     """print the commands and stop"""
 
@@ -100,6 +122,7 @@ class ResultsConfig:
 def output_folder(cfg: ResultsConfig) -> Path:
     """``--out``, or the default that keeps the shipped BagNet's runs apart."""
     suffix = ("-ms" if cfg.multiscale else "") + ("-shipped" if cfg.bagnet == "shipped" else "")
+    suffix += "" if cfg.attention == "plain" else f"-{cfg.attention}"
     return Path(cfg.out or f"runs/results/{cfg.task}{suffix}")
 
 
@@ -113,11 +136,19 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
         raise UsageError(f"unknown task {cfg.task!r}; valid: {', '.join(TASKS)}")
     if cfg.bagnet not in ("train", "shipped"):
         raise UsageError(f"--bagnet must be 'train' or 'shipped', got {cfg.bagnet!r}")
+    if cfg.attention not in ATTENTION:
+        raise UsageError(f"--attention must be one of {', '.join(ATTENTION)}, got "
+                         f"{cfg.attention!r}")
+    if cfg.attention != "plain" and (cfg.bagnet != "train" or cfg.multiscale):
+        raise UsageError("--attention trains BagNets with that block: it needs --bagnet train "
+                         "and no --multiscale")
     if cfg.multiscale:
-        if cfg.bagnet_per_seed or cfg.finetune_epochs or cfg.agents:
+        if cfg.bagnet_per_seed or cfg.finetune_epochs or cfg.agents or cfg.agent_option or \
+                cfg.interpretability:
             raise UsageError("--multiscale trains its own agents on one BagNet across scales "
                              "(trained, or with --bagnet shipped the package's): it takes no "
-                             "--bagnet-per-seed, --finetune-epochs or --agents")
+                             "--bagnet-per-seed, --finetune-epochs, --agents, "
+                             "--agent-option or --interpretability")
         from train.results_multiscale import plan_multiscale
         return plan_multiscale(cfg)
     task = TASKS[cfg.task]
@@ -127,6 +158,7 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
     unknown = sorted(set(agents) - set(AGENTS))
     if unknown:
         raise UsageError(f"unknown agent(s) {unknown}; valid: {', '.join(AGENTS)}")
+    extra = _agent_options(cfg.agent_option, agents)
     data = ["--root", cfg.root]
     common = ["--threads", str(cfg.threads), "--no-progress", "--overwrite"]
     steps: list[tuple[str, list[str], Path]] = []
@@ -141,20 +173,21 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
             epochs = cfg.bagnet_epochs or BAGNET_EPOCHS[task.name]
             steps.append((f"bagnet-s{b}", _glimpse(
                 "pretrain-bagnet", "--dataset", task.dataset, *opts, *data, "--epochs",
-                str(epochs), "--image-loss", "1", "--seed", str(b), "--out", str(ckpt),
-                *common), ckpt.parent / "metrics.json"))
+                str(epochs), "--image-loss", "1", *ATTENTION[cfg.attention], "--seed", str(b),
+                "--out", str(ckpt), *common), ckpt.parent / "metrics.json"))
         else:
             ckpt = Path(task.name)  # resolved to the shipped file by the commands
         steps.append((f"banks-s{b}", _glimpse(
             "extract-features", "--checkpoint", str(ckpt), *data, "--out",
-            str(out / f"banks-s{b}"), "--no-progress", "--overwrite"),
+            str(out / f"banks-s{b}"), *common),
             out / f"banks-s{b}" / "test" / "meta.json"))
     for s in seeds:
         b = s if len(bagnet_seeds) > 1 else bagnet_seeds[0]
         banks = str(out / f"banks-s{b}")
         for name in agents:
             cmd, opts, _ = AGENTS[name]
-            opts = [*opts, *TASK_AGENT_OPTIONS.get(task.name, {}).get(name, [])]
+            opts = [*opts, *TASK_AGENT_OPTIONS.get(task.name, {}).get(name, []),
+                    *extra.get(name, [])]
             folder = out / f"seed{s}" / name
             steps.append((f"{name}-s{s}", _glimpse(*cmd, "--banks", banks, *opts, "--glimpses",
                                                    str(task.glimpses), "--seed", str(s),
@@ -162,6 +195,11 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
                           folder / "results.json"))  # written last: checkpoints come earlier
         ckpt = (out / f"bagnet-s{b}" / "bagnet.pt") if cfg.bagnet == "train" else task.name
         policies = [f"--policy={n}={out / f'seed{s}' / n / AGENTS[n][2]}" for n in agents]
+        if cfg.interpretability:
+            policies += ["--interpretability", "--interpretability-images",
+                         str(cfg.interpretability_images)]
+            if cfg.attention != "plain":
+                policies.append(f"--attention-checkpoint=attention={ckpt}")
         steps.append((f"evaluate-s{s}", _glimpse(
             "evaluate", "--bank", f"{banks}/test", "--checkpoint", str(ckpt), *policies,
             "--policy=ordered-logits", "--policy=random", "--policy=centre",
@@ -175,6 +213,18 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
     if cfg.finetune_epochs and "saccader" in agents:
         steps.append(_combine_step("combine-finetuned", out / "eval-finetuned", seeds))
     return steps
+
+
+def _agent_options(specs: list[str], agents: list[str]) -> dict[str, list[str]]:
+    """``--agent-option NAME=OPTION`` as ``{agent: [options]}``."""
+    found: dict[str, list[str]] = {}
+    for spec in specs:
+        name, _, option = spec.partition("=")
+        if name not in agents or not option.startswith("--"):
+            raise UsageError(f"--agent-option {spec!r}: give NAME=--OPTION[=VALUE] with NAME "
+                             f"one of the agents trained ({', '.join(agents)})")
+        found.setdefault(name, []).append(option)
+    return found
 
 
 def _combine_step(name: str, evals: Path, seeds: list[int]) -> tuple[str, list[str], Path]:

@@ -8,7 +8,14 @@ import pytest
 from glimpse_gym.errors import UsageError
 from glimpse_gym.tasks import TASKS
 from train.cli import build_parser
-from train.results import AGENTS, ResultsConfig, compare_finetuned, plan, run_results
+from train.results import (
+    AGENTS,
+    ResultsConfig,
+    compare_finetuned,
+    output_folder,
+    plan,
+    run_results,
+)
 
 
 @pytest.mark.parametrize("bagnet", ["train", "shipped"])
@@ -284,3 +291,40 @@ def test_one_seed_is_named_and_never_makes_a_difference() -> None:
     text = combined_markdown(results, columns=(6,))
     assert "100 test images, one seed." in text and "(no difference shown)" in text
     assert "mean ± std" not in text
+
+
+@pytest.mark.parametrize("attention", ["plain", "nam", "nam-spatial", "adcm"])
+def test_attention_bagnets_and_the_interpretability_test(attention, tmp_path) -> None:
+    cfg = ResultsConfig(attention=attention, bagnet_per_seed=True, interpretability=True,
+                        interpretability_images=500, agents=["saccader", "maskable-ppo"],
+                        agent_option=["saccader=--policy-epochs=2",
+                                      "saccader=--location-epochs=1"])
+    out = output_folder(cfg)
+    assert out.name == "cluttered-mnist" + ("" if attention == "plain" else f"-{attention}")
+    parser = build_parser()
+    flags = {"plain": (False, False, False), "nam": (True, False, False),
+             "nam-spatial": (True, True, False), "adcm": (False, False, True)}[attention]
+    for name, cmd, _ in plan(cfg):
+        args = parser.parse_args(cmd[3:])
+        if name.startswith("bagnet-"):
+            assert (args.nam, args.nam_spatial, args.adcm) == flags
+        if name.startswith("saccader-"):  # the agent's own options come after the task's
+            assert (args.location_epochs, args.policy_epochs) == (1, 2)
+        if name.startswith("maskable-ppo-"):
+            assert "--policy-epochs=2" not in cmd
+        if name.startswith("evaluate-"):
+            seed = name[-1]
+            assert args.interpretability and args.interpretability_images == 500
+            assert args.attention_checkpoint == (None if attention == "plain" else [
+                f"attention={out / f'bagnet-s{seed}' / 'bagnet.pt'}"])
+
+
+def test_attention_and_agent_options_are_checked() -> None:
+    for cfg in (ResultsConfig(attention="cbam"), ResultsConfig(attention="nam", bagnet="shipped"),
+                ResultsConfig(attention="adcm", multiscale=True),
+                ResultsConfig(interpretability=True, multiscale=True),
+                ResultsConfig(agent_option=["dqn=--lr=1"]),
+                ResultsConfig(agent_option=["saccader=policy-epochs"]),
+                ResultsConfig(agents=["saccader"], agent_option=["reinforce=--iterations=9"])):
+        with pytest.raises(UsageError):
+            plan(cfg)
