@@ -74,8 +74,9 @@ def attention_ranking(model: BagNetBase, images: Any, mean: Any, std: Any, block
 def saliency_ranking(model: BagNetBase, images: Any, mean: Any, std: Any, tmax: int,
                      batch: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
     """``[N, tmax]`` cells ranked by gradient saliency: for each image, ``|d l / d x|`` of the
-    predicted class's image-level logit ``l``, summed over channels and over each cell's
-    receptive field (a ``rf x rf`` window at ``stride``: the cells' own boxes)."""
+    predicted class's image-level logit ``l``, summed over channels and averaged over each
+    cell's receptive field (a ``rf x rf`` window at ``stride``: the cells' own boxes, all of
+    one size, so the ranking is that of the sums)."""
     model.eval()
     out = []
     for s in range(0, len(images), batch):
@@ -86,6 +87,11 @@ def saliency_ranking(model: BagNetBase, images: Any, mean: Any, std: Any, tmax: 
         (grad,) = torch.autograd.grad(chosen, x)
         pixels = grad.abs().sum(1, keepdim=True)  # [B, 1, H, W]
         cells = F.avg_pool2d(pixels, model.rf, model.stride)[:, 0]  # the mean over each box
+        grid = tuple(model.grid_size(*x.shape[-2:]))
+        if tuple(cells.shape[1:]) != grid:
+            raise ValueError(f"the boxes of rf {model.rf} at stride {model.stride} make a "
+                             f"{tuple(cells.shape[1:])} grid, the BagNet's is {grid} (a "
+                             "padded BagNet): saliency per cell needs unpadded boxes")
         out.append(top_cells(cells.detach().cpu(), tmax))
     return torch.cat(out)
 

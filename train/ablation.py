@@ -101,13 +101,22 @@ def _bagnet_row(folder: Path, seeds: list[int]) -> dict[str, Any]:
 
     metrics = [json.loads((folder / f"bagnet-s{s}" / "metrics.json").read_text())
                for s in seeds]
+    if any("test" not in m for m in metrics):
+        raise UsageError(f"{folder}: a BagNet has no test metrics (pretrain-bagnet "
+                         "--no-eval-test, or an unfinished run)")
     model, _ = load_bagnet(folder / f"bagnet-s{seeds[0]}" / "bagnet.pt", "cpu")
-    return {"parameters": sum(p.numel() for p in model.parameters()),
-            "epochs": metrics[0]["epoch"],
-            "full_image_error": summary([m["test"]["image_error"] for m in metrics]),
-            "cell_accuracy": summary([m["test"]["cell_acc"] for m in metrics]),
-            "train_time_s": summary([m["train_time_s"] for m in metrics]),
-            "train_images_per_s": summary([m["train_images_per_s"] for m in metrics])}
+    row = {"parameters": sum(p.numel() for p in model.parameters()),
+           "epochs": metrics[0]["epoch"],
+           "threads": sorted({m.get("threads", 0) for m in metrics}),
+           "full_image_error": summary([m["test"]["image_error"] for m in metrics]),
+           "cell_accuracy": summary([m["test"]["cell_acc"] for m in metrics]),
+           "train_time_s": summary([m["train_time_s"] for m in metrics])}
+    cpu = [m.get("train_cpu_s", float("nan")) for m in metrics]
+    if all(c == c for c in cpu):  # CPU time per training image: the cost, whatever shares
+        row["train_cpu_ms_per_image"] = summary(  # the cores (wall time is not)
+            [1000 * c / (m["epoch"] * m["images_per_epoch"]) for c, m in zip(cpu, metrics,
+                                                                          strict=True)])
+    return row
 
 
 def summarise(task: str, folders: dict[str, Path], seeds: list[int]) -> dict[str, Any]:
@@ -119,6 +128,10 @@ def summarise(task: str, folders: dict[str, Path], seeds: list[int]) -> dict[str
         if not combined.is_file():
             raise UsageError(f"{combined} is missing: the block's runs are not finished")
         table = json.loads(combined.read_text())
+        if "interpretability" not in table:
+            raise UsageError(f"{combined} has no interpretability test: some seed's "
+                             "evaluation ran without it; run the ablation again (it redoes "
+                             "those evaluations)")
         blocks[block] = {
             "bagnet": _bagnet_row(folder, seeds),
             "error": {n: row["error"][str(t)] for n, row in table["policies"].items()},
@@ -135,7 +148,8 @@ def summarise(task: str, folders: dict[str, Path], seeds: list[int]) -> dict[str
             if block == "plain":
                 continue
             pairs = {m: difference(row["bagnet"][m]["values"], base["bagnet"][m]["values"])
-                     for m in ("full_image_error", "cell_accuracy", "train_time_s")}
+                     for m in ("full_image_error", "cell_accuracy", "train_cpu_ms_per_image")
+                     if m in row["bagnet"] and m in base["bagnet"]}
             pairs.update({f"error:{n}": difference(e["values"], base["error"][n]["values"])
                           for n, e in row["error"].items() if n in base["error"]})
             versus_plain[block] = pairs
@@ -146,13 +160,26 @@ def summarise(task: str, folders: dict[str, Path], seeds: list[int]) -> dict[str
         agents = [n for n in curves if n in row["error"] and not n.startswith(
             ("ordered", "random", "centre", "full"))]
         maps_versus_glimpses[block] = {
-            f"{m} - {a}": {k: difference(curves[m][k]["values"], curves[a][k]["values"])
+            f"{m} - {a}": {k: paired(curves[m][k]["values"], curves[a][k]["values"])
                            for k in ("deletion", "insertion", "deletion_mean",
                                      "insertion_mean")}
             for m in maps + ["saliency"] for a in agents}
     return {"task": task, "T": t, "seeds": seeds, "blocks": blocks,
             "versus_plain": versus_plain, "maps_versus_glimpses": maps_versus_glimpses,
             "folders": {b: str(f) for b, f in folders.items()}}
+
+
+def paired(a: list[float], b: list[float]) -> dict[str, Any]:
+    """``a - b`` seed by seed (both read the same seed's BagNet and images): the
+    :func:`agents.stats.summary` of the per-seed differences, ``differs`` when its 95 %
+    bootstrap interval excludes 0 (with 3 seeds: exactly when all three differences have one
+    sign) and ``same_sign``, how many seeds' differences have the mean's sign."""
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    found = summary(d)
+    lo, hi = found["ci95"]
+    found["differs"] = bool((lo > 0 or hi < 0) and len(d) > 1)
+    found["same_sign"] = sum((x > 0) == (found["mean"] > 0) and x != 0 for x in d)
+    return found
 
 
 def _diff(d: dict[str, Any], scale: float = 100.0) -> str:
@@ -165,25 +192,32 @@ def ablation_markdown(found: dict[str, Any]) -> str:
     """The comparison as the Markdown tables the docs use."""
     t, blocks = found["T"], found["blocks"]
     agents = [n for n in next(iter(blocks.values()))["error"] if n != "centre"]
-    lines = ["| BagNet | parameters | full-image error (%) | per-cell accuracy (%) | training "
-             "(min) | images/s | " + " | ".join(f"{a} at T = {t} (%)" for a in agents) + " |",
-             "|---" * (6 + len(agents)) + "|"]
+    lines = ["| BagNet | parameters | full-image error (%) | per-cell accuracy (%) | training, "
+             "CPU ms per image | training, wall (min) | "
+             + " | ".join(f"{a} (%)" for a in agents) + " |", "|---" * (6 + len(agents)) + "|"]
+    threads = set()
     for block, row in blocks.items():
         b = row["bagnet"]
+        threads.update(b["threads"])
         minutes = {k: v / 60 if k in ("mean", "std") else v for k, v in b["train_time_s"].items()}
         lines.append(f"| {block} | {b['parameters']:,} | {_value(b['full_image_error'])} | "
-                     f"{_value(b['cell_accuracy'])} | {_value(minutes, 1, 1)} | "
-                     f"{_value(b['train_images_per_s'], 1, 0)} | "
+                     f"{_value(b['cell_accuracy'])} | "
+                     f"{_value(b.get('train_cpu_ms_per_image'), 1, 2)} | "
+                     f"{_value(minutes, 1, 1)} | "
                      + " | ".join(_value(row["error"].get(a)) for a in agents) + " |")
     seeds = len(found["seeds"])
-    lines += ["", f"Mean ± std over {seeds} seeds (seed k: BagNet and agents); "
-              f"{found['task']} test set."]
+    lines += ["", f"Mean ± std over {seeds} seeds (seed k: BagNet and agents); the policies' "
+              f"test error after T = {t} glimpses on the {found['task']} test set (the full "
+              f"image: the BagNet itself). Training cost: CPU time per training image and "
+              f"wall time, with {', '.join(map(str, sorted(threads)))} torch thread(s)"
+              + (" (mixed: not comparable)" if len(threads) > 1 else "") + "."]
     label = {"full_image_error": "full-image error", "cell_accuracy": "per-cell accuracy",
-             "train_time_s": "training time (min)"}
+             "train_cpu_ms_per_image": "training CPU ms per image"}
     for block, pairs in found["versus_plain"].items():
-        lines.append(f"- {block} - plain, points (95 % interval): " + "; ".join(
+        lines.append(f"- {block} - plain (points; CPU ms), 95 % interval: " + "; ".join(
             f"{label.get(m, m.replace('error:', ''))} "
-            f"{_diff(d, 1 / 60 if m == 'train_time_s' else 100)}" for m, d in pairs.items()))
+            f"{_diff(d, 1 if m == 'train_cpu_ms_per_image' else 100)}"
+            for m, d in pairs.items()))
     any_row = next(iter(blocks.values()))
     tmax = any_row["tmax"]
     lines += ["", f"| BagNet | ranking | deletion at T = {t} | deletion, mean T = 1..{tmax} | "
@@ -197,9 +231,12 @@ def ablation_markdown(found: dict[str, Any]) -> str:
               f"top T cells blanked (deletion: lower means those cells held more of the "
               f"evidence) or kept alone (insertion: higher is better); mean ± std over "
               f"{seeds} seeds."]
+    lines += ["", "Each map (and the saliency) minus each agent's glimpses, seed by seed on "
+              "the same BagNet (points, 95 % bootstrap interval of the mean of the per-seed "
+              "differences; with 3 seeds it excludes 0 exactly when all three agree in sign):"]
     for block, pairs in found["maps_versus_glimpses"].items():
         for pair, ds in pairs.items():
-            lines.append(f"- {block}, {pair} (points): deletion at T = {t} "
+            lines.append(f"- {block}, {pair}: deletion at T = {t} "
                          f"{_diff(ds['deletion'])}; insertion at T = {t} "
                          f"{_diff(ds['insertion'])}; deletion mean {_diff(ds['deletion_mean'])}"
                          f"; insertion mean {_diff(ds['insertion_mean'])}")
@@ -260,4 +297,5 @@ def write_summary(found: dict[str, Any], out: Path) -> None:
     print(f"wrote: {out}/results.json, results.md, ablation.png")
 
 
-__all__ = ["AblationConfig", "ablation_markdown", "run_ablation", "summarise", "write_summary"]
+__all__ = ["AblationConfig", "ablation_markdown", "paired", "run_ablation", "summarise",
+           "write_summary"]

@@ -213,7 +213,11 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     if len(set(names)) != len(names):
         raise UsageError(f"policy names must be distinct, got {names}")
     occlusion = _occlusion(cfg, source, device)
-    attention = attention_models(cfg.attention_checkpoint, source, device)
+    if cfg.attention_checkpoint and not cfg.interpretability:
+        raise UsageError("--attention-checkpoint ranks cells for the interpretability test: "
+                         "add --interpretability")
+    attention = attention_models(cfg.attention_checkpoint, source, device,
+                                 judge=cfg.checkpoint or (None if cfg.bank else "default"))
     if cfg.interpretability and occlusion is None:
         raise UsageError("--interpretability needs the full-image BagNet (--checkpoint, the "
                          "bank's) and a bank that stores its images")
@@ -251,8 +255,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     extra = []
     if cfg.interpretability:
         results["interpretability"] = found = interpretability_test(
-            source, occlusion, runs, attention, cfg.max_glimpses, cfg.interpretability_images,
-            device, cfg.progress)
+            source, occlusion, runs, attention, cfg.max_glimpses,
+            min(cfg.interpretability_images, n), device, cfg.progress)
         plot_curves(found, out / "interpretability.png",
                     f"{source.description.get('dataset', 'digits')}: {found['images']} images")
         print_curves(found)
@@ -316,6 +320,10 @@ def combine(cfg: EvaluateConfig) -> dict[str, Any]:
           f"{first['bank'].get('split')}: mean of {seeds} seeds, 95 % interval shaded", bands)
     markdown, extra = combined_markdown(results), []
     curves = combine_curves(runs)
+    tested = sum("interpretability" in r for r in runs)
+    if curves is None and tested:
+        print(f"note: {tested} of the {len(runs)} runs have the interpretability test (or "
+              "they differ in images or Tmax): it is not combined")
     if curves:
         results["interpretability"] = curves
         plot_curves(curves, out / "interpretability.png", f"{first['bank'].get('dataset')}: "

@@ -31,10 +31,12 @@ from glimpse_gym.errors import UsageError
 from glimpse_gym.pretrained import resolve_checkpoint
 
 
-def attention_models(paths: list[str], source: Any, device: torch.device
-                     ) -> list[tuple[str, Any, dict[str, Any]]]:
+def attention_models(paths: list[str], source: Any, device: torch.device,
+                     judge: str | None = None) -> list[tuple[str, Any, dict[str, Any]]]:
     """``(name, model, checkpoint)`` of each ``--attention-checkpoint``, checked against the
-    bank's grid; one name per attention block the model has (``STEM:block``)."""
+    bank's grid; one name per attention block the model has (``STEM:block``). A model other
+    than ``judge`` (the BagNet that classifies the blanked images) gets a note: its maps are
+    then tested on another model's decisions."""
     out = []
     for spec in paths:
         stem, path = _named(spec)
@@ -48,6 +50,10 @@ def attention_models(paths: list[str], source: Any, device: torch.device
             raise UsageError(f"--attention-checkpoint {path}: its grid on these images is "
                              f"{grid}, the bank's {tuple(source.grid)}: use a BagNet of the "
                              "bank's architecture")
+        if judge is not None and Path(resolve_checkpoint(path)).resolve() != \
+                Path(resolve_checkpoint(judge)).resolve():
+            print(f"note: --attention-checkpoint {path} is not the BagNet that classifies "
+                  f"(--checkpoint {judge}): its maps are tested on another model's decisions")
         out += [(f"{stem}:{b}", model, ckpt) for b in blocks]
     return out
 

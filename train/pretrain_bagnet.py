@@ -231,7 +231,7 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, group: Any) -> dict[str
         return min((step + 1) / warmup_steps, 0.5 * (1 + math.cos(math.pi * progress)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    start_epoch, elapsed = 0, 0.0
+    start_epoch, elapsed, cpu = 0, 0.0, 0.0
     if cfg.resume:
         ckpt = load_checkpoint(out)
         if ckpt["arch"] != arch or ckpt["arch_kwargs"] != arch_kwargs:
@@ -249,6 +249,7 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, group: Any) -> dict[str
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, elapsed = state["epoch"], state["elapsed_s"]
+        cpu = state.get("cpu_s", float("nan"))  # (not recorded by older runs)
         mean, std = ckpt["normalization"]["mean"], ckpt["normalization"]["std"]
     writer = SummaryWriter(str(logdir)) if leader else None
     meta = dict(arch=arch, arch_kwargs=arch_kwargs, class_names=train_set.class_names, mean=mean,
@@ -273,7 +274,7 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, group: Any) -> dict[str
             cfg.seed * 100_003 + epoch))[:num_train]
         mine, batch = rank_batches(order, cfg.batch_size, group)
         net.train()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sums = {"loss": 0.0, "cell_acc": 0.0, "image_acc": 0.0, "images": 0.0}
         bar = tqdm(iterate_batches(train_set, batch, indices=mine, num_workers=cfg.num_workers),
                    total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -311,6 +312,7 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, group: Any) -> dict[str
         seen = int(sums.pop("images"))
         train_images_seen += seen
         elapsed += epoch_time
+        cpu += time.process_time() - c0
         if not leader:  # rank 0 evaluates and writes the checkpoint; the others wait for it
             group.barrier()
             continue
@@ -327,6 +329,7 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, group: Any) -> dict[str
         writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
         writer.add_scalar("train/images_per_s", seen / epoch_time, step)
         metrics = {"epoch": epoch + 1, "train": train_stats, "val": val, "train_time_s": elapsed,
+                   "train_cpu_s": cpu, "threads": torch.get_num_threads(),
                    "images_per_epoch": num_train}
         if scales:
             metrics["val_by_scale"] = by_scale(model, val_set, scales, mean, std, device, cfg)
@@ -337,7 +340,8 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, group: Any) -> dict[str
               f"{val['image_error']:.4%} cell acc {val['cell_acc']:.4f} | "
               f"{seen / epoch_time:.0f} img/s")
         train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                       "epoch": epoch + 1, "elapsed_s": elapsed, "config": asdict(cfg)}
+                       "epoch": epoch + 1, "elapsed_s": elapsed, "cpu_s": cpu,
+                       "config": asdict(cfg)}
         save_checkpoint(out, model, metrics=metrics, train_state=train_state, **meta)
         if group is not None:
             group.barrier()

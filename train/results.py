@@ -290,6 +290,19 @@ def _checkpoint_of(cmd: list[str]) -> Path | None:
     return out / RESUMABLE[command] if RESUMABLE[command] else out
 
 
+def _done(marker: Path, cmd: list[str]) -> bool:
+    """Whether a step's output is there: its marker file, and for an evaluation asked for the
+    interpretability test, a ``results.json`` that has it."""
+    if not marker.exists():
+        return False
+    if "--interpretability" not in cmd or marker.name != "results.json":
+        return True
+    try:
+        return "interpretability" in json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def run_results(cfg: ResultsConfig) -> dict[str, Any]:
     """Run (or, with ``--dry-run``, print) the steps; return the timings of the steps run."""
     steps = plan(cfg)
@@ -304,7 +317,7 @@ def run_results(cfg: ResultsConfig) -> dict[str, Any]:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     for i, (name, cmd, done) in enumerate(steps, 1):
-        if done.exists() and not cfg.overwrite and not name.startswith("combine"):
+        if _done(done, cmd) and not cfg.overwrite and not name.startswith("combine"):
             print(f"[{i}/{len(steps)}] {name}: done before, skipped ({done})")
             continue
         checkpoint = _checkpoint_of(cmd)

@@ -20,9 +20,12 @@ used as dropout probabilities, in training only.
   to 1 (padding 1), a sigmoid: a keep probability per position ``k_p``.
 - In training each channel, then each position, is kept with its probability and scaled by
   ``1 / k`` (inverted dropout, so the expected output is the input); ``k`` is clipped to
-  ``[min_keep, 1]``. In eval the module returns its input unchanged: the receptive field and
-  the features at test time are those of the BagNet without it. :meth:`ADCM.attention`
-  gives the two maps (the interpretability test ranks positions by ``k_p``).
+  ``[min_keep, 1]``. The masks are trained by the straight-through estimator (:func:`_drop`),
+  so a channel or position the loss depends on learns to be kept more often. In eval the
+  module returns its input unchanged: the receptive field and the features at test time are
+  those of the BagNet without it (in training the global pooling and the 3x3 conv let the
+  masks depend on more of the image). :meth:`ADCM.attention` gives the two maps (the
+  interpretability test ranks positions by ``k_p``).
 """
 
 from __future__ import annotations
@@ -97,18 +100,35 @@ class ADCM(nn.Module):
         return torch.sigmoid(self.position(self.reduce(x)))
 
     def attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The channel map ``[N, C]`` and the position map ``[N, 1, H, W]`` (the position
-        map of the input weighted by the channel map, as the training path sees it)."""
-        k_c = self.channel_keep(x)
-        return k_c, self.position_keep(x * k_c[:, :, None, None])
+        """The channel map ``[N, C]`` and the position map ``[N, 1, H, W]``. The position map
+        is that of the input itself: in training the position part sees the input with
+        channels dropped and rescaled, whose expectation is the input."""
+        return self.channel_keep(x), self.position_keep(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
-        k_c = self.channel_keep(x).clamp(self.min_keep, 1.0)
-        x = x * (torch.bernoulli(k_c.detach()) / k_c)[:, :, None, None]
-        k_p = self.position_keep(x).clamp(self.min_keep, 1.0)
-        return x * torch.bernoulli(k_p.detach()) / k_p
+        x = _drop(x, self.floor(self.channel_keep(x))[:, :, None, None])
+        return _drop(x, self.floor(self.position_keep(x)))
+
+    def floor(self, attention: torch.Tensor) -> torch.Tensor:
+        """The keep probability of an attention ``a`` in ``(0, 1)``:
+        ``min_keep + (1 - min_keep) * a``, so no unit is dropped for good and the gradient
+        reaches every attention value (a clip at ``min_keep`` would stop it there)."""
+        return self.min_keep + (1 - self.min_keep) * attention
+
+
+def _drop(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Inverted dropout of ``x`` with keep probabilities ``keep`` (broadcast), trained by the
+    straight-through estimator: the forward pass uses the Bernoulli mask itself, the
+    backward pass takes its derivative with respect to ``keep`` as 1 (Bengio et al. 2013).
+    With the mask detached instead, the only gradient reaching ``keep`` would be the
+    ``1 / keep`` rescale's, which lowers the keep probability of exactly the features the
+    loss wants larger; through the straight-through mask the expected gradient has the sign
+    of the true one for a convex loss: keeping a feature the loss depends on more often
+    lowers it."""
+    mask = torch.bernoulli(keep.detach())
+    return x * (keep + (mask - keep).detach()) / keep
 
 
 __all__ = ["ADCM", "NAMSpatialAttention"]

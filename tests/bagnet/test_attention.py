@@ -3,8 +3,6 @@ attention (checked against binomial spreads)."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -69,7 +67,7 @@ def test_channels_are_kept_as_often_as_their_attention_says() -> None:
             if isinstance(layer, torch.nn.Linear):
                 layer.weight.zero_()
         adcm.mlp[0].bias.zero_()
-        adcm.mlp[2].bias.copy_(torch.logit(want) / 3)
+        adcm.mlp[2].bias.copy_(torch.logit((want - 0.05) / 0.95) / 3)  # keep = 0.05 + 0.95 a
         adcm.position.weight.zero_()
         adcm.position.bias.fill_(20.0)  # every position kept
     n = 4000
@@ -101,11 +99,31 @@ def test_positions_are_kept_as_often_as_their_attention_says() -> None:
     x = torch.ones(n, 2, 2, 3)
     x[:, 0] = logits
     kept = (adcm(x)[:, 1] != 0).float().mean(0)
-    want = torch.sigmoid(logits).clamp(0.05, 1)
+    want = 0.05 + 0.95 * torch.sigmoid(logits)  # min_keep + (1 - min_keep) * attention
     assert _binomial_ok(kept, want, n), kept
     order = logits.flatten().argsort()
     assert (kept.flatten()[order].diff() > 0).all()
-    assert math.isclose(float(want.min()), float(torch.sigmoid(torch.tensor(-2.0))))
+    assert float(adcm.floor(torch.tensor(0.0))) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize(("target", "true_gradient"), [(3.0, -8.0), (0.0, -4.0), (None, 0.0)])
+def test_the_keep_probability_gets_the_gradient_of_the_expected_loss(target, true_gradient
+                                                                      ) -> None:
+    # one feature x = 1 dropped with keep k = 0.5: E[L] = k L(x / k) + (1 - k) L(0), so for
+    # L = (out - 3)^2, dE/dk = -8 (keeping it more often helps: the loss wants it larger);
+    # for L = out^2, -4; for L = -out, 0 (the expected output is x whatever k). The
+    # straight-through mask gives -4, -4 and 0: the true sign. (A detached mask would give
+    # +4, -8 and +2: a push to drop the feature the first loss wants larger.)
+    from glimpse_gym.bagnet.attention import _drop
+
+    torch.manual_seed(0)
+    keep = torch.full((200_000,), 0.5, requires_grad=True)
+    out = _drop(torch.ones(200_000), keep)
+    loss = -out if target is None else (out - target) ** 2
+    loss.sum().backward()
+    mean = keep.grad.mean().item()
+    assert mean == pytest.approx({3.0: -4.0, 0.0: -4.0, None: 0.0}[target], abs=0.1)
+    assert mean * true_gradient > 0 or true_gradient == 0
 
 
 @pytest.mark.parametrize("kw", [dict(adcm=True), dict(nam=True, nam_spatial=True)],

@@ -36,7 +36,8 @@ def _block(folder, seeds, full_errors, saccader, attention, nam) -> None:
         d.mkdir(parents=True, exist_ok=True)
         (d / "metrics.json").write_text(json.dumps({
             "epoch": 3, "test": {"image_error": full, "cell_acc": 0.3 + s / 100},
-            "train_time_s": 600.0 + s, "train_images_per_s": 300.0}))
+            "train_time_s": 600.0 + s, "train_cpu_s": 1100.0 + 100 * full * s,
+            "threads": 1, "images_per_epoch": 1000}))
     runs = []
     for i, _ in enumerate(seeds):
         curves = {"saccader": 0.5 + i / 100, "random": 0.9, "saliency": 0.4}
@@ -68,6 +69,11 @@ def test_the_comparison_of_blocks(tmp_path) -> None:
     pair = found["maps_versus_glimpses"]["nam"]["attention:nam - saccader"]
     assert pair["deletion"]["mean"] == pytest.approx(0.3) and pair["deletion"]["differs"]
     assert pair["insertion_mean"]["mean"] == pytest.approx(-0.3)
+    assert pair["deletion"]["same_sign"] == 3
+    # CPU ms per training image: 1100 + 100 * error * seed CPU seconds over 3 epochs of 1,000
+    cpu = nam["bagnet"]["train_cpu_ms_per_image"]["values"]
+    assert cpu == pytest.approx([1000 * (1100 + 100 * e * s) / 3000
+                                 for s, e in enumerate([0.020, 0.021, 0.022])])
     assert nam["interpretability"]["attention:nam"]["deletion"]["mean"] == pytest.approx(0.81)
     write_summary(found, tmp_path / "summary")
     text = (tmp_path / "summary" / "results.md").read_text()

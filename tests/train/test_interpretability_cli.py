@@ -76,3 +76,19 @@ def test_attention_checkpoints_must_have_a_block_and_the_grid(tmp_path) -> None:
     with pytest.raises(UsageError, match="has no NAM or ADCM block"):
         evaluate(EvaluateConfig(interpretability=True, attention_checkpoint=[plain.out],
                                 out=str(tmp_path / "e"), progress=False))
+
+
+def test_fewer_images_than_asked_and_attention_without_the_test(tmp_path, capsys) -> None:
+    att = PretrainConfig(dataset="digits", epochs=1, batch_size=32, max_train_images=32,
+                         out=str(tmp_path / "att" / "bagnet.pt"), progress=False,
+                         eval_test=False, width=4, feature_dim=8, adcm=True)
+    pretrain_bagnet(att)
+    # --max-images below --interpretability-images: the test reads the images evaluated
+    results = evaluate(EvaluateConfig(
+        policy=["random"], max_glimpses=2, pictures=0, max_images=20, interpretability=True,
+        attention_checkpoint=[att.out], out=str(tmp_path / "e"), progress=False))
+    assert results["interpretability"]["images"] == 20
+    assert "tested on another model's decisions" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="add --interpretability"):
+        evaluate(EvaluateConfig(attention_checkpoint=[att.out], out=str(tmp_path / "f"),
+                                progress=False))

@@ -328,3 +328,19 @@ def test_attention_and_agent_options_are_checked() -> None:
                 ResultsConfig(agents=["saccader"], agent_option=["reinforce=--iterations=9"])):
         with pytest.raises(UsageError):
             plan(cfg)
+
+
+def test_an_evaluation_without_the_asked_test_is_not_done(tmp_path) -> None:
+    import json
+
+    from train.results import _done
+
+    marker = tmp_path / "results.json"
+    asked, plain = ["evaluate", "--interpretability"], ["evaluate"]
+    assert not _done(marker, plain)
+    marker.write_text(json.dumps({"policies": {}}))
+    assert _done(marker, plain) and not _done(marker, asked)
+    marker.write_text(json.dumps({"policies": {}, "interpretability": {}}))
+    assert _done(marker, asked)
+    marker.write_text("{broken")
+    assert not _done(marker, asked)
