@@ -103,11 +103,14 @@ def deletion_insertion(model: BagNetBase, mean: Any, std: Any, images: Any,
                        ) -> dict[str, list[float]]:
     """The full-image BagNet's accuracy with the receptive fields of the first T cells of
     ``cells [N, >= tmax]`` blanked (``deletion``) and with everything but them blanked
-    (``insertion``), for T = 1..tmax, and on the clean images (``clean``)."""
+    (``insertion``), for T = 1..tmax, and on the clean images (``clean``); ``area``: the mean
+    fraction of the image those T cells' receptive fields cover (overlapping boxes, or a
+    cell ranked twice, cover less than T boxes)."""
     model.eval()
     boxes = torch.as_tensor(cell_boxes, dtype=torch.long)
     n = len(labels)
-    hits = {"deletion": np.zeros(tmax), "insertion": np.zeros(tmax), "clean": np.zeros(1)}
+    hits = {"deletion": np.zeros(tmax), "insertion": np.zeros(tmax), "clean": np.zeros(1),
+            "area": np.zeros(tmax)}
 
     def correct(x: torch.Tensor, y: torch.Tensor) -> int:
         out = model(preprocess(x, mean, std, device))
@@ -121,6 +124,7 @@ def deletion_insertion(model: BagNetBase, mean: Any, std: Any, images: Any,
             blanked, mask = occlude(imgs, boxes[cells[s:s + batch, :t]])
             hits["deletion"][t - 1] += correct(blanked, y)
             hits["insertion"][t - 1] += correct(imgs.masked_fill(~mask[:, None], 0), y)
+            hits["area"][t - 1] += float(mask.flatten(1).float().mean(1).sum())
     return {k: (v / max(n, 1)).tolist() for k, v in hits.items()}
 
 

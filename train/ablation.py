@@ -137,7 +137,8 @@ def summarise(task: str, folders: dict[str, Path], seeds: list[int]) -> dict[str
             "error": {n: row["error"][str(t)] for n, row in table["policies"].items()},
             "interpretability": {
                 n: {"deletion": c["deletion"][t - 1], "insertion": c["insertion"][t - 1],
-                    "deletion_mean": c["deletion_mean"], "insertion_mean": c["insertion_mean"]}
+                    "deletion_mean": c["deletion_mean"], "insertion_mean": c["insertion_mean"],
+                    **({"area": c["area"][t - 1]} if "area" in c else {})}
                 for n, c in table["interpretability"]["curves"].items()},
             "images": table["interpretability"]["images"],
             "tmax": table["interpretability"]["tmax"]}
@@ -221,15 +222,17 @@ def ablation_markdown(found: dict[str, Any]) -> str:
     any_row = next(iter(blocks.values()))
     tmax = any_row["tmax"]
     lines += ["", f"| BagNet | ranking | deletion at T = {t} | deletion, mean T = 1..{tmax} | "
-              f"insertion at T = {t} | insertion, mean T = 1..{tmax} |", "|---" * 6 + "|"]
+              f"insertion at T = {t} | insertion, mean T = 1..{tmax} | area at T = {t} |",
+              "|---" * 7 + "|"]
     for block, row in blocks.items():
         for name, c in row["interpretability"].items():
-            lines.append(f"| {block} | {name} | " + " | ".join(_value(c[k]) for k in (
-                "deletion", "deletion_mean", "insertion", "insertion_mean")) + " |")
+            lines.append(f"| {block} | {name} | " + " | ".join(_value(c.get(k)) for k in (
+                "deletion", "deletion_mean", "insertion", "insertion_mean", "area")) + " |")
     lines += ["", f"The BagNet's own full-image accuracy (%) on the first "
               f"{any_row['images']:,} test images with the receptive fields of each ranking's "
               f"top T cells blanked (deletion: lower means those cells held more of the "
-              f"evidence) or kept alone (insertion: higher is better); mean ± std over "
+              f"evidence) or kept alone (insertion: higher is better), and the share of "
+              f"the image (%) those cells' receptive fields cover; mean ± std over "
               f"{seeds} seeds."]
     lines += ["", "Each map (and the saliency) minus each agent's glimpses, seed by seed on "
               "the same BagNet (points, 95 % bootstrap interval of the mean of the per-seed "

@@ -108,8 +108,9 @@ def combine_curves(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     curves = {}
     for name in names:
         rows = [f["curves"][name] for f in found]
+        kinds = KINDS + (("area",) if all("area" in r for r in rows) else ())
         curves[name] = {kind: [summary([r[kind][t] for r in rows])
-                               for t in range(found[0]["tmax"])] for kind in KINDS}
+                               for t in range(found[0]["tmax"])] for kind in kinds}
         curves[name].update({f"{kind}_mean": summary([float(np.mean(r[kind])) for r in rows])
                              for kind in KINDS})
     return {"images": found[0]["images"], "tmax": found[0]["tmax"], "seeds": len(found),

@@ -76,7 +76,7 @@ def test_deletion_and_insertion_blank_what_they_say(setup) -> None:
     cells = torch.arange(100).repeat(12, 1)  # row-major order for every image
     curves = deletion_insertion(model, MEAN, STD, images, labels, cells, boxes, tmax=100,
                                 batch=5)
-    assert set(curves) == {"deletion", "insertion", "clean"}
+    assert set(curves) == {"deletion", "insertion", "clean", "area"}
     assert len(curves["deletion"]) == len(curves["insertion"]) == 100
 
     def accuracy(x: np.ndarray) -> float:
@@ -94,3 +94,5 @@ def test_deletion_and_insertion_blank_what_they_say(setup) -> None:
     first[0:13, 0:13] = True  # cell 0's box
     assert curves["insertion"][0] == pytest.approx(accuracy(images * first))
     assert curves["deletion"][0] == pytest.approx(accuracy(images * ~first))
+    assert curves["area"][0] == pytest.approx(13 * 13 / 32 ** 2)  # the share of the image
+    assert curves["area"][-1] == pytest.approx(covered.mean())
