@@ -119,6 +119,13 @@ def _bagnet_row(folder: Path, seeds: list[int]) -> dict[str, Any]:
     return row
 
 
+LABEL = {"1": "at T = 1", "": "at T = {t}", "mean": "mean"}
+COMPARED = ("deletion_1", "deletion", "deletion_mean", "insertion_1", "insertion",
+            "insertion_mean")
+"""The interpretability test's figures compared between rankings: at T = 1, at the task's T
+and the mean over T = 1..Tmax, of both curves."""
+
+
 def summarise(task: str, folders: dict[str, Path], seeds: list[int]) -> dict[str, Any]:
     """The comparison of the blocks' ``glimpse results`` folders (see the module)."""
     t = TASKS[task].glimpses
@@ -137,6 +144,7 @@ def summarise(task: str, folders: dict[str, Path], seeds: list[int]) -> dict[str
             "error": {n: row["error"][str(t)] for n, row in table["policies"].items()},
             "interpretability": {
                 n: {"deletion": c["deletion"][t - 1], "insertion": c["insertion"][t - 1],
+                    "deletion_1": c["deletion"][0], "insertion_1": c["insertion"][0],
                     "deletion_mean": c["deletion_mean"], "insertion_mean": c["insertion_mean"],
                     **({"area": c["area"][t - 1]} if "area" in c else {})}
                 for n, c in table["interpretability"]["curves"].items()},
@@ -162,8 +170,7 @@ def summarise(task: str, folders: dict[str, Path], seeds: list[int]) -> dict[str
             ("ordered", "random", "centre", "full"))]
         maps_versus_glimpses[block] = {
             f"{m} - {a}": {k: paired(curves[m][k]["values"], curves[a][k]["values"])
-                           for k in ("deletion", "insertion", "deletion_mean",
-                                     "insertion_mean")}
+                           for k in COMPARED}
             for m in maps + ["saliency"] for a in agents}
     return {"task": task, "T": t, "seeds": seeds, "blocks": blocks,
             "versus_plain": versus_plain, "maps_versus_glimpses": maps_versus_glimpses,
@@ -207,7 +214,8 @@ def ablation_markdown(found: dict[str, Any]) -> str:
                      f"{_value(minutes, 1, 1)} | "
                      + " | ".join(_value(row["error"].get(a)) for a in agents) + " |")
     seeds = len(found["seeds"])
-    lines += ["", f"Mean ± std over {seeds} seeds (seed k: BagNet and agents); the policies' "
+    over = f"{seeds} seed" + ("s" if seeds > 1 else "")
+    lines += ["", f"Mean ± std over {over} (seed k: BagNet and agents); the policies' "
               f"test error after T = {t} glimpses on the {found['task']} test set (the full "
               f"image: the BagNet itself). Training cost: CPU time per training image and "
               f"wall time, with {', '.join(map(str, sorted(threads)))} torch thread(s)"
@@ -221,28 +229,27 @@ def ablation_markdown(found: dict[str, Any]) -> str:
             for m, d in pairs.items()))
     any_row = next(iter(blocks.values()))
     tmax = any_row["tmax"]
-    lines += ["", f"| BagNet | ranking | deletion at T = {t} | deletion, mean T = 1..{tmax} | "
-              f"insertion at T = {t} | insertion, mean T = 1..{tmax} | area at T = {t} |",
-              "|---" * 7 + "|"]
+    lines += ["", f"| BagNet | ranking | deletion, T = 1 | T = {t} | mean T = 1..{tmax} | "
+              f"insertion, T = 1 | T = {t} | mean T = 1..{tmax} | area at T = {t} |",
+              "|---" * 9 + "|"]
     for block, row in blocks.items():
         for name, c in row["interpretability"].items():
-            lines.append(f"| {block} | {name} | " + " | ".join(_value(c.get(k)) for k in (
-                "deletion", "deletion_mean", "insertion", "insertion_mean", "area")) + " |")
+            lines.append(f"| {block} | {name} | " + " | ".join(
+                _value(c.get(k)) for k in (*COMPARED, "area")) + " |")
     lines += ["", f"The BagNet's own full-image accuracy (%) on the first "
               f"{any_row['images']:,} test images with the receptive fields of each ranking's "
               f"top T cells blanked (deletion: lower means those cells held more of the "
               f"evidence) or kept alone (insertion: higher is better), and the share of "
               f"the image (%) those cells' receptive fields cover; mean ± std over "
-              f"{seeds} seeds."]
+              f"{over}."]
     lines += ["", "Each map (and the saliency) minus each agent's glimpses, seed by seed on "
               "the same BagNet (points, 95 % bootstrap interval of the mean of the per-seed "
               "differences; with 3 seeds it excludes 0 exactly when all three agree in sign):"]
     for block, pairs in found["maps_versus_glimpses"].items():
         for pair, ds in pairs.items():
-            lines.append(f"- {block}, {pair}: deletion at T = {t} "
-                         f"{_diff(ds['deletion'])}; insertion at T = {t} "
-                         f"{_diff(ds['insertion'])}; deletion mean {_diff(ds['deletion_mean'])}"
-                         f"; insertion mean {_diff(ds['insertion_mean'])}")
+            lines.append(f"- {block}, {pair}: " + "; ".join(
+                f"{k.split('_')[0]} {LABEL[k.partition('_')[2]].format(t=t)} {_diff(ds[k])}"
+                for k in COMPARED))
     return "\n".join(lines) + "\n"
 
 
