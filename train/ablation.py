@@ -8,12 +8,13 @@ continues, and two runs with different ``--attention`` may share the cores). The
 ``OUT/TASK/``:
 
 - ``results.json`` / ``results.md``: per block, over the seeds, the BagNet's full-image test
-  error, per-cell accuracy, parameters and training time; each agent's test error at the
-  task's T; the interpretability test's deletion and insertion accuracy at T and their means
-  over T = 1..Tmax for every ranking (the agents' glimpses, ordered logits, random cells,
-  gradient saliency and the block's own attention maps); and differences with their 95 %
-  bootstrap intervals: each block against plain, and each attention map against each agent's
-  glimpses in the same BagNets;
+  error, per-cell accuracy, parameters and training cost (CPU time per training image, and
+  wall time); each agent's test error at the task's T; the interpretability test's deletion
+  and insertion accuracy at T = 1, at the task's T and their means over T = 1..Tmax for
+  every ranking (the agents' glimpses, ordered logits, random cells, gradient saliency and
+  the block's own attention maps), with the share of the image the cells cover; and
+  differences with their 95 % bootstrap intervals: each block against plain, and, seed by
+  seed on the same BagNet, each attention map against each agent's glimpses (:func:`paired`);
 - ``ablation.png``: the errors per block with each seed's point, and the interpretability
   test's mean accuracies per ranking and block.
 """
