@@ -41,22 +41,23 @@ def top_cells(scores: torch.Tensor, tmax: int) -> torch.Tensor:
 def attention_map(model: BagNetBase, x: torch.Tensor, block: str) -> torch.Tensor:
     """``[N, H', W']``: the attention of ``model``'s ``block`` (one of
     :data:`ATTENTION_BLOCKS`) on normalised images ``x``, averaged over channels (ADCM's
-    position map as it is). The blocks before it run as at test time."""
+    position map, on the what-features, as it is). The blocks before it run as at test
+    time."""
     if block not in ATTENTION_BLOCKS:
         raise ValueError(f"block must be one of {ATTENTION_BLOCKS}, got {block!r}")
     if getattr(model, block, None) is None:
         raise ValueError(f"this BagNet has no {block} block (pretrain-bagnet --"
                          f"{block.replace('_', '-')})")
     model.eval()
+    if block == "adcm":  # on the what-features, before the classifier
+        return model.adcm.attention(model.trunk(x))[1].mean(dim=1)
     h = model.layers(x)
-    for name in ATTENTION_BLOCKS:
+    for name in ("nam", "nam_spatial"):
         module = getattr(model, name, None)
-        if module is None:
-            continue
         if name == block:
-            maps = module.attention(h)
-            return (maps[1] if name == "adcm" else maps).mean(dim=1)
-        h = module(h)
+            return module.attention(h).mean(dim=1)
+        if module is not None:
+            h = module(h)
     raise AssertionError("unreachable")
 
 

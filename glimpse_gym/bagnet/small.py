@@ -47,7 +47,10 @@ class SmallBagNet(BagNetBase):
         nam: insert NAM channel attention before the bottleneck.
         nam_spatial: then NAM's spatial branch (needs ``image_size``: one scale per
             position of the grid of that size).
-        adcm: then ADCM, attention used as dropout in training (the identity in eval).
+        adcm: ADCM on the what-features, just before the per-cell classifier: attention
+            used as dropout in training, the identity in eval (the classifier is linear, so
+            the eval logits are the expectation of the training ones; before the "what"
+            layer's batch norm, dropout's variance would skew its running statistics).
         image_size: ``(H, W)`` of the input images, for ``nam_spatial``.
     """
 
@@ -83,19 +86,19 @@ class SmallBagNet(BagNetBase):
                 raise ValueError("nam_spatial needs image_size (H, W): NAM's spatial branch "
                                  "has one scale per position of the grid")
             self.nam_spatial = NAMSpatialAttention(*self.grid_size(*image_size))
-        self.adcm = ADCM(cin) if adcm else None
         self.what = _conv_bn_relu(cin, feature_dim, 1, 1)
+        self.adcm = ADCM(feature_dim) if adcm else None
         self.classifier = nn.Conv2d(feature_dim, num_classes, 1)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(x)
-        for block in (self.nam, self.nam_spatial, self.adcm):
+        for block in (self.nam, self.nam_spatial):
             if block is not None:
                 x = block(x)
         return self.what(x)
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(features)
+        return self.classifier(features if self.adcm is None else self.adcm(features))
 
     def head_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.classifier.weight[:, :, 0, 0], self.classifier.bias

@@ -48,7 +48,7 @@ def test_attention_maps_are_the_blocks_maps_on_the_grid(setup, block) -> None:
             h = model.nam_spatial(h)
         want = {"nam": lambda: model.nam.attention(h).mean(1),
                 "nam_spatial": lambda: model.nam_spatial.attention(h).mean(1),
-                "adcm": lambda: model.adcm.attention(h)[1][:, 0]}[block]()
+                "adcm": lambda: model.adcm.attention(model.what(h))[1][:, 0]}[block]()
     torch.testing.assert_close(maps, want)
     ranked = attention_ranking(model, images, MEAN, STD, block, tmax=5, batch=5)
     assert torch.equal(ranked, top_cells(want, 5))

@@ -155,3 +155,21 @@ def test_soft_attention_is_for_the_small_bagnets(tmp_path) -> None:
     with pytest.raises(UsageError, match="not of bagnet9"):
         pretrain_bagnet(PretrainConfig(dataset="digits", arch="bagnet9", adcm=True,
                                        out=str(tmp_path / "b.pt"), progress=False))
+
+
+def test_adcm_drops_the_what_features_just_before_the_linear_classifier() -> None:
+    # the features (what the banks store) never pass through ADCM; in training the logits
+    # are those of dropped features, and their mean over masks is the eval logits exactly
+    torch.manual_seed(3)
+    model = bagnet_small(adcm=True).eval()
+    x = torch.rand(2, 1, 60, 60)
+    with torch.no_grad():
+        clean = model(x)
+        model.adcm.train()  # only ADCM in training mode: the batch norms keep their statistics
+        runs = [model(x) for _ in range(600)]
+    for run in runs[:3]:
+        torch.testing.assert_close(run.features, clean.features)
+    assert not torch.equal(runs[0].logits, clean.logits)
+    mean = torch.stack([r.logits for r in runs]).mean(0)
+    spread = torch.stack([r.logits for r in runs]).std(0) / 600 ** 0.5
+    assert ((mean - clean.logits).abs() <= 5 * spread + 1e-4).all()
