@@ -161,7 +161,8 @@ def summarise(task: str, folders: dict[str, Path], seeds: list[int]) -> dict[str
                      for m in ("full_image_error", "cell_accuracy", "train_cpu_ms_per_image")
                      if m in row["bagnet"] and m in base["bagnet"]}
             pairs.update({f"error:{n}": difference(e["values"], base["error"][n]["values"])
-                          for n, e in row["error"].items() if n in base["error"]})
+                          for n, e in row["error"].items() if n in base["error"]
+                          and n not in ("random", "centre", "full-image")})
             versus_plain[block] = pairs
     maps_versus_glimpses: dict[str, Any] = {}
     for block, row in blocks.items():
