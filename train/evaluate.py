@@ -38,7 +38,7 @@ from glimpse_gym.fileio import atomic_write
 from glimpse_gym.pretrained import resolve_checkpoint
 from train.interpretability import (
     attention_models,
-    combine_curves,
+    combine_test,
     curves_markdown,
     interpretability_test,
     plot_curves,
@@ -319,15 +319,8 @@ def combine(cfg: EvaluateConfig) -> dict[str, Any]:
     _plot(means, tmax, out / "accuracy.png", f"{first['bank'].get('dataset')} "
           f"{first['bank'].get('split')}: mean of {seeds} seeds, 95 % interval shaded", bands)
     markdown, extra = combined_markdown(results), []
-    curves = combine_curves(runs)
-    tested = sum("interpretability" in r for r in runs)
-    if curves is None and tested:
-        print(f"note: {tested} of the {len(runs)} runs have the interpretability test (or "
-              "they differ in images or Tmax): it is not combined")
+    curves = combine_test(runs, results, out, str(first["bank"].get("dataset")))
     if curves:
-        results["interpretability"] = curves
-        plot_curves(curves, out / "interpretability.png", f"{first['bank'].get('dataset')}: "
-                    f"{curves['images']} images, mean of {curves['seeds']} seeds")
         markdown += "\n" + curves_markdown(curves)
         extra.append("interpretability.png")
     atomic_write(out / "results.md", lambda f: f.write(markdown.encode()))

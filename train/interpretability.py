@@ -117,6 +117,23 @@ def combine_curves(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
             "curves": curves}
 
 
+def combine_test(runs: list[dict[str, Any]], results: dict[str, Any], out: Path,
+                 dataset: str) -> dict[str, Any] | None:
+    """``evaluate --combine``'s part: the runs' tests combined (:func:`combine_curves`) into
+    ``results["interpretability"]`` and ``OUT/interpretability.png``; a note when only some
+    runs have the test."""
+    curves = combine_curves(runs)
+    tested = sum("interpretability" in r for r in runs)
+    if curves is None and tested:
+        print(f"note: {tested} of the {len(runs)} runs have the interpretability test (or "
+              "they differ in images or Tmax): it is not combined")
+    if curves:
+        results["interpretability"] = curves
+        plot_curves(curves, out / "interpretability.png", f"{dataset}: {curves['images']} "
+                    f"images, mean of {curves['seeds']} seeds")
+    return curves
+
+
 def _mean(point: Any) -> float:
     """A curve's point: a number (one run) or a summary over seeds (its mean)."""
     return point["mean"] if isinstance(point, dict) else point
@@ -187,5 +204,5 @@ def curves_markdown(result: dict[str, Any], columns: tuple[int, ...] = (1, 2, 4,
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["attention_models", "combine_curves", "curves_markdown", "interpretability_test",
-           "plot_curves", "print_curves"]
+__all__ = ["attention_models", "combine_curves", "combine_test", "curves_markdown",
+           "interpretability_test", "plot_curves", "print_curves"]
