@@ -194,14 +194,14 @@ def plan(cfg: ResultsConfig) -> list[tuple[str, list[str], Path]]:
                                                    "--out", str(folder), *common),
                           folder / "results.json"))  # written last: checkpoints come earlier
         ckpt = (out / f"bagnet-s{b}" / "bagnet.pt") if cfg.bagnet == "train" else task.name
-        policies = [f"--policy={n}={out / f'seed{s}' / n / AGENTS[n][2]}" for n in agents]
+        evaluated = [f"--policy={n}={out / f'seed{s}' / n / AGENTS[n][2]}" for n in agents]
         if cfg.interpretability:
-            policies += ["--interpretability", "--interpretability-images",
-                         str(cfg.interpretability_images)]
+            evaluated += ["--interpretability", "--interpretability-images",
+                          str(cfg.interpretability_images)]
             if cfg.attention != "plain":
-                policies.append(f"--attention-checkpoint=attention={ckpt}")
+                evaluated.append(f"--attention-checkpoint=attention={ckpt}")
         steps.append((f"evaluate-s{s}", _glimpse(
-            "evaluate", "--bank", f"{banks}/test", "--checkpoint", str(ckpt), *policies,
+            "evaluate", "--bank", f"{banks}/test", "--checkpoint", str(ckpt), *evaluated,
             "--policy=ordered-logits", "--policy=random", "--policy=centre",
             "--occlusion-glimpses", str(task.glimpses), "--seed", str(s),
             "--out", str(out / "eval" / f"seed{s}"), *common),
