@@ -192,16 +192,20 @@ def paired(a: list[float], b: list[float]) -> dict[str, Any]:
     return found
 
 
-def _diff(d: dict[str, Any], scale: float = 100.0) -> str:
-    shown = "" if d["differs"] else ", no difference shown"
-    return (f"{scale * d['mean']:+.2f} [{scale * d['ci95'][0]:+.2f}, "
-            f"{scale * d['ci95'][1]:+.2f}]{shown}")
+def _diff(d: dict[str, Any], scale: float = 100.0, bold: bool = False) -> str:
+    """``mean [lo, hi]``; a difference the interval does not show is said so, or (``bold``,
+    for tables) one it shows is set in bold."""
+    text = (f"{scale * d['mean']:+.2f} [{scale * d['ci95'][0]:+.2f}, "
+            f"{scale * d['ci95'][1]:+.2f}]")
+    if bold:
+        return f"**{text}**" if d["differs"] else text
+    return text if d["differs"] else f"{text}, no difference shown"
 
 
 def ablation_markdown(found: dict[str, Any]) -> str:
     """The comparison as the Markdown tables the docs use."""
     t, blocks = found["T"], found["blocks"]
-    agents = [n for n in next(iter(blocks.values()))["error"] if n != "centre"]
+    agents = [n for n in next(iter(blocks.values()))["error"] if n not in ("centre", "full-image")]
     lines = ["| BagNet | parameters | full-image error (%) | per-cell accuracy (%) | training, "
              "CPU ms per image | training, wall (min) | "
              + " | ".join(f"{a} (%)" for a in agents) + " |", "|---" * (6 + len(agents)) + "|"]
@@ -244,19 +248,23 @@ def ablation_markdown(found: dict[str, Any]) -> str:
               f"evidence) or kept alone (insertion: higher is better), and the share of "
               f"the image (%) those cells' receptive fields cover; mean ± std over "
               f"{over}."]
-    lines += ["", "Each map (and the saliency) minus each agent's glimpses, seed by seed on "
-              "the same BagNet (points, 95 % bootstrap interval of the mean of the per-seed "
-              "differences; with 3 seeds it excludes 0 exactly when all three agree in sign):"]
+    lines += ["", "| BagNet | map - agent | " + " | ".join(
+        f"{k.split('_')[0]}, {LABEL[k.partition('_')[2]].format(t=t)}" for k in COMPARED)
+        + " |", "|---" * (2 + len(COMPARED)) + "|"]
     for block, pairs in found["maps_versus_glimpses"].items():
         for pair, ds in pairs.items():
-            lines.append(f"- {block}, {pair}: " + "; ".join(
-                f"{k.split('_')[0]} {LABEL[k.partition('_')[2]].format(t=t)} {_diff(ds[k])}"
-                for k in COMPARED))
+            lines.append(f"| {block} | {pair} | " + " | ".join(
+                _diff(ds[k], bold=True) for k in COMPARED) + " |")
+    lines += ["", "Each map (and the saliency) minus each agent's glimpses, seed by seed on "
+              "the same BagNet: points, with the 95 % bootstrap interval of the mean of the "
+              "per-seed differences; in bold where it excludes 0 (with 3 seeds: exactly when "
+              "all three agree in sign)."]
     return "\n".join(lines) + "\n"
 
 
 def plot_ablation(found: dict[str, Any], path: Path) -> None:
-    """Errors per block with each seed's point; mean deletion and insertion per ranking."""
+    """Errors per block with each seed's point; each ranking's deletion and insertion at
+    T = 1, where the rankings differ most (by T = 4 every good one has the evidence)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,33 +274,42 @@ def plot_ablation(found: dict[str, Any], path: Path) -> None:
     blocks = found["blocks"]
     names = list(blocks)
     agents = list(next(iter(blocks.values()))["error"])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
     series = {"full image (BagNet)": [blocks[b]["bagnet"]["full_image_error"] for b in names]}
     series.update({a: [blocks[b]["error"][a] for b in names] for a in agents
-                   if a not in ("random", "full-image")})
+                   if a not in ("random", "centre", "full-image")})
+    rankings = list(dict.fromkeys(n for b in names for n in blocks[b]["interpretability"]))
+    colour = {n: f"C{i % 10}" for i, n in enumerate(rankings)}  # one colour per name
+    colour["full image (BagNet)"] = "0.5"
     width = 0.8 / len(series)
     for i, (label, rows) in enumerate(series.items()):
         x = np.arange(len(names)) + (i - (len(series) - 1) / 2) * width
-        axes[0].bar(x, [100 * r["mean"] for r in rows], width, label=label, alpha=0.7)
+        axes[0].bar(x, [100 * r["mean"] for r in rows], width, label=label, alpha=0.7,
+                    color=colour.get(label))
         for xi, r in zip(x, rows, strict=True):
             axes[0].plot([xi] * len(r["values"]), [100 * v for v in r["values"]], "k.", ms=3)
     axes[0].set_xticks(range(len(names)), names)
     axes[0].set_ylabel(f"test error (%), agents at T = {found['T']}")
-    axes[0].legend(fontsize=7)
-    rankings = list(dict.fromkeys(n for b in names for n in blocks[b]["interpretability"]))
-    for ax, kind in zip(axes[1:], ("deletion_mean", "insertion_mean"), strict=True):
+    axes[0].set_ylim(0, 1.3 * axes[0].get_ylim()[1])
+    axes[0].legend(fontsize=7, ncol=2, loc="upper left")
+    for ax, kind in zip(axes[1:], ("deletion_1", "insertion_1"), strict=True):
         width = 0.8 / len(rankings)
         for i, name in enumerate(rankings):
             rows = [blocks[b]["interpretability"].get(name) for b in names]
             x = np.arange(len(names)) + (i - (len(rankings) - 1) / 2) * width
             ax.bar([xi for xi, r in zip(x, rows, strict=True) if r],
                    [100 * r[kind]["mean"] for r in rows if r], width, label=name,
-                   yerr=[100 * r[kind]["std"] for r in rows if r], alpha=0.8)
+                   yerr=[100 * r[kind]["std"] for r in rows if r], alpha=0.8,
+                   color=colour[name])
         ax.set_xticks(range(len(names)), names)
-        ax.set_title(f"{kind.split('_')[0]}: accuracy, mean over T = 1..{blocks[names[0]]['tmax']}")
-        ax.set_ylabel("full-image BagNet accuracy (%)")
-    axes[2].legend(fontsize=7)
-    fig.suptitle(f"{found['task']}: {len(found['seeds'])} seeds per BagNet")
+        ax.set_title(f"{kind.split('_')[0]}: the top cell's receptive field "
+                     + ("blanked (lower: more evidence)" if kind.startswith("del")
+                        else "kept alone (higher: more evidence)"), fontsize=9)
+        ax.set_ylabel("full-image BagNet accuracy (%), T = 1")
+    axes[2].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    seeds = len(found["seeds"])
+    fig.suptitle(f"{found['task']}: {seeds} seed{'s' if seeds > 1 else ''} per BagNet "
+                 "(bars: mean, black: each seed or the std)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -79,6 +79,8 @@ def test_the_comparison_of_blocks(tmp_path) -> None:
     text = (tmp_path / "summary" / "results.md").read_text()
     assert "| nam | attention:nam | 81.00 ± 1.00 |" in text
     assert "- nam - plain" in text and "full-image error +1.00" in text
+    row = next(r for r in text.splitlines() if r.startswith("| nam | attention:nam - saccader"))
+    assert row.split(" | ")[3].startswith("**+30.00 [")  # deletion at T: all seeds agree
     assert (tmp_path / "summary" / "ablation.png").stat().st_size > 0
     saved = json.loads((tmp_path / "summary" / "results.json").read_text())
     assert saved["blocks"]["plain"]["bagnet"]["epochs"] == 3
